@@ -1,0 +1,46 @@
+"""One Cycle schedule: linear LRMIN -> LRMAX (peak at epoch 5 of 24) -> LRMIN, stepped per batch.
+
+No annihilation: the cycle ends at LRMIN (final_div_factor = 1), as the recipe asks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import OneCycleLR
+
+
+def peak_step(total_steps: int, peak_fraction: float) -> int:
+    """Index of the step at which the LR is LRMAX: the first step of epoch 5 for 24 epochs."""
+    return round(peak_fraction * total_steps)
+
+
+def one_cycle_schedule(
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr_min: float,
+    lr_max: float,
+    total_steps: int,
+    peak_fraction: float,
+    cycle_momentum: bool = False,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> OneCycleLR:
+    """`OneCycleLR` placed so that step 0 = LRMIN, step `peak_step` = LRMAX, last step = LRMIN."""
+    if total_steps < 3:
+        raise ValueError(f"a one-cycle schedule needs at least 3 steps, got {total_steps}")
+    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    # OneCycleLR's warm-up phase ends (LR = max) at step pct_start * total_steps - 1.
+    pct_start = (peak + 1.0) / total_steps
+    return OneCycleLR(
+        optimizer,
+        max_lr=lr_max,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy="linear",
+        div_factor=lr_max / lr_min,
+        final_div_factor=1.0,
+        cycle_momentum=cycle_momentum,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+        three_phase=False,
+    )
