@@ -70,3 +70,13 @@ class ResNet9(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def build_model(
+    device: torch.device, logit_scale: float = 0.125, channels_last: bool = True
+) -> ResNet9:
+    """A freshly initialised ResNet9 on `device`, in channels_last memory when asked."""
+    model = ResNet9(logit_scale=logit_scale).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
