@@ -44,3 +44,21 @@ def one_cycle_schedule(
         max_momentum=max_momentum,
         three_phase=False,
     )
+
+
+def one_cycle_lrs(*, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float) -> list:
+    """Every step's LR under `one_cycle_schedule`, computed on a throwaway optimizer."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr_max)
+    scheduler = one_cycle_schedule(
+        optimizer,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        total_steps=total_steps,
+        peak_fraction=peak_fraction,
+    )
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
