@@ -57,6 +57,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="batch loader back end (default: %(default)s)",
     )
     parser.add_argument(
+        "--beton-dir",
+        default=None,
+        help="folder of the FFCV .beton files, written there if missing (default: data folder)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=positive_int,
         default=DEFAULTS.batch_size,

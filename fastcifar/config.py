@@ -20,6 +20,7 @@ class TrainConfig:
     data_dir: str | None = None  # None: $FASTCIFAR_DATA, else ~/.cache/fastcifar
     loader: str = "torch"  # torch | ffcv | dali; all three apply the same augmentation spec
     train_subset: int | None = None  # first N training images, for quick runs
+    beton_dir: str | None = None  # FFCV .beton files (written if missing); None: the data folder
     # Recipe (DAWNBench ResNet-9, Page's "How to train your ResNet")
     epochs: int = 24
     batch_size: int = 512

@@ -100,7 +100,8 @@ def _beton_path(config: TrainConfig, split_name: str) -> Path | None:
     # A beton holds a whole split; a training subset gets its own temporary one.
     if config.loader != "ffcv" or (split_name == "train" and config.train_subset is not None):
         return None
-    return default_data_dir(config.data_dir) / BETON_NAMES[split_name]
+    folder = Path(config.beton_dir) if config.beton_dir else default_data_dir(config.data_dir)
+    return folder / BETON_NAMES[split_name]
 
 
 def run_range_test(experiment: Experiment) -> RangeTestResult:

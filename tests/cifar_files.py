@@ -1,0 +1,92 @@
+"""Builds tiny CIFAR-10 folders and archives in the official binary format, for tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from fastcifar.data_source import (
+    FOLDER_NAME,
+    META_FILE,
+    TEST_FILES,
+    TRAIN_FILES,
+    Cifar10,
+    CifarSplit,
+    SourceChecksums,
+)
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+def random_split(count: int, seed: int) -> CifarSplit:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    return CifarSplit(images, rng.integers(0, 10, count).astype(np.int64))
+
+
+def encode_records(split: CifarSplit) -> bytes:
+    """Official record layout: 1 label byte, then 1,024 R, 1,024 G, 1,024 B bytes."""
+    chw = split.images.transpose(0, 3, 1, 2).reshape(len(split), -1)
+    return np.concatenate([split.labels.astype(np.uint8)[:, None], chw], axis=1).tobytes()
+
+
+def tiny_files(per_batch: int = 4, seed: int = 0) -> dict[str, bytes]:
+    files = {
+        name: encode_records(random_split(per_batch, seed + index))
+        for index, name in enumerate(TRAIN_FILES + TEST_FILES)
+    }
+    files[META_FILE] = ("\n".join(CLASS_NAMES) + "\n\n").encode()
+    return files
+
+
+def checksums_for(files: dict[str, bytes], archive: bytes = b"") -> SourceChecksums:
+    digests = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
+    return SourceChecksums(archive=hashlib.sha256(archive).hexdigest(), files=digests)
+
+
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    folder = root / FOLDER_NAME
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def make_archive(files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
+    """A .tar.gz with the files under cifar-10-batches-bin/, plus `extra` members at raw names."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        members = {f"{FOLDER_NAME}/{name}": data for name, data in files.items()}
+        for name, data in {**members, **(extra or {})}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def synthetic_cifar(train: int = 256, test: int = 100, seed: int = 0) -> Cifar10:
+    """Random images whose class is readable from the mean brightness, so a model can learn it."""
+
+    def split(count: int, offset: int) -> CifarSplit:
+        rng = np.random.default_rng(seed + offset)
+        labels = rng.integers(0, 10, count).astype(np.int64)
+        base = (labels * 25)[:, None, None, None]
+        noise = rng.integers(0, 30, (count, 32, 32, 3))
+        return CifarSplit((base + noise).clip(0, 255).astype(np.uint8), labels)
+
+    return Cifar10(split(train, 1), split(test, 2), CLASS_NAMES, Path("synthetic"))

@@ -1,0 +1,27 @@
+"""Shared fixtures. FASTCIFAR_DATA, when set to a folder holding cifar-10-batches-bin/, enables the
+tests that need the real CIFAR-10 (CI sets it to the shared copy)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def real_cifar_dir() -> Path | None:
+    folder = os.environ.get("FASTCIFAR_DATA")
+    if folder and (Path(folder) / "cifar-10-batches-bin").is_dir():
+        return Path(folder)
+    return None
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    folder = real_cifar_dir()
+    if folder is None:
+        pytest.skip("set FASTCIFAR_DATA to a folder holding cifar-10-batches-bin/ to run this")
+    return folder

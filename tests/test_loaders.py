@@ -1,0 +1,177 @@
+"""Every loader back end against the BatchLoader contract and the augmentation spec.
+
+Each back end is checked against the spec itself (decoded from coordinate-encoded images),
+never against another back end's output. Loaders are module-scoped: FFCV pays ~1-2 s of numba
+compilation per loader.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fastcifar.loaders import LOADER_NAMES, LoaderOptions, MissingBackendError, make_loader
+from tests.loader_helpers import (
+    CUT,
+    PAD,
+    SIZE,
+    build_loader,
+    coordinate_split,
+    decode_augmented,
+    random_split,
+    reference_normalise,
+)
+
+STATS_IMAGES, STATS_BATCH = 2048, 256
+EXACT_IMAGES, EXACT_BATCH = 1000, 128  # 7 full batches and one of 104
+
+
+def one_epoch(loader) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    batches = list(loader)
+    images = torch.cat([images for images, _ in batches])
+    labels = torch.cat([labels for _, labels in batches])
+    return images, labels, [len(labels) for _, labels in batches]
+
+
+@pytest.fixture(scope="module", params=LOADER_NAMES)
+def augmented(request):
+    split = coordinate_split(STATS_IMAGES)
+    options = dict(batch_size=STATS_BATCH, augment=True, shuffle=True, seed=0)
+    return build_loader(request.param, split, **options)
+
+
+@pytest.fixture(scope="module", params=LOADER_NAMES)
+def sequential(request):
+    split = random_split(EXACT_IMAGES)
+    return split, build_loader(request.param, split, batch_size=EXACT_BATCH)
+
+
+@pytest.fixture(scope="module", params=LOADER_NAMES)
+def shuffled_drop_last(request):
+    split = random_split(EXACT_IMAGES, seed=1)
+    options = dict(batch_size=EXACT_BATCH, shuffle=True, drop_last=True, seed=5)
+    return split, build_loader(request.param, split, **options)
+
+
+def test_batches_are_normalised_channels_last_float_with_int64_labels(augmented):
+    batches = 0
+    for images, labels in augmented:
+        assert images.dtype == torch.float32 and images.shape[1:] == (3, SIZE, SIZE)
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        assert labels.dtype == torch.int64 and labels.shape == (len(images),)
+        assert images.device.type == labels.device.type == "cpu"
+        batches += 1
+    assert batches == len(augmented) == STATS_IMAGES // STATS_BATCH
+
+
+def test_augmentation_follows_the_spec(augmented):
+    images, labels, _ = one_epoch(augmented)
+    assert sorted(labels.tolist()) == list(range(STATS_IMAGES))
+    draws = decode_augmented(images)  # asserts crop/flip/padding/cutout geometry per image
+    offsets = set(zip(draws.crop_row.tolist(), draws.crop_col.tolist(), strict=True))
+    assert len(offsets) == (2 * PAD + 1) ** 2, "not all 81 crop offsets occur"
+    # 5 standard deviations of a fair coin over 2,048 images is 0.055.
+    assert abs(draws.flip.mean() - 0.5) < 0.055
+    corners = SIZE - CUT + 1
+    assert set(draws.cut_row.tolist()) == set(range(corners)), "cutout rows miss 0..24"
+    assert set(draws.cut_col.tolist()) == set(range(corners)), "cutout cols miss 0..24"
+    assert np.all(draws.cut_pixels[~draws.cut_clipped] == CUT * CUT)
+    assert np.all(draws.cut_pixels[draws.cut_clipped] < CUT * CUT)
+    assert draws.cut_clipped.mean() < 0.5  # most squares lie clear of the padding
+
+
+def test_each_image_draws_its_own_augmentation(augmented):
+    images, _, sizes = one_epoch(augmented)
+    draws = decode_augmented(images)
+    start = 0
+    for size in sizes:
+        batch = slice(start, start + size)
+        assert 0 < draws.flip[batch].sum() < size, "one flip decision for a whole batch"
+        assert len(set(draws.crop_row[batch].tolist())) > 1, "one crop for a whole batch"
+        assert len(set(draws.cut_col[batch].tolist())) > 1, "one cutout for a whole batch"
+        start += size
+
+
+def test_each_epoch_draws_new_augmentations(augmented):
+    def draws_by_example():
+        images, labels, _ = one_epoch(augmented)
+        draws = decode_augmented(images)
+        order = labels.argsort().numpy()
+        return np.stack([draws.crop_row, draws.crop_col, draws.cut_row, draws.flip])[:, order]
+
+    first, second = draws_by_example(), draws_by_example()
+    assert (first == second).all(axis=0).mean() < 0.05
+
+
+def test_an_abandoned_epoch_does_not_disturb_the_next(augmented):
+    for _ in augmented:
+        break
+    _, labels, _ = one_epoch(augmented)
+    assert sorted(labels.tolist()) == list(range(STATS_IMAGES))
+
+
+def test_without_augmentation_images_pass_unchanged_in_order(sequential):
+    split, loader = sequential
+    images, labels, sizes = one_epoch(loader)
+    assert sizes == [EXACT_BATCH] * 7 + [EXACT_IMAGES - 7 * EXACT_BATCH] and len(loader) == 8
+    assert labels.tolist() == list(range(EXACT_IMAGES))
+    expected = reference_normalise(split.images)
+    np.testing.assert_allclose(images.double().numpy(), expected, rtol=0, atol=1e-5)
+    again, _, _ = one_epoch(loader)
+    assert torch.equal(images, again)
+
+
+def test_shuffled_epochs_are_seeded_permutations_without_the_last_partial_batch(shuffled_drop_last):
+    split, loader = shuffled_drop_last
+    assert len(loader) == EXACT_IMAGES // EXACT_BATCH
+    orders = []
+    for _ in range(2):
+        images, labels, sizes = one_epoch(loader)
+        assert sizes == [EXACT_BATCH] * len(loader)
+        assert len(set(labels.tolist())) == len(labels), "an example repeats within an epoch"
+        expected = reference_normalise(split.images[labels.numpy()])
+        np.testing.assert_allclose(images.double().numpy(), expected, rtol=0, atol=1e-5)
+        orders.append(labels.tolist())
+    assert orders[0] != sorted(orders[0]) and orders[0] != orders[1]
+
+
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_same_seed_gives_the_same_epochs_and_another_seed_does_not(name):
+    split = coordinate_split(300)
+
+    def two_epochs(seed):
+        loader = build_loader(name, split, batch_size=64, augment=True, shuffle=True, seed=seed)
+        return [one_epoch(loader)[:2] for _ in range(2)]
+
+    (first_a, second_a), (first_b, second_b) = two_epochs(3), two_epochs(3)
+    for left, right in ((first_a, first_b), (second_a, second_b)):
+        assert torch.equal(left[0], right[0]) and torch.equal(left[1], right[1])
+    assert not torch.equal(first_a[1], second_a[1])
+    other, _ = two_epochs(4)
+    assert not torch.equal(first_a[0], other[0])
+
+
+@pytest.mark.parametrize(("name", "package"), [("ffcv", "ffcv"), ("dali", "nvidia.dali")])
+def test_a_missing_backend_names_the_extra_to_install(name, package, monkeypatch):
+    loaded = [module for module in sys.modules if module.startswith(package + ".")]
+    for module in [package, *loaded]:
+        monkeypatch.setitem(sys.modules, module, None)  # None makes `import` fail
+    for ours in (f"fastcifar.loaders.{name}_loader", "fastcifar.beton"):
+        monkeypatch.delitem(sys.modules, ours, raising=False)  # import them afresh
+    options = LoaderOptions(batch_size=8, device=torch.device("cpu"))
+    with pytest.raises(MissingBackendError, match=rf"pip install \.\[{name}\]"):
+        make_loader(name, random_split(8), options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_batches_land_on_the_cuda_device(name):
+    split = coordinate_split(256)
+    options = LoaderOptions(batch_size=64, device=torch.device("cuda"), augment=True)
+    images, labels = next(iter(make_loader(name, split, options)))
+    assert images.is_cuda and labels.is_cuda
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    decode_augmented(images)

@@ -1,0 +1,101 @@
+"""The LR range test on a problem with a known answer: full-batch gradient descent on least squares
+diverges for LR > 2/L (L = largest eigenvalue of the Hessian). The LRMAX found must lie below 2/L
+and within 10x of it; LRMIN below LRMAX; and every piece of state must be restored afterwards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fastcifar.lr_range_test import lr_range_test, suggest_bounds
+
+
+def least_squares(spread_decades: float, rows: int = 512, columns: int = 32, seed: int = 0):
+    """(X, y, L): a regression whose Hessian X^T X / n has eigenvalues spread over some decades."""
+    generator = torch.Generator().manual_seed(seed)
+    left, _ = torch.linalg.qr(torch.randn(rows, columns, generator=generator))
+    right, _ = torch.linalg.qr(torch.randn(columns, columns, generator=generator))
+    singular = torch.logspace(0, -spread_decades, columns) * math.sqrt(rows)
+    x = left @ torch.diag(singular) @ right.T
+    y = x @ (3 * torch.randn(columns, generator=generator))
+    y += 0.1 * torch.randn(rows, generator=generator)
+    return x, y, torch.linalg.eigvalsh(x.T @ x / rows).max().item()
+
+
+def half_squared_error(prediction, target):
+    return 0.5 * ((prediction.squeeze(1) - target) ** 2).mean()
+
+
+@pytest.mark.parametrize("spread_decades", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("steps", [100, 300])
+def test_lr_max_lies_below_the_divergence_point_and_within_10x(spread_decades, steps):
+    x, y, curvature = least_squares(spread_decades)
+    model = torch.nn.Linear(x.shape[1], 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    result = lr_range_test(
+        model,
+        optimizer,
+        [(x, y)],
+        half_squared_error,
+        start_lr=1e-4 / curvature,
+        end_lr=100 / curvature,
+        steps=steps,
+    )
+    divergence = 2 / curvature
+    assert divergence / 10 < result.lr_max < divergence
+    assert result.lr_min < result.lr_max
+    assert "diverged" in result.stop_reason  # the sweep went past 2/L and stopped itself
+
+
+def test_every_piece_of_state_is_restored():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 3)
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    batches = [(torch.randn(32, 8), torch.randint(0, 3, (32,))) for _ in range(3)]
+    loss = torch.nn.functional.cross_entropy(model(batches[0][0]), batches[0][1])
+    loss.backward()
+    optimizer.step()  # creates momentum buffers, which must survive the test untouched
+    before_model = {k: v.clone() for k, v in model.state_dict().items()}
+    before_optimizer = optimizer.state_dict()
+    momentum_before = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    lr_range_test(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20)
+    for key, value in model.state_dict().items():  # weights and BatchNorm running statistics
+        torch.testing.assert_close(value, before_model[key])
+    assert optimizer.param_groups[0]["lr"] == before_optimizer["param_groups"][0]["lr"] == 0.05
+    for parameter, buffer in zip(model.parameters(), momentum_before, strict=True):
+        torch.testing.assert_close(optimizer.state[parameter]["momentum_buffer"], buffer)
+
+
+def test_sweep_stops_at_a_non_finite_loss():
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    calls = []
+
+    def loss_fn(prediction, target):
+        calls.append(1)
+        loss = ((prediction - target) ** 2).mean()
+        return loss * (float("nan") if len(calls) > 10 else 1.0)
+
+    batches = [(torch.ones(4, 1), torch.zeros(4, 1))]
+    result = lr_range_test(model, optimizer, batches, loss_fn, steps=50)
+    assert len(result.lrs) == 10 and "not finite" in result.stop_reason
+
+
+def test_flat_curve_falls_back_to_the_documented_divisor():
+    lrs = [10 ** (i / 10 - 4) for i in range(30)]
+    lr_max, lr_min, _, how_min = suggest_bounds(lrs, [2.3] * 30, lr_min_divisor=25)
+    assert lr_min == pytest.approx(lr_max / 25) and "no onset" in how_min
+
+
+def test_onset_and_floor_are_read_off_the_curve():
+    lrs = [10 ** (i / 10 - 4) for i in range(50)]
+    smoothed = [2.0] * 10 + [2.0 - 0.05 * i for i in range(30)] + [0.5 + 0.3 * i for i in range(10)]
+    lr_max, lr_min, _, _ = suggest_bounds(lrs, smoothed, lr_min_divisor=25)
+    floor = min(range(50), key=smoothed.__getitem__)
+    assert lr_max == pytest.approx(lrs[floor] / 10)
+    assert lr_min == pytest.approx(lrs[12])  # first point 5% of the way down the 1.5 fall
