@@ -29,8 +29,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fastcifar.device import Precision
+from fastcifar.engine import StepContext, training_step
 
 SMOOTHING = 0.98
 DIVERGENCE_FACTOR = 4.0
@@ -114,32 +116,25 @@ def lr_range_test(
 
 def _sweep(model, optimizer, batches, loss_fn, start_lr, end_lr, steps, precision):
     growth = (end_lr / start_lr) ** (1 / (steps - 1))
-    scaler = precision.make_scaler()
+    context = StepContext(model, optimizer, loss_fn, precision, precision.make_scaler())
     lrs, raw, smoothed, average = [], [], [], 0.0
     model.train()
-    for step in range(steps):
-        lr = start_lr * growth**step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, labels = next(batches)
-        with precision.autocast():
-            loss = loss_fn(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        # One host read per step is fine here: the range test is a few hundred steps, once.
-        value = loss.item()
-        if not math.isfinite(value):
-            return lrs, raw, smoothed, f"loss not finite at LR {lr:.3g}"
-        average = SMOOTHING * average + (1 - SMOOTHING) * value
-        lrs.append(lr)
-        raw.append(value)
-        smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
-        if smoothed[-1] > DIVERGENCE_FACTOR * min(smoothed):
-            return lrs, raw, smoothed, f"diverged at LR {lr:.3g}"
+    with tqdm(range(steps), desc="LR range test", unit="step", leave=False) as bar:
+        for step in bar:
+            lr = start_lr * growth**step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, labels = next(batches)
+            summed_loss, _ = training_step(context, images, labels)
+            # One host read per step is fine here: the range test is a few hundred steps, once.
+            value = summed_loss.item() / labels.shape[0]
+            if not math.isfinite(value):
+                return lrs, raw, smoothed, f"loss not finite at LR {lr:.3g}"
+            average = SMOOTHING * average + (1 - SMOOTHING) * value
+            lrs.append(lr)
+            raw.append(value)
+            smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
+            bar.set_postfix(lr=f"{lr:.3g}", loss=f"{smoothed[-1]:.3f}")
+            if smoothed[-1] > DIVERGENCE_FACTOR * min(smoothed):
+                return lrs, raw, smoothed, f"diverged at LR {lr:.3g}"
     return lrs, raw, smoothed, "completed the sweep"
