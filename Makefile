@@ -10,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # FFCV compiles against these at install time (and loads opencv/turbojpeg at run time).
-SYSTEM_PACKAGES := libopencv-dev libturbojpeg0-dev pkg-config
+SYSTEM_PACKAGES := libopencv-dev libturbojpeg0-dev pkg-config g++
 
 .PHONY: train test benchmark lint system-packages
 
@@ -22,9 +22,15 @@ $(VENV)/.core-installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -e .
 	touch $@
 
+# ffcv 1.0.2 is source-only and its setup.py names a license file that does not exist
+# ('LICENSE.txt'); setuptools >= 77 warns that this becomes a build error on 2027-02-18, so its
+# build gets setuptools < 77. Only the build: torch itself needs setuptools >= 77 at run time.
+# (--build-constraint exists from pip 25.3 on.)
 $(VENV)/.all-installed: $(VENV)/.core-installed
 	$(MAKE) system-packages
-	$(BIN)/pip install -e '.[dev,ffcv,dali]'
+	$(BIN)/python -m pip install -q 'pip>=25.3'
+	echo 'setuptools<77' > $(VENV)/build-constraints.txt
+	$(BIN)/pip install --build-constraint $(VENV)/build-constraints.txt -e '.[dev,ffcv,dali]'
 	touch $@
 
 system-packages:

@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Imported here so that a missing FFCV is reported as one line by run_main.
-    from fastcifar.beton import BETON_NAMES, ensure_beton
+    from fastcifar.beton import ensure_beton
+    from fastcifar.loaders import BETON_NAMES
 
     data = load_cifar10(args.data_dir)
     out_dir = Path(args.out_dir).expanduser() if args.out_dir else default_data_dir(args.data_dir)
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         if ensure_beton(split, path, force=args.force):
             seconds = time.perf_counter() - start
             size_mb = path.stat().st_size / 1e6
-            print(f"wrote {path} ({len(split)} images, {size_mb:.0f} MB, {seconds:.1f} s, verified)")
+            print(
+                f"wrote {path} ({len(split)} images, {size_mb:.0f} MB, {seconds:.1f} s, verified)"
+            )
         else:
             print(f"kept {path}: already complete and verified (--force rewrites it)")
 

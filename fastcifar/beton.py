@@ -13,22 +13,27 @@ import secrets
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fastcifar.data_source import CifarSplit
 from fastcifar.loaders import MissingBackendError
 
+# Importing FFCV sets torch's thread count to 1 (ffcv.pipeline.compiler calls
+# torch.set_num_threads(1) at import time); undo that for everything else in the process.
+_torch_threads = torch.get_num_threads()
 try:
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
-    from ffcv.types import CURRENT_VERSION, HeaderType
+    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, HeaderType
     from ffcv.writer import DatasetWriter
 except (ImportError, OSError) as error:  # OSError: ffcv's C extension misses libturbojpeg/opencv
     raise MissingBackendError(
-        f"the ffcv loader needs FFCV ({error}): pip install .[ffcv] "
+        f"FFCV is not importable ({error}): pip install .[ffcv] "
         "(after apt-get install libopencv-dev libturbojpeg0-dev)"
     ) from error
+finally:
+    torch.set_num_threads(_torch_threads)
 
-BETON_NAMES = {"train": "cifar10_train.beton", "test": "cifar10_test.beton"}
 IMAGE_SHAPE = (32, 32, 3)
 RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
 # Images compared against the source when verifying; labels are always compared in full
@@ -166,8 +171,11 @@ def _read_header(path: Path) -> np.void:
     if not path.is_file() or path.stat().st_size < HeaderType.itemsize:
         raise BetonError(f"{path} is missing or too short to be a beton")
     header = np.fromfile(path, dtype=HeaderType, count=1)[0]
-    # FFCV writes the allocation-table pointer last: zero means the write never finished.
-    if header["version"] != CURRENT_VERSION or header["alloc_table_ptr"] == 0:
+    # FFCV writes the allocation table last, then the header pointing at it: a zero pointer
+    # means the write never finished, a table that does not end the file means truncation.
+    table_bytes = path.stat().st_size - int(header["alloc_table_ptr"])
+    complete = header["alloc_table_ptr"] > 0 and table_bytes % ALLOC_TABLE_TYPE.itemsize == 0
+    if header["version"] != CURRENT_VERSION or not complete or table_bytes <= 0:
         raise BetonError(f"{path} is not a complete FFCV {CURRENT_VERSION} beton: rewrite it")
     return header
 

@@ -17,12 +17,10 @@ from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
 from fastcifar.engine import StepContext, evaluate, training_step
-from fastcifar.loaders import BatchLoader, LoaderOptions, make_loader
+from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
 from fastcifar.lr_range_test import RangeTestResult, lr_range_test
 from fastcifar.model import ResNet9, build_model
 from fastcifar.optimizer import compile_model, make_optimizer
-
-BETON_NAMES = {"train": "cifar10_train.beton", "test": "cifar10_test.beton"}
 
 
 @dataclass

@@ -26,7 +26,7 @@ REQUIRE_ENV = "FASTCIFAR_REQUIRE_BACKENDS"
 
 
 def build_loader(name: str, split: CifarSplit, **options) -> BatchLoader:
-    """`make_loader` on CPU; skips (or fails under $FASTCIFAR_REQUIRE_BACKENDS) without FFCV/DALI."""
+    """`make_loader` on CPU; a missing FFCV/DALI skips (fails under $FASTCIFAR_REQUIRE_BACKENDS)."""
     loader_options = LoaderOptions(device=torch.device("cpu"), **options)
     try:
         return make_loader(name, split, loader_options)

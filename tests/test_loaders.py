@@ -74,7 +74,7 @@ def test_augmentation_follows_the_spec(augmented):
     offsets = set(zip(draws.crop_row.tolist(), draws.crop_col.tolist(), strict=True))
     assert len(offsets) == (2 * PAD + 1) ** 2, "not all 81 crop offsets occur"
     # 5 standard deviations of a fair coin over 2,048 images is 0.055.
-    assert abs(draws.flip.mean() - 0.5) < 0.055
+    assert abs(draws.flip.mean() - 0.5) < 0.055, f"flip rate {draws.flip.mean():.3f}"
     corners = SIZE - CUT + 1
     assert set(draws.cut_row.tolist()) == set(range(corners)), "cutout rows miss 0..24"
     assert set(draws.cut_col.tolist()) == set(range(corners)), "cutout cols miss 0..24"
@@ -111,6 +111,25 @@ def test_an_abandoned_epoch_does_not_disturb_the_next(augmented):
         break
     _, labels, _ = one_epoch(augmented)
     assert sorted(labels.tolist()) == list(range(STATS_IMAGES))
+
+
+def test_a_new_epoch_is_complete_while_an_older_iterator_is_still_held(augmented):
+    held = iter(augmented)
+    next(held)
+    _, labels, _ = one_epoch(augmented)
+    assert sorted(labels.tolist()) == list(range(STATS_IMAGES))
+    try:
+        rest = list(held)
+    except RuntimeError as error:  # ffcv and dali run one epoch at a time and say so
+        assert "newer iteration" in str(error)
+        return
+    assert len(rest) == len(augmented) - 1
+
+
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_a_split_smaller_than_one_batch_with_drop_last_gives_empty_epochs(name):
+    loader = build_loader(name, random_split(10), batch_size=16, drop_last=True)
+    assert len(loader) == 0 and list(loader) == [] and list(loader) == []
 
 
 def test_without_augmentation_images_pass_unchanged_in_order(sequential):

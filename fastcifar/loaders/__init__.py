@@ -19,6 +19,8 @@ from fastcifar.augmentation import SPEC, AugmentationSpec
 from fastcifar.data_source import CifarSplit
 
 LOADER_NAMES = ("torch", "ffcv", "dali")
+# File names of the FFCV .beton files of the two splits (written by data_prep/write_beton.py).
+BETON_NAMES = {"train": "cifar10_train.beton", "test": "cifar10_test.beton"}
 
 
 class BatchLoader(Protocol):

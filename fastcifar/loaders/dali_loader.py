@@ -25,7 +25,7 @@ try:
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 except ImportError as error:
     raise MissingBackendError(
-        f"the dali loader needs NVIDIA DALI ({error}): pip install .[dali]"
+        f"NVIDIA DALI is not importable ({error}): pip install .[dali]"
     ) from error
 
 # Batches DALI prepares ahead of the consumer; an abandoned epoch costs at most this many.
@@ -46,7 +46,7 @@ class EpochSource:
         self.ended_epoch = -1
         self._order: tuple[int, np.ndarray] | None = None
 
-    def __call__(self, info) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, info: types.BatchInfo) -> tuple[np.ndarray, np.ndarray]:
         self.epoch = info.epoch_idx
         start = info.iteration * self.options.batch_size
         stop = min(start + self.options.batch_size, len(self.labels))
@@ -94,7 +94,9 @@ def build_pipeline(source: EpochSource, options: LoaderOptions) -> Pipeline:
     on_gpu = options.device.type == "cuda"
     device_id = None
     if on_gpu:
-        device_id = options.device.index if options.device.index is not None else 0
+        device_id = options.device.index
+        if device_id is None:
+            device_id = torch.cuda.current_device()
 
     @pipeline_def(
         batch_size=options.batch_size,
@@ -134,28 +136,33 @@ class CifarDaliLoader:
         self.batch_size = options.batch_size
         self.examples = len(split)
         self.source = EpochSource(split, options)
-        pipeline = build_pipeline(self.source, options)
-        pipeline.build()
-        self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True)
-        self._running: Iterator | None = None  # the generator of the epoch in progress
+        self.iterator = None  # DALI refuses a pipeline without a single batch
+        if len(self) > 0:
+            pipeline = build_pipeline(self.source, options)
+            pipeline.build()
+            self.iterator = DALIGenericIterator(pipeline, ["images", "labels"], auto_reset=True)
+        self._running: object | None = None  # a token naming the epoch in progress
 
     def __len__(self) -> int:
         return self.options.batches_per_epoch(self.examples)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._epoch()
-
-    def _epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.iterator is None:
+            return
         self._end_running_epoch()
         running = self._running = object()
         finished = False
         try:
-            for (batch,) in self.iterator:
+            while True:
                 if self._running is not running:
                     raise RuntimeError("this epoch was ended by a newer iteration of the loader")
+                try:
+                    (batch,) = next(self.iterator)
+                except StopIteration:
+                    finished = True
+                    return
                 # HWC memory viewed as NCHW: exactly the channels_last layout.
                 yield batch["images"].permute(0, 3, 1, 2), batch["labels"]
-            finished = True
         finally:
             if self._running is running:
                 self._running = None
