@@ -44,6 +44,8 @@ class LoaderOptions:
     drop_last: bool = False
     seed: int = 0
     spec: AugmentationSpec = field(default=SPEC)
+    # torch loader: torch.compile the per-batch augmentation (falls back to eager on failure).
+    compile_augmentation: bool = True
     # FFCV reads .beton files; where to find (or write) the one for this split.
     beton_path: Path | None = None
 

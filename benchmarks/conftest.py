@@ -1,0 +1,124 @@
+"""Options, sizes and the end-of-session report of the benchmark suite.
+
+`pytest benchmarks` alone is smoke mode: every benchmark runs once on tiny sizes (pytest-benchmark's
+own timing is disabled), so CI keeps the suite working in about a minute. `pytest benchmarks
+--benchmark` measures for real, prints the table and writes
+`benchmarks/results/<device>-<date>.json` and `.md`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks.hardware import describe_hardware, git_commit, hardware_name, load_average
+from benchmarks.reference_pipeline import reference_workers
+from benchmarks.report import render_markdown, save_report
+from benchmarks.runner import BenchEnv, synthetic_split
+from benchmarks.settings import BenchSizes, choose_sizes, config_matrix
+from fastcifar.device import pick_device
+
+RESULTS_DIR = Path(__file__).parent / "results"
+REPORT = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fastcifar benchmarks")
+    group.addoption(
+        "--benchmark",
+        action="store_true",
+        dest="fastcifar_benchmark",
+        help="measure for real and save benchmarks/results/ (default: one smoke iteration)",
+    )
+    group.addoption("--bench-device", default=None, help="cpu or cuda (default: cuda if present)")
+    group.addoption(
+        "--bench-autotune",
+        action="store_true",
+        help="also time compile mode max-autotune-no-cudagraphs on CUDA (autotunes for minutes)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Runs before pytest-benchmark reads its options: smoke mode needs one plain call per test.
+    if not config.getoption("fastcifar_benchmark"):
+        config.option.benchmark_disable = True
+
+
+def session_device(config: pytest.Config) -> torch.device:
+    return pick_device(config.getoption("bench_device"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_config" in metafunc.fixturenames:
+        config = metafunc.config
+        configs = config_matrix(
+            session_device(config).type,
+            autotune=config.getoption("bench_autotune"),
+            smoke=not config.getoption("fastcifar_benchmark"),
+        )
+        metafunc.parametrize("bench_config", configs, ids=[c.test_id for c in configs])
+
+
+@pytest.fixture(scope="session")
+def bench_env(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> BenchEnv:
+    device = session_device(pytestconfig)
+    # As fastcifar.experiment does: cuDNN picks the fastest convolution algorithm per shape.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    sizes = choose_sizes(device.type, full=pytestconfig.getoption("fastcifar_benchmark"))
+    report = pytestconfig.stash[REPORT] = new_report(pytestconfig, device, sizes)
+    report["meta"]["load_start"] = load_average()
+    return BenchEnv(
+        device,
+        sizes,
+        train_split=synthetic_split(sizes.train_images),
+        loader_split=synthetic_split(sizes.loader_images),
+        scratch=tmp_path_factory.mktemp("bench"),
+    )
+
+
+@pytest.fixture
+def bench_report(pytestconfig: pytest.Config, bench_env: BenchEnv) -> dict[str, Any]:
+    """The session's report; tests append their result dicts to "epochs" or "loaders"."""
+    return pytestconfig.stash[REPORT]
+
+
+def new_report(config: pytest.Config, device: torch.device, sizes: BenchSizes) -> dict[str, Any]:
+    meta = {
+        "name": hardware_name(device),
+        "hardware": describe_hardware(device),
+        "device": str(device),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "commit": git_commit(),
+        "command": shlex.join(["pytest", *config.invocation_params.args]),
+        "reference_workers": reference_workers(),
+    }
+    return {
+        "kind": "suite",
+        "meta": meta,
+        "sizes": {**asdict(sizes), "reduced": sizes.reduced},
+        "epochs": [],
+        "loaders": [],
+    }
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables, so ours ends the output
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    report = config.stash.get(REPORT, None)
+    if report is None or not (report["epochs"] or report["loaders"]):
+        return
+    report["meta"]["load_end"] = load_average()
+    terminalreporter.write_sep("=", "fastcifar benchmarks")
+    terminalreporter.write_line(render_markdown(report))
+    if report["sizes"]["full"]:
+        paths = save_report(report, RESULTS_DIR)
+        terminalreporter.write_line("saved " + " and ".join(str(p) for p in paths))

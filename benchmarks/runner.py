@@ -1,0 +1,255 @@
+"""Timed training epochs and loader-only epochs, built from fastcifar's own parts.
+
+The step is fastcifar's (`engine.train_epoch`: augmentation + forward + backward + SGD step + LR
+schedule), so the suite times what `python -m fastcifar.train` runs. Each timed region starts and
+ends with a device synchronisation; warm-up epochs (compilation, autotuning, CUDA-graph recording,
+worker start-up) are timed on their own and never mixed into the epoch figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
+from fastcifar.config import TrainConfig
+from fastcifar.data_source import CifarSplit
+from fastcifar.device import Precision, synchronize
+from fastcifar.engine import StepContext, train_epoch
+from fastcifar.loaders import LoaderOptions, make_loader
+from fastcifar.model import build_model
+from fastcifar.optimizer import compile_model, make_optimizer
+from fastcifar.schedule import one_cycle_schedule
+
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+# Speed does not depend on the learning rate; these keep synthetic-data training finite.
+LR_MAX = 0.4
+LR_MIN = LR_MAX / TrainConfig.lr_min_divisor
+
+
+def synthetic_split(count: int, seed: int = 0) -> CifarSplit:
+    """Random uint8 images and labels of CIFAR-10's shape: the speed is that of real data."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+    return CifarSplit(images, rng.integers(0, 10, size=count, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """What every benchmark shares: device, sizes, the synthetic data, a scratch folder."""
+
+    device: torch.device
+    sizes: BenchSizes
+    train_split: CifarSplit
+    loader_split: CifarSplit
+    scratch: Path
+
+
+class ContiguousBatches:
+    """Hands a channels_last loader's batches over as plain NCHW, to time the NCHW model."""
+
+    def __init__(self, batches: Iterable) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.batches:
+            yield images.contiguous(), labels
+
+
+def build_batches(
+    config: BenchConfig, split: CifarSplit, batch_size: int, device: torch.device, beton_dir: Path
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches of `config`: augmented, shuffled, last partial batch dropped."""
+    if config.loader == REFERENCE:
+        from benchmarks.reference_pipeline import ReferenceBatches
+
+        return ReferenceBatches(split, batch_size, device)
+    options = LoaderOptions(
+        batch_size=batch_size,
+        device=device,
+        augment=True,
+        shuffle=True,
+        drop_last=True,
+        beton_path=beton_dir / f"synthetic-{len(split)}.beton",
+    )
+    batches = make_loader(config.loader, split, options)
+    return batches if config.channels_last else ContiguousBatches(batches)
+
+
+@contextlib.contextmanager
+def skip_if_backend_broken(loader: str) -> Iterator[None]:
+    """FFCV and DALI are optional: where one cannot build or run, its rows are skipped, with why.
+
+    CI sets $FASTCIFAR_REQUIRE_BACKENDS (as for tests/), and then a broken back end fails instead.
+    """
+    if loader not in OPTIONAL_LOADERS or os.environ.get("FASTCIFAR_REQUIRE_BACKENDS"):
+        yield
+        return
+    try:
+        yield
+    except Exception as error:
+        first_line = (str(error).splitlines() or [""])[0]
+        pytest.skip(f"{loader} loader does not work here: {type(error).__name__}: {first_line}")
+
+
+def timed(device: torch.device, work: Any) -> float:
+    """Seconds that `work()` takes, with all queued device work finished before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def compiled_frames() -> int:
+    """Frames Dynamo has compiled so far: any growth after warm-up means a recompilation."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])
+
+
+@dataclass
+class EpochResult:
+    config: BenchConfig
+    images_per_epoch: int
+    batch_size: int
+    precision: str = "fp32"
+    workers: int | None = None  # DataLoader workers (reference pipeline only)
+    warmup_seconds: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    recompiled_frames: int = 0  # frames compiled during the timed epochs (should be 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["config"] = {**asdict(self.config), "label": self.config.label}
+        return values
+
+
+@dataclass
+class LoaderResult:
+    loader: str
+    images_per_epoch: int
+    workers: int | None = None
+    warmup_seconds: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TimedEpochs:
+    """Warm-up epochs and timed epochs of `_epoch`, recorded in `self.result`."""
+
+    device: torch.device
+    result: EpochResult | LoaderResult
+
+    def warm_up(self, epochs: int) -> None:
+        for _ in range(epochs):
+            self.result.warmup_seconds.append(timed(self.device, self._epoch))
+
+    def run_epoch(self) -> None:
+        """One timed epoch; pytest-benchmark calls this once per round."""
+        self.result.epoch_seconds.append(timed(self.device, self._epoch))
+
+    def _epoch(self) -> None:
+        raise NotImplementedError
+
+
+class EpochRunner(TimedEpochs):
+    """A fresh model, optimizer and schedule for one configuration: full training epochs."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        split: CifarSplit,
+        sizes: BenchSizes,
+        device: torch.device,
+        beton_dir: Path,
+    ) -> None:
+        self.device = device
+        if config.compile_mode:
+            # Each compiled row starts as a fresh process would: a dozen compiled models in one
+            # process exceed Dynamo's recompile limit (8) and would silently fall back to eager.
+            torch._dynamo.reset()
+        self.batches = build_batches(config, split, sizes.batch_size, device, beton_dir)
+        precision = Precision.choose(device, config.amp)
+        self.ctx = self._step_context(
+            config,
+            precision,
+            total_steps=len(self.batches) * (sizes.warmup_epochs + sizes.timed_epochs),
+        )
+        self.result = EpochResult(
+            config,
+            images_per_epoch=len(self.batches) * sizes.batch_size,
+            batch_size=sizes.batch_size,
+            precision=PRECISION_NAMES[precision.dtype],
+            workers=getattr(self.batches, "workers", None),
+        )
+        self.frames_after_warm_up = compiled_frames()
+
+    def _step_context(
+        self, config: BenchConfig, precision: Precision, total_steps: int
+    ) -> StepContext:
+        defaults = TrainConfig()
+        model = build_model(self.device, defaults.logit_scale, config.channels_last)
+        optimizer = make_optimizer(
+            model,
+            lr=LR_MAX,
+            momentum=defaults.momentum,
+            nesterov=defaults.nesterov,
+            weight_decay=defaults.weight_decay,
+        )
+        return StepContext(
+            model=compile_model(model, config.compile_mode) if config.compile_mode else model,
+            optimizer=optimizer,
+            loss_fn=nn.CrossEntropyLoss(label_smoothing=defaults.label_smoothing),
+            precision=precision,
+            scaler=precision.make_scaler(),
+            scheduler=one_cycle_schedule(
+                optimizer,
+                lr_min=LR_MIN,
+                lr_max=LR_MAX,
+                total_steps=total_steps,
+                peak_fraction=defaults.peak_fraction,
+            ),
+        )
+
+    def warm_up(self, epochs: int) -> None:
+        super().warm_up(epochs)
+        self.frames_after_warm_up = compiled_frames()
+
+    def run_epoch(self) -> None:
+        super().run_epoch()
+        self.result.recompiled_frames = compiled_frames() - self.frames_after_warm_up
+
+    def _epoch(self) -> None:
+        train_epoch(self.ctx, self.batches)
+
+
+class LoaderRunner(TimedEpochs):
+    """Epochs of batches alone (augmentation and transfer, no model), timed like training."""
+
+    def __init__(self, batches: Iterable, name: str, batch_size: int, device: torch.device):
+        self.batches = batches
+        self.device = device
+        self.result = LoaderResult(
+            name, len(batches) * batch_size, workers=getattr(batches, "workers", None)
+        )
+
+    def _epoch(self) -> None:
+        for _images, _labels in self.batches:
+            pass

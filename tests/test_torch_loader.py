@@ -1,0 +1,38 @@
+"""The torch loader's compiled augmentation is exactly its eager definition, and a compiler that
+fails costs speed, not the run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastcifar.loaders import LoaderOptions, make_loader, torch_loader
+from tests.cifar_files import random_split
+
+
+def epoch(compile_augmentation: bool, seed: int = 5) -> list[torch.Tensor]:
+    options = LoaderOptions(
+        batch_size=64,
+        device=torch.device("cpu"),
+        augment=True,
+        shuffle=True,
+        seed=seed,
+        compile_augmentation=compile_augmentation,
+    )
+    return [images for images, _ in make_loader("torch", random_split(200, seed=1), options)]
+
+
+def test_compiled_augmentation_equals_the_eager_one():
+    for compiled, eager in zip(epoch(True), epoch(False), strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch_loader, "_compiled_augment_batch", broken)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler.*running it eagerly"):
+        fallen_back = epoch(True)
+    for got, expected in zip(fallen_back, epoch(False), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
