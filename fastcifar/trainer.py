@@ -145,7 +145,7 @@ def _train_epochs(experiment: Experiment, scheduler, schedule, metrics_path: Pat
 def _summary(experiment, history, final, lr_min, lr_max, lr_source, warmup_seconds) -> dict:
     epoch_seconds = [row["epoch_seconds"] for row in history]
     total = sum(epoch_seconds)
-    examples = sum(row["images_per_second"] * row["epoch_seconds"] for row in history)
+    examples_per_epoch = len(experiment.train_loader) * experiment.config.batch_size
     return {
         "config": experiment.config.to_dict(),
         "final_test_accuracy": final.accuracy,
@@ -154,13 +154,13 @@ def _summary(experiment, history, final, lr_min, lr_max, lr_source, warmup_secon
         "epoch_seconds": epoch_seconds,
         "eval_seconds": [row["eval_seconds"] for row in history],
         "warmup_compile_seconds": warmup_seconds,
-        "images_per_second": examples / total,
+        "images_per_second": examples_per_epoch * len(history) / total,
         "lr_min": lr_min,
         "lr_max": lr_max,
         "lr_source": lr_source,
         "compiled": experiment.compiled,
         "precision": str(experiment.precision.dtype or torch.float32),
-        "train_examples": int(examples / len(history)),
+        "train_examples_per_epoch": examples_per_epoch,  # drop_last: whole batches only
         "test_examples": len(final.labels),
         "class_names": list(experiment.data.class_names),
         "device_name": device_name(experiment.device),

@@ -102,7 +102,7 @@ def test_summary_records_the_run(trained_run):
     metrics = read_metrics(trained_run)
     assert summary["final_test_accuracy"] == pytest.approx(metrics[-1]["test_accuracy"])
     assert summary["test_examples"] == (10_000 if real_cifar_dir() else 500)
-    assert summary["train_examples"] == 1024
+    assert summary["train_examples_per_epoch"] == 1024
     assert len(summary["epoch_seconds"]) == 2 and summary["total_train_seconds"] > 0
     assert 0 < summary["lr_min"] < summary["lr_max"]
     assert "valley floor" in summary["lr_source"]["lr_max"]
