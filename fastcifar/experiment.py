@@ -70,6 +70,7 @@ def build_experiment(config: TrainConfig) -> Experiment:
         runner=compile_model(model, config.compile_mode) if use_compile else model,
         optimizer=make_optimizer(
             model,
+            # A placeholder: the range test, then OneCycleLR, set the LR of every step.
             lr=config.lr_max or 0.1,
             momentum=config.momentum,
             nesterov=config.nesterov,
