@@ -1,0 +1,60 @@
+"""The one writer of run-folder files: temporary file, fsync, rename, fsync of the folder.
+
+A reader (or a crash) therefore sees either the old file or the complete new one, never a
+truncated mix, even when the disk fills up mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yields a binary file; on a clean exit it replaces `path` atomically, else leaves it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    fsync_folder(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Replace `path` with `data` (text is written as UTF-8) atomically."""
+    with atomic_writer(path) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+def atomic_save(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """`write(buffer)` fills an in-memory buffer (torch.save, savefig, ...); then atomic_write."""
+    buffer = io.BytesIO()
+    write(buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
