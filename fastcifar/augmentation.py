@@ -1,21 +1,30 @@
-"""The augmentation spec, written down once; every loader back end is tested against it.
+"""The augmentation spec and its random draws, written down once; every loader back end applies
+these draws and is tested against the spec.
 
 Training images go through, in this order:
   1. RandomCrop 32x32 after padding 4 pixels on each side (9 x 9 = 81 equally likely offsets);
   2. FlipLR with probability 0.5;
   3. Cutout: one 8x8 square lying fully inside the 32x32 image (25 x 25 equally likely corners).
 Padding and cutout pixels are filled with the dataset mean, which is exactly 0 after normalisation.
-Every image draws its own offsets, flip and cutout corner; the draws are seeded.
+
+Every image draws its own offsets, flip and cutout corner. The order of an epoch and every draw
+are a function of (seed, epoch) alone, drawn here for the whole split: the three back ends, any
+number of ranks, and a run resumed from a checkpoint therefore all see the same epoch. Under
+torchrun each global batch is split into one contiguous slice per rank, so the ranks' samples
+are disjoint and together they are exactly the single-process batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # Per-channel mean and std of the 50,000 CIFAR-10 training images, on the 0..255 scale
 # (the values used by the DAWNBench/Page recipe).
 CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
+DRAW_NAMES = ("crop_row", "crop_col", "flip", "cutout_row", "cutout_col")
 
 
 @dataclass(frozen=True)
@@ -39,3 +48,54 @@ class AugmentationSpec:
 
 
 SPEC = AugmentationSpec()
+
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """One epoch: the sample order and, per sample index, its augmentation draws."""
+
+    order: np.ndarray  # (N,) int64, a permutation (or 0..N-1 without shuffling)
+    crop_row: np.ndarray  # (N,) int64 offsets into the padded image, 0..2*pad
+    crop_col: np.ndarray
+    flip: np.ndarray  # (N,) bool
+    cutout_row: np.ndarray  # (N,) int64 corners, 0..size-cutout
+    cutout_col: np.ndarray
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in DRAW_NAMES}
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    """An independent random stream per (seed, epoch, stream); nothing else feeds it."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
+
+
+def draw_epoch(
+    count: int, seed: int, epoch: int, *, shuffle: bool, spec: AugmentationSpec = SPEC
+) -> EpochDraws:
+    """The order and the augmentation draws of `epoch` for a split of `count` images."""
+    order = (
+        epoch_generator(seed, epoch, 0).permutation(count)
+        if shuffle
+        else np.arange(count, dtype=np.int64)
+    )
+    draws = epoch_generator(seed, epoch, 1)
+    crop = draws.integers(0, spec.crop_offsets, size=(2, count))
+    flip = draws.random(count) < spec.flip_probability
+    cutout = draws.integers(0, spec.cutout_corners, size=(2, count))
+    return EpochDraws(order.astype(np.int64), crop[0], crop[1], flip, cutout[0], cutout[1])
+
+
+def rank_order(
+    order: np.ndarray, batch_size: int, rank: int = 0, world_size: int = 1, drop_last: bool = True
+) -> np.ndarray:
+    """This rank's samples of `order`, batch after batch: of every global batch of
+    `batch_size * world_size` samples, the rank takes the contiguous slice number `rank`."""
+    if world_size == 1 and not drop_last:
+        return order
+    if not drop_last:
+        raise ValueError("sharding across ranks needs drop_last (every rank the same batches)")
+    global_batch = batch_size * world_size
+    steps = len(order) // global_batch
+    batches = order[: steps * global_batch].reshape(steps, world_size, batch_size)
+    return batches[:, rank].reshape(-1)

@@ -1,17 +1,26 @@
-"""Command-line plumbing: one-line errors, checked value types, the flags commands share."""
+"""Command-line plumbing: one-line errors, checked value types, the flags commands share.
+
+Imports nothing heavy (no torch): `--help` and a bad flag answer in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
-from fastcifar.config import ConfigError, TrainConfig
-from fastcifar.data_source import DataSourceError
-from fastcifar.loaders import LOADER_NAMES, MissingBackendError
+from fastcifar.config import (
+    COMPILE_MODES,
+    LOADER_NAMES,
+    MAX_SEED,
+    RANGE_TEST_MAX_STEPS,
+    RANGE_TEST_MIN_STEPS,
+    TrainConfig,
+)
+from fastcifar.errors import RunStopped, UserError
 
 DEFAULTS = TrainConfig()
-USER_ERRORS = (ConfigError, DataSourceError, MissingBackendError, FileNotFoundError, ValueError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,11 +37,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_value(text: str) -> int:
+    value = _number(text, int, "an integer")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float, "a number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
+
+
+def positive_floats(text: str) -> tuple[float, ...]:
+    """One number, or several separated by commas (an LR sweep)."""
+    return tuple(positive_float(part.strip()) for part in text.split(","))
 
 
 def _number(text: str, kind: type, name: str):
@@ -42,14 +63,21 @@ def _number(text: str, kind: type, name: str):
         raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by train and find_lr; defaults come from TrainConfig."""
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
         help="folder holding cifar-10-batches-bin/ (default: $FASTCIFAR_DATA, "
         "else ~/.cache/fastcifar; downloaded there if missing)",
     )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by train and find_lr; defaults come from TrainConfig."""
+    add_data_arguments(parser)
     parser.add_argument(
         "--loader",
         choices=LOADER_NAMES,
@@ -65,19 +93,23 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=positive_int,
         default=DEFAULTS.batch_size,
-        help="training batch size (default: %(default)s)",
+        help="global training batch, split evenly across torchrun ranks (default: %(default)s)",
     )
-    parser.add_argument(
-        "--train-subset",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="train on the first N training images (quick runs)",
-    )
+    for split, total in (("train", "50,000"), ("test", "10,000")):
+        parser.add_argument(
+            f"--{split}-subset",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help=f"use the first N of the {total} {split} images (quick runs)",
+        )
     parser.add_argument(
         "--amp",
-        action="store_true",
-        help="mixed precision: bf16 autocast where supported, else fp16 + GradScaler",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision as the device runs it natively: bf16, or fp16 + GradScaler on "
+        "GPUs without bf16; a CPU without native bf16 trains fp32, which is faster there "
+        "(default: on with CUDA and on CPUs with native bf16)",
     )
     parser.add_argument(
         "--compile",
@@ -87,27 +119,39 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile-mode",
-        default=DEFAULTS.compile_mode,
-        help="torch.compile mode (default: %(default)s)",
+        choices=COMPILE_MODES,
+        default=None,
+        help="torch.compile mode (default: reduce-overhead; default under torchrun)",
     )
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: auto)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default: %(default)s)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
+    parser.add_argument(
+        "--seed", type=seed_value, default=DEFAULTS.seed, help="(default: %(default)s)"
+    )
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<date>-<time>-<id>)")
     parser.add_argument(
         "--range-test-steps",
         type=positive_int,
-        default=DEFAULTS.range_test_steps,
-        help="steps of the LR range test (default: %(default)s)",
+        default=None,
+        metavar="N",
+        help="steps of the LR range test (default: as many as the training run has, at least "
+        f"{RANGE_TEST_MIN_STEPS} and at most {RANGE_TEST_MAX_STEPS}; 100 for the full recipe)",
     )
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a command's main; a user error becomes one line on stderr and exit status 2."""
+def run_main(main: Callable[[], object]) -> None:
+    """Run a command's main; what a user can cause or fix becomes one line on stderr."""
     try:
         main()
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as error:
+        _fail(f"error: {error}", 2)
+    except RunStopped as stopped:
+        _fail(str(stopped), stopped.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        _fail(f"error: {where}{error.strerror or error}", 2)
+
+
+def _fail(line: str, code: int) -> None:
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)

@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fastcifar.errors import DataSourceError
+
+__all__ = ["Cifar10", "CifarSplit", "DataSourceError", "default_data_dir", "load_cifar10"]
+
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ARCHIVE_NAME = "cifar-10-binary.tar.gz"
 ARCHIVE_SHA256 = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
@@ -39,10 +43,6 @@ FILE_SHA256 = {
 }
 RECORD_BYTES = 1 + 3 * 32 * 32
 DATA_ENV = "FASTCIFAR_DATA"
-
-
-class DataSourceError(RuntimeError):
-    """A one-line, actionable problem with the CIFAR-10 files."""
 
 
 @dataclass(frozen=True)

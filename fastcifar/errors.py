@@ -38,3 +38,22 @@ class ImageInputError(UserError, ValueError):
 
 class BetonError(UserError, ValueError):
     """A beton that is incomplete or does not hold the expected split; the message says which."""
+
+
+class RunStopped(Exception):  # noqa: N818 (an outcome, not an error)
+    """A run that ended early on purpose; the CLI prints the message and exits with the code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(RunStopped):
+    """SIGINT (exit 130) or SIGTERM (exit 143): a checkpoint was saved where there was one."""
+
+
+class Diverged(RunStopped):
+    """The loss stopped being finite (exit 3); the last good checkpoint is kept."""
+
+    def __init__(self, message: str, exit_code: int = 3) -> None:
+        super().__init__(message, exit_code)

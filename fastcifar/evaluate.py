@@ -1,5 +1,8 @@
 """`python -m fastcifar.evaluate RUN_DIR`: test accuracy, per-class accuracy and the confusion
-matrix of a trained run (written to RUN_DIR/evaluation.json as well)."""
+matrix of a trained run (written to RUN_DIR/evaluation.json as well).
+
+Only a complete run is evaluated unless --allow-incomplete (then the last checkpoint's weights).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,36 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcifar.cli import Parser, run_main
+from fastcifar.cli import Parser, add_data_arguments, positive_int, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.evaluate", description=__doc__)
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
-    parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: as trained)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="(default: %(default)s)")
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1000, help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-subset",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="the first N test images only",
+    )
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="evaluate an unfinished run's last checkpoint",
+    )
     return parser
 
 
-def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
+def format_report(matrix: np.ndarray, class_names: list[str], title: str = "test accuracy") -> str:
     accuracy = np.trace(matrix) / matrix.sum()
     lines = [
-        f"test accuracy: {100 * accuracy:.2f}% ({np.trace(matrix)}/{matrix.sum()})",
+        f"{title}: {100 * accuracy:.2f}% ({np.trace(matrix)}/{matrix.sum()})",
         "",
         "per-class accuracy:",
     ]
@@ -43,31 +60,46 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
+        import torch
+
+        from fastcifar.atomic_file import atomic_write
         from fastcifar.data_source import load_cifar10
         from fastcifar.device import Precision, pick_device
-        from fastcifar.engine import evaluate
-        from fastcifar.loaders import LoaderOptions, make_loader
+        from fastcifar.distributed import Distributed
+        from fastcifar.errors import ConfigError
+        from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
         from fastcifar.plots import confusion_matrix
-        from fastcifar.run_folder import load_run, write_json
+        from fastcifar.run_folder import strict_json
+        from fastcifar.saved_run import load_run
 
         device = pick_device(args.device)
-        model, summary = load_run(args.run_dir, device)
+        model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
         data = load_cifar10(args.data_dir or summary["config"]["data_dir"])
-        loader = make_loader("torch", data.test, LoaderOptions(args.batch_size, device))
-        result = evaluate(model, loader, Precision.choose(device, amp=False))
-        matrix = confusion_matrix(result.labels.numpy(), result.predictions.numpy())
-        print(format_report(matrix, list(data.class_names)))
-        write_json(
-            Path(args.run_dir) / "evaluation.json",
-            {
-                "test_accuracy": result.accuracy,
-                "test_loss": result.loss,
-                "per_class_accuracy": dict(
-                    zip(data.class_names, (np.diag(matrix) / matrix.sum(1)).tolist(), strict=True)
-                ),
-                "confusion_matrix": matrix.tolist(),
-            },
-        )
+        test = data.test
+        if args.test_subset is not None:
+            if args.test_subset > len(test):
+                raise ConfigError(
+                    f"--test-subset {args.test_subset} exceeds the {len(test):,} test images"
+                )
+            test = test.subset(args.test_subset)
+        batches = EvalBatches(test, args.batch_size, device, Distributed())
+        forward = EvalForward(model, Precision.choose(device, amp=False), args.tta)
+        result = evaluate(forward, batches, torch.from_numpy(test.labels), Distributed())
+        names = list(data.class_names)
+        report = {"run": str(Path(args.run_dir).resolve()), "test_examples": len(test)}
+        for key, scores in (("", result.plain), ("_tta", result.tta)):
+            if scores is None:
+                continue
+            matrix = confusion_matrix(result.labels.numpy(), scores.predictions.numpy())
+            print(format_report(matrix, names, "flip TTA accuracy" if key else "test accuracy"))
+            per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+            report |= {
+                f"test_accuracy{key}": scores.accuracy,
+                f"test_loss{key}": scores.loss,
+                f"per_class_accuracy{key}": dict(zip(names, per_class.tolist(), strict=True)),
+                f"confusion_matrix{key}": matrix.tolist(),
+            }
+        atomic_write(Path(args.run_dir) / "evaluation.json", strict_json(report))
 
     run_main(run)
 

@@ -1,13 +1,15 @@
-"""Everything a run needs, built once from a TrainConfig: device, data, loaders, model, optimizer.
+"""Everything a run needs, built once from a TrainConfig: device, ranks, data, loaders, model,
+the compiled training and evaluation graphs, and the optimizer.
 
-Shared by `train` and `find_lr` so both see exactly the same model, loader and precision.
+Shared by `train`, `find_lr` and the multi-seed runner, which re-seeds one Experiment in place
+between seeds so that its compiled graphs stay valid.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,130 +18,201 @@ from torch import nn
 from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
-from fastcifar.engine import StepContext, evaluate, training_step
+from fastcifar.distributed import Distributed, local_device_name, setup
+from fastcifar.engine import StepContext, TrainForward, training_step
+from fastcifar.errors import ConfigError
+from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
-from fastcifar.lr_range_test import RangeTestResult, lr_range_test
-from fastcifar.model import ResNet9, build_model
+from fastcifar.model import ResNet9, build_model, reinitialise
 from fastcifar.optimizer import compile_model, make_optimizer
+
+WARM_UP_STEPS = 3
 
 
 @dataclass
 class Experiment:
-    config: TrainConfig
+    config: TrainConfig  # as resolved: data_dir absolute, the seed in use
     device: torch.device
+    dist: Distributed
     precision: Precision
-    data: Cifar10
+    data: Cifar10  # train/test already cut to --train-subset/--test-subset
     train_loader: BatchLoader
-    test_loader: BatchLoader
+    eval_batches: EvalBatches
     model: ResNet9  # the plain module: its state_dict is what gets saved
-    runner: nn.Module  # what is called: the compiled model, or `model` itself
+    train_forward: nn.Module  # TrainForward, wrapped in DDP and compiled as configured
+    eval_forward: nn.Module  # EvalForward, compiled as configured
     optimizer: torch.optim.SGD
-    loss_fn: nn.Module
+    compile_mode: str | None  # None: eager
+    initial_optimizer_state: dict
 
     @property
     def compiled(self) -> bool:
-        return self.runner is not self.model
+        return self.compile_mode is not None
 
     def step_context(self, scheduler=None) -> StepContext:
         return StepContext(
-            self.runner,
-            self.optimizer,
-            self.loss_fn,
-            self.precision,
-            self.precision.make_scaler(),
-            scheduler,
+            self.train_forward, self.optimizer, self.precision.make_scaler(), scheduler
         )
 
+    def evaluate(self) -> Evaluation:
+        # Ranks updated their BatchNorm statistics from their own samples; evaluate rank 0's.
+        self.dist.broadcast_buffers(self.model)
+        labels = torch.from_numpy(self.data.test.labels)
+        return evaluate(self.eval_forward, self.eval_batches, labels, self.dist)
 
-def build_experiment(config: TrainConfig) -> Experiment:
-    device = pick_device(config.device)
-    data = load_cifar10(config.data_dir)
-    torch.manual_seed(config.seed)
+    def reseed(self, seed: int) -> None:
+        """Start over with `seed`: its initial weights (copied in place), a fresh optimizer
+        state and a loader drawing from it, exactly as a new process with that seed."""
+        self.config = replace(self.config, seed=seed)
+        reinitialise(self.model, seed, self.config.logit_scale)
+        self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
+        self.train_loader = _train_loader(self.config, self.data, self.device, self.dist)
+
+
+def start_ranks(config: TrainConfig) -> tuple[torch.device, Distributed]:
+    """The device of this process and, under torchrun, its place in the process group."""
+    device = pick_device(local_device_name(config.device))
+    dist = setup(device)
+    if config.batch_size % dist.world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} does not divide among {dist.world_size} ranks: "
+            "--batch-size is the global batch, split evenly"
+        )
+    return device, dist
+
+
+def build_experiment(
+    config: TrainConfig, device: torch.device | None = None, dist: Distributed | None = None
+) -> Experiment:
+    if device is None or dist is None:
+        device, dist = start_ranks(config)
+    # Rank 0 first: a download (or an extraction) happens once, not once per rank at a time.
+    data = _subsets(config, dist.first_rank_first(lambda: load_cifar10(config.data_dir)))
+    config = replace(config, data_dir=str(data.folder.parent.resolve()))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = build_model(device, config.logit_scale, config.channels_last)
-    use_compile = config.compile if config.compile is not None else device.type == "cuda"
+    precision = Precision.choose(device, config.amp)
+    model = build_model(device, config.logit_scale, config.channels_last, seed=config.seed)
+    if config.sync_bn and dist.enabled:
+        if device.type != "cuda":
+            raise ConfigError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(
+        model,
+        lr=config.lr_max or 0.1,  # a placeholder: the range test, then OneCycleLR, set the LR
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    mode = compile_mode(config, device, dist)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return Experiment(
         config=config,
         device=device,
-        precision=Precision.choose(device, config.amp),
+        dist=dist,
+        precision=precision,
         data=data,
-        train_loader=_loader(config, data, "train", device),
-        test_loader=_loader(config, data, "test", device),
+        train_loader=_train_loader(config, data, device, dist),
+        eval_batches=EvalBatches(data.test, config.eval_batch_size, device, dist),
         model=model,
-        runner=compile_model(model, config.compile_mode) if use_compile else model,
-        optimizer=make_optimizer(
-            model,
-            # A placeholder: the range test, then OneCycleLR, set the LR of every step.
-            lr=config.lr_max or 0.1,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        ),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        train_forward=_train_forward(model, loss_fn, precision, config, dist, mode),
+        eval_forward=_maybe_compile(EvalForward(model, precision, config.tta), mode),
+        optimizer=optimizer,
+        compile_mode=mode,
+        initial_optimizer_state=copy.deepcopy(optimizer.state_dict()),
     )
 
 
-def _loader(config: TrainConfig, data: Cifar10, split_name: str, device) -> BatchLoader:
-    training = split_name == "train"
-    split = data.train.subset(config.train_subset) if training else data.test
+def compile_mode(config: TrainConfig, device: torch.device, dist: Distributed) -> str | None:
+    """The torch.compile mode to use, or None for eager.
+
+    Compiling is on by default only with CUDA: on the 2-core development CPU it did not pay
+    (BENCHMARKS.md). Under DDP the default is mode "default", the combination PyTorch
+    documents (DDPOptimizer splits the graph at gradient buckets); CUDA graphs with NCCL
+    collectives between them have not been measured here, so they are not the default."""
+    use = config.compile if config.compile is not None else device.type == "cuda"
+    if not use:
+        return None
+    if config.compile_mode is not None:
+        return config.compile_mode
+    return "default" if dist.enabled else "reduce-overhead"
+
+
+def _subsets(config: TrainConfig, data: Cifar10) -> Cifar10:
+    for name, split in (("train_subset", data.train), ("test_subset", data.test)):
+        wanted = getattr(config, name)
+        if wanted is not None and wanted > len(split):
+            raise ConfigError(f"{name} ({wanted:,}) exceeds the {len(split):,} images of the split")
+    return replace(
+        data,
+        train=data.train.subset(config.train_subset),
+        test=data.test.subset(config.test_subset),
+    )
+
+
+def _train_forward(model, loss_fn, precision, config, dist, mode) -> nn.Module:
+    forward: nn.Module = TrainForward(model, loss_fn, precision)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
+        forward = DistributedDataParallel(forward, device_ids=device_ids)
+    return _maybe_compile(forward, mode)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _maybe_compile(module: nn.Module, mode: str | None) -> nn.Module:
+    return compile_model(module, mode) if mode is not None else module
+
+
+def _train_loader(
+    config: TrainConfig, data: Cifar10, device: torch.device, dist: Distributed
+) -> BatchLoader:
     options = LoaderOptions(
-        batch_size=config.batch_size if training else config.eval_batch_size,
+        batch_size=config.batch_size // dist.world_size,
         device=device,
-        augment=training,
-        shuffle=training,
-        drop_last=training,
+        augment=True,
+        shuffle=True,
+        drop_last=True,
         seed=config.seed,
-        beton_path=_beton_path(config, split_name),
+        rank=dist.rank,
+        world_size=dist.world_size,
+        beton_path=_beton_path(config),
     )
-    return make_loader(config.loader, split, options)
+    loader = make_loader(config.loader, data.train, options)
+    if len(loader) == 0:
+        raise ConfigError(
+            f"{len(data.train)} training images make no whole batch of {config.batch_size}"
+        )
+    return loader
 
 
-def _beton_path(config: TrainConfig, split_name: str) -> Path | None:
+def _beton_path(config: TrainConfig) -> Path | None:
     # A beton holds a whole split; a training subset gets its own temporary one.
-    if config.loader != "ffcv" or (split_name == "train" and config.train_subset is not None):
+    if config.loader != "ffcv" or config.train_subset is not None:
         return None
     folder = Path(config.beton_dir) if config.beton_dir else default_data_dir(config.data_dir)
-    return folder / BETON_NAMES[split_name]
+    return folder / BETON_NAMES["train"]
 
 
-def run_range_test(experiment: Experiment) -> RangeTestResult:
-    config = experiment.config
-    return lr_range_test(
-        experiment.runner,
-        experiment.optimizer,
-        experiment.train_loader,
-        experiment.loss_fn,
-        start_lr=config.range_test_start_lr,
-        end_lr=config.range_test_end_lr,
-        steps=config.range_test_steps,
-        precision=experiment.precision,
-        lr_min_divisor=config.lr_min_divisor,
-    )
-
-
-def warm_up(experiment: Experiment, steps: int = 3) -> float:
-    """Compile (and record CUDA graphs for) the training and evaluation graphs before timing,
-    then restore the initial weights and optimizer state. Returns the seconds it took."""
+def warm_up(experiment: Experiment, steps: int = WARM_UP_STEPS) -> float:
+    """Compile (and record CUDA graphs for) the training and evaluation graphs before anything
+    is timed, the range test included; then restore the initial weights and optimizer state.
+    Returns the seconds it took."""
     saved_model = copy.deepcopy(experiment.model.state_dict())
     saved_optimizer = copy.deepcopy(experiment.optimizer.state_dict())
     start = time.perf_counter()
     context = experiment.step_context()
-    experiment.runner.train()
+    experiment.train_forward.train()
     batches = iter(experiment.train_loader)
-    for _ in range(steps):
+    for _ in range(min(steps, len(experiment.train_loader))):
         training_step(context, *next(batches))
-    evaluate(experiment.runner, _first_batches(experiment.test_loader, 2), experiment.precision)
+    del batches  # ends the warm-up's epoch
+    experiment.evaluate()  # every evaluation batch has one shape: one graph
     synchronize(experiment.device)
     experiment.model.load_state_dict(saved_model)
     experiment.optimizer.load_state_dict(saved_optimizer)
     return time.perf_counter() - start
-
-
-def _first_batches(loader: BatchLoader, count: int) -> list:
-    batches = []
-    for batch in loader:
-        batches.append(batch)
-        if len(batches) == count:
-            break
-    return batches

@@ -29,10 +29,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from fastcifar.device import Precision
 from fastcifar.engine import StepContext, training_step
+from fastcifar.progress import progress
 
 SMOOTHING = 0.98
 DIVERGENCE_FACTOR = 4.0
@@ -81,60 +80,70 @@ def _repeat(batches: Iterable) -> Iterator:
 
 
 def lr_range_test(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    ctx: StepContext,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
+    restore: torch.nn.Module,
     start_lr: float = 1e-4,
     end_lr: float = 10.0,
     steps: int = 100,
-    precision: Precision | None = None,
     lr_min_divisor: float = 25.0,
+    mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+    check_stop: Callable[[], None] = lambda: None,
 ) -> RangeTestResult:
-    """Sweep the LR from `start_lr` to `end_lr` over `steps` steps; restore all state afterwards."""
+    """Sweep the LR from `start_lr` to `end_lr` over `steps` training steps of `ctx`, then
+    restore the weights and buffers of `restore` and the optimizer's state.
+
+    `mean_over_ranks` turns a rank's loss into the global batch's (all ranks then decide
+    alike); `check_stop` is called after every step and may raise to end the sweep."""
     if steps < 2:
         raise ValueError(f"the LR range test needs at least 2 steps, got {steps}")
-    precision = precision or Precision("cpu", None)
-    saved_model = copy.deepcopy(model.state_dict())
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    saved_model = copy.deepcopy(restore.state_dict())
+    saved_optimizer = copy.deepcopy(ctx.optimizer.state_dict())
     try:
-        lrs, losses, smoothed, reason = _sweep(
-            model, optimizer, _repeat(batches), loss_fn, start_lr, end_lr, steps, precision
-        )
+        sweep = _Sweep(ctx, mean_over_ranks, check_stop)
+        reason = sweep.run(_repeat(batches), start_lr, end_lr, steps)
     finally:
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_optimizer)
-    if len(lrs) < 2:
+        restore.load_state_dict(saved_model)
+        ctx.optimizer.load_state_dict(saved_optimizer)
+    if len(sweep.lrs) < 2:
         raise RuntimeError(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
             "lower --range-test-start-lr"
         )
-    lr_max, lr_min, max_method, min_method = suggest_bounds(lrs, smoothed, lr_min_divisor)
-    return RangeTestResult(lrs, losses, smoothed, lr_max, lr_min, max_method, min_method, reason)
+    lr_max, lr_min, max_method, min_method = suggest_bounds(
+        sweep.lrs, sweep.smoothed, lr_min_divisor
+    )
+    return RangeTestResult(
+        sweep.lrs, sweep.raw, sweep.smoothed, lr_max, lr_min, max_method, min_method, reason
+    )
 
 
-def _sweep(model, optimizer, batches, loss_fn, start_lr, end_lr, steps, precision):
-    growth = (end_lr / start_lr) ** (1 / (steps - 1))
-    context = StepContext(model, optimizer, loss_fn, precision, precision.make_scaler())
-    lrs, raw, smoothed, average = [], [], [], 0.0
-    model.train()
-    with tqdm(range(steps), desc="LR range test", unit="step", leave=False) as bar:
+class _Sweep:
+    def __init__(self, ctx: StepContext, mean_over_ranks, check_stop) -> None:
+        self.ctx, self.mean_over_ranks, self.check_stop = ctx, mean_over_ranks, check_stop
+        self.lrs: list[float] = []
+        self.raw: list[float] = []
+        self.smoothed: list[float] = []
+
+    def run(self, batches: Iterator, start_lr: float, end_lr: float, steps: int) -> str:
+        growth = (end_lr / start_lr) ** (1 / (steps - 1))
+        average = 0.0
+        bar = progress(range(steps), "LR range test", unit="step", nested=True)
         for step in bar:
             lr = start_lr * growth**step
-            for group in optimizer.param_groups:
+            for group in self.ctx.optimizer.param_groups:
                 group["lr"] = lr
-            images, labels = next(batches)
-            summed_loss, _ = training_step(context, images, labels)
+            loss, _ = training_step(self.ctx, *next(batches))
             # One host read per step is fine here: the range test is a few hundred steps, once.
-            value = summed_loss.item() / labels.shape[0]
+            value = self.mean_over_ranks(loss.float().clone()).item()
+            self.check_stop()
             if not math.isfinite(value):
-                return lrs, raw, smoothed, f"loss not finite at LR {lr:.3g}"
+                return f"loss not finite at LR {lr:.3g}"
             average = SMOOTHING * average + (1 - SMOOTHING) * value
-            lrs.append(lr)
-            raw.append(value)
-            smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
-            bar.set_postfix(lr=f"{lr:.3g}", loss=f"{smoothed[-1]:.3f}")
-            if smoothed[-1] > DIVERGENCE_FACTOR * min(smoothed):
-                return lrs, raw, smoothed, f"diverged at LR {lr:.3g}"
-    return lrs, raw, smoothed, "completed the sweep"
+            self.lrs.append(lr)
+            self.raw.append(value)
+            self.smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
+            if self.smoothed[-1] > DIVERGENCE_FACTOR * min(self.smoothed):
+                return f"diverged at LR {lr:.3g}"
+        return "completed the sweep"

@@ -73,10 +73,25 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def build_model(
-    device: torch.device, logit_scale: float = 0.125, channels_last: bool = True
+    device: torch.device,
+    logit_scale: float = 0.125,
+    channels_last: bool = True,
+    seed: int | None = None,
 ) -> ResNet9:
-    """A freshly initialised ResNet9 on `device`, in channels_last memory when asked."""
+    """A freshly initialised ResNet9 on `device`, in channels_last memory when asked.
+
+    The weights are drawn on the CPU from `seed` (when given), so they are the same on every
+    device and in every process."""
+    if seed is not None:
+        torch.manual_seed(seed)
     model = ResNet9(logit_scale=logit_scale).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def reinitialise(model: nn.Module, seed: int, logit_scale: float) -> None:
+    """Give `model` the initial weights of `build_model(seed=seed)`, copied in place: the
+    tensors stay the same objects, so compiled graphs and CUDA graphs stay valid."""
+    torch.manual_seed(seed)
+    model.load_state_dict(ResNet9(logit_scale=logit_scale).state_dict())

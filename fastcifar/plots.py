@@ -12,12 +12,14 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fastcifar.atomic_file import atomic_save
 from fastcifar.lr_range_test import RangeTestResult
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
+    """Through the run folder's one atomic writer: a crash never leaves half a PNG."""
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    atomic_save(path, lambda buffer: figure.savefig(buffer, format="png", dpi=110))
     plt.close(figure)
     return path
 
@@ -40,9 +42,11 @@ def plot_range_test(result: RangeTestResult, path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_schedule(lrs: Sequence[float], steps_per_epoch: int, path: Path) -> Path:
+def plot_schedule(
+    steps: Sequence[int], lrs: Sequence[float], steps_per_epoch: int, path: Path
+) -> Path:
     figure, axes = plt.subplots(figsize=(7, 3.5))
-    epochs = np.arange(len(lrs)) / steps_per_epoch
+    epochs = np.asarray(steps) / steps_per_epoch
     axes.plot(epochs, lrs, color="C0")
     axes.set(xlabel="epoch", ylabel="learning rate", title="One Cycle schedule (per batch)")
     axes.grid(alpha=0.3)
@@ -73,7 +77,8 @@ def plot_mistakes(
     count: int = 36,
 ) -> Path:
     """A grid of misclassified test images (uint8 HWC), titled 'true -> predicted'."""
-    wrong = np.flatnonzero(labels != predictions)[:count]
+    all_wrong = np.flatnonzero(labels != predictions)
+    wrong = all_wrong[:count]
     columns = 6
     rows = max(1, -(-len(wrong) // columns))
     figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)
@@ -83,7 +88,10 @@ def plot_mistakes(
         axes.imshow(images[index])
         true_name, predicted_name = class_names[labels[index]], class_names[predictions[index]]
         axes.set_title(f"{true_name}\n→ {predicted_name}", fontsize=7)
-    figure.suptitle(f"misclassified test images ({len(wrong)} shown): true → predicted")
+    figure.suptitle(
+        f"misclassified test images: {len(wrong)} shown of {len(all_wrong):,} wrong "
+        f"(of {len(labels):,}); true → predicted"
+    )
     return _save(figure, path)
 
 
@@ -106,4 +114,42 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
         axes.text(column, row, str(value), ha="center", va="center", fontsize=7, color=color)
     axes.set(xlabel="predicted", ylabel="true", title="confusion matrix (test set)")
     figure.colorbar(image)
+    return _save(figure, path)
+
+
+def plot_seed_accuracies(names: Sequence[str], accuracies: Sequence[float], path: Path) -> Path:
+    """Each seed's final test accuracy, with the mean and ± one standard deviation."""
+    values = 100 * np.asarray(accuracies, dtype=float)
+    figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(values) + 2), 3.8))
+    axes.plot(range(len(values)), values, "o", color="C0")
+    mean = values.mean()
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    axes.axhline(mean, color="C3", label=f"mean {mean:.2f}%")
+    axes.axhspan(mean - spread, mean + spread, color="C3", alpha=0.15, label=f"± std {spread:.2f}%")
+    axes.set_xticks(range(len(values)), names, rotation=45, ha="right")
+    axes.set(ylabel="test accuracy (%)", title=f"{len(values)} seeds")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_lr_sweep(
+    lr_maxes: Sequence[float],
+    accuracies: Sequence[Sequence[float]],
+    found_lr_max: float | None,
+    path: Path,
+) -> Path:
+    """Accuracy against LRMAX (each seed a dot, the mean a line), the range test's LRMAX marked."""
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    means = [100 * float(np.mean(values)) for values in accuracies]
+    for lr_max, values in zip(lr_maxes, accuracies, strict=True):
+        axes.plot([lr_max] * len(values), 100 * np.asarray(values), "o", color="C0", alpha=0.5)
+    axes.plot(lr_maxes, means, "-", color="C0", label="mean over seeds")
+    if found_lr_max is not None:
+        axes.axvline(
+            found_lr_max, color="C3", ls="--", label=f"range test LRMAX {found_lr_max:.3g}"
+        )
+    axes.set(xscale="log", xlabel="LRMAX", ylabel="final test accuracy (%)", title="LR sweep")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     return _save(figure, path)

@@ -1,87 +1,195 @@
-"""The run folder: what a run writes (config, metrics, summary, weights, plots) and reads back."""
+"""The run folder: where a run writes, how it claims the folder, and how it is read back.
+
+Rules that keep a folder honest:
+  * an --out that already holds a run is refused unless --resume or --overwrite; --overwrite
+    builds the new run in a hidden staging folder and swaps it in only at its first
+    checkpoint, so a new run that fails early leaves the old one untouched;
+  * every file goes through `atomic_file` (temporary file, fsync, rename);
+  * summary.json carries the status: "running" from the start (a killed run keeps it),
+    then "complete", "interrupted", "diverged" or "failed" with the reason;
+  * JSON is strict: a non-finite number is written as null and listed under "non_finite".
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import platform
+import math
+import os
+import secrets
+import shutil
 import time
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import numpy as np
-import torch
+from fastcifar.atomic_file import atomic_save, atomic_write
+from fastcifar.errors import RunFolderError
 
-from fastcifar.config import TrainConfig
-from fastcifar.model import ResNet9, build_model
-
+SUMMARY_SCHEMA = 1
+RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
     "train_accuracy",
     "test_loss",
     "test_accuracy",
+    "test_loss_tta",
+    "test_accuracy_tta",
     "lr",
     "epoch_seconds",
     "images_per_second",
     "eval_seconds",
 )
+TIMING_COLUMNS = ("epoch_seconds", "images_per_second", "eval_seconds")
 
 
-def make_run_folder(out: str | None) -> Path:
-    folder = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def strict_json(payload: Any) -> str:
+    """JSON without NaN/Infinity: such numbers become null, listed under "non_finite"."""
+    replaced: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(f"{where or 'value'} was {value}")
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item, f"{where}.{key}".lstrip(".")) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    cleaned = clean(payload, "")
+    if replaced and isinstance(cleaned, dict):
+        cleaned["non_finite"] = replaced
+    return json.dumps(cleaned, indent=2, allow_nan=False) + "\n"
 
 
-def write_json(path: Path, payload: Any) -> Path:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    return path
+def run_status(folder: Path) -> str | None:
+    """The status of the run in `folder`, "unknown" if its summary is unreadable, None if
+    the folder holds no run."""
+    if not any((folder / marker).exists() for marker in RUN_MARKERS):
+        return None
+    try:
+        return str(json.loads((folder / "summary.json").read_text())["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
 
 
-def append_metrics(path: Path, row: dict[str, float]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({key: row[key] for key in METRIC_COLUMNS})
+class RunFolder:
+    """Writes one run's files; `writes=False` (ranks other than 0) makes every write a no-op."""
 
+    def __init__(self, final: Path, *, replaces: bool = False, writes: bool = True) -> None:
+        self.final = final
+        self.replaces = replaces  # --overwrite of an existing run: stage, swap in at checkpoint
+        self.writes = writes
+        self.path = (
+            final.with_name(f".{final.name}.new-{secrets.token_hex(3)}") if replaces else final
+        )
 
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else None,
-        "numpy": np.__version__,
-    }
-    for package in ("fastcifar", "ffcv", "nvidia-dali-cuda130"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def save_weights(model: ResNet9, folder: Path) -> Path:
-    path = folder / "model.pt"
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def load_run(folder: str | Path, device: torch.device) -> tuple[ResNet9, dict[str, Any]]:
-    """The trained model (weights loaded with weights_only=True) and the run's summary."""
-    folder = Path(folder)
-    summary_path, weights_path = folder / "summary.json", folder / "model.pt"
-    for path in (summary_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: {folder} is not a finished run folder of fastcifar.train"
+    @classmethod
+    def claim(cls, out: str | None, *, overwrite: bool = False, writes: bool = True) -> RunFolder:
+        """Check that `out` may take a new run (creating nothing yet); None: a fresh name."""
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            return cls(Path("runs") / f"{stamp}-{secrets.token_hex(2)}", writes=writes)
+        final = Path(out).expanduser()
+        if final.exists() and not final.is_dir():
+            raise RunFolderError(f"--out {final} is a file, not a folder")
+        status = run_status(final) if final.is_dir() else None
+        if status is not None and not overwrite:
+            raise RunFolderError(
+                f"{final} already holds a run (status: {status}): pass --resume {final} to "
+                "continue it, or --overwrite to replace it"
             )
-    summary = json.loads(summary_path.read_text())
-    config = TrainConfig.from_dict(summary["config"])
-    model = build_model(device, config.logit_scale, config.channels_last)
-    model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
-    return model.eval(), summary
+        if status is None and final.is_dir() and any(final.iterdir()):
+            raise RunFolderError(
+                f"{final} is not empty and holds no fastcifar run: choose another --out"
+            )
+        _check_writable(final)
+        return cls(final, replaces=status is not None, writes=writes)
+
+    @classmethod
+    def reopen(cls, folder: Path, *, writes: bool = True) -> RunFolder:
+        """An existing run's folder, to continue it (--resume)."""
+        _check_writable(folder)
+        return cls(folder, writes=writes)
+
+    def create(self) -> None:
+        if not self.writes:
+            return
+        if not self._default_name():
+            self.path.mkdir(parents=True, exist_ok=True)
+            return
+        while True:
+            try:
+                self.path.mkdir(parents=True)
+                return
+            except FileExistsError:  # two default names in the same second: draw another
+                stamp = self.final.name[:15]
+                self.path = self.final = self.final.with_name(f"{stamp}-{secrets.token_hex(2)}")
+
+    def _default_name(self) -> bool:
+        return self.final.parent == Path("runs") and not self.replaces
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, payload: Any) -> None:
+        if self.writes:
+            atomic_write(self.path / name, strict_json(payload))
+
+    def save(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        """A binary file (torch.save, savefig ...) written through an in-memory buffer."""
+        if self.writes:
+            atomic_save(self.path / name, write)
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """metrics.csv, rewritten whole each epoch: a crash leaves the previous complete file."""
+        if not self.writes:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({key: _csv_value(row.get(key)) for key in METRIC_COLUMNS})
+        atomic_write(self.path / "metrics.csv", buffer.getvalue())
+
+    def save_checkpoint(self, write: Callable[[BinaryIO], object]) -> None:
+        """checkpoint.pt; the first one of an --overwrite run swaps it into place."""
+        self.save("checkpoint.pt", write)
+        if self.replaces and self.writes:
+            self._swap_in()
+
+    def _swap_in(self) -> None:
+        old = self.final.with_name(f".{self.final.name}.old-{secrets.token_hex(3)}")
+        os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        self.path, self.replaces = self.final, False
+        shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> bool:
+        """Remove the staging folder of an --overwrite run that never checkpointed; True when
+        the previous run was therefore kept."""
+        if self.replaces and self.writes:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return True
+        return False
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
+
+
+def _check_writable(folder: Path) -> None:
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFolderError(f"cannot create {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot write to {existing}: permission denied")

@@ -46,19 +46,24 @@ def one_cycle_schedule(
     )
 
 
-def one_cycle_lrs(*, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float) -> list:
-    """Every step's LR under `one_cycle_schedule`, computed on a throwaway optimizer."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr_max)
-    scheduler = one_cycle_schedule(
-        optimizer,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        total_steps=total_steps,
-        peak_fraction=peak_fraction,
-    )
-    lrs = []
-    for _ in range(total_steps):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return lrs
+def one_cycle_lr(
+    step: int, *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float
+) -> float:
+    """The LR of `step` under `one_cycle_schedule`, computed directly (no optimizer, no memory
+    proportional to the run): linear from LRMIN up to LRMAX at the peak, then down to LRMIN."""
+    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    if step <= peak:
+        return lr_min + (lr_max - lr_min) * step / peak
+    return lr_max + (lr_min - lr_max) * (step - peak) / (total_steps - 1 - peak)
+
+
+def schedule_points(
+    *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float, points: int = 2000
+) -> tuple[list[int], list[float]]:
+    """(steps, LRs) at up to `points` steps, the peak and both ends included: enough to plot
+    any schedule, however many steps it has."""
+    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    count = min(points, total_steps)
+    steps = sorted({round(i * (total_steps - 1) / (count - 1)) for i in range(count)} | {peak})
+    shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction)
+    return steps, [one_cycle_lr(step, **shape) for step in steps]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from fastcifar.cli import Parser
 
-from fastcifar.model import ResNet9, parameter_count
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fastcifar.model import ResNet9
 
 # The rows of the seed's table, as (label, module path inside ResNet9).
 TABLE_ROWS = (
@@ -26,6 +28,10 @@ TABLE_ROWS = (
 
 def layer_table(model: ResNet9 | None = None) -> list[tuple[str, tuple[int, ...], int]]:
     """(layer, output shape without batch, parameters owned by that row) for each table row."""
+    import torch
+
+    from fastcifar.model import ResNet9
+
     model = model or ResNet9()
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
@@ -45,6 +51,8 @@ def layer_table(model: ResNet9 | None = None) -> list[tuple[str, tuple[int, ...]
 
 
 def _own_params(module: nn.Module, label: str) -> int:
+    from fastcifar.model import parameter_count
+
     # "X + R" rows add no parameters of their own: the block's are counted on the "R" row.
     return 0 if "+" in label else parameter_count(module)
 
@@ -58,7 +66,9 @@ def format_table(rows: list[tuple[str, tuple[int, ...], int]], total: int) -> st
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    Parser(prog="python -m fastcifar.summary", description=__doc__).parse_args(argv)
+    from fastcifar.model import ResNet9, parameter_count
+
     model = ResNet9()
     print(format_table(layer_table(model), parameter_count(model)))
 

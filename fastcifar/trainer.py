@@ -1,181 +1,352 @@
-"""A whole training run: find the LR bounds, warm up, train under One Cycle, report."""
+"""One training run: warm up (compile), find the LR bounds, train under One Cycle with a
+checkpoint per epoch, evaluate, report. `TrainingRun.execute` also continues a checkpoint.
+
+A stop request (SIGINT/SIGTERM) ends the current step, saves a checkpoint that records the
+position inside the epoch, and raises `Interrupted`; a non-finite loss, found when the epoch
+reads its device-side sums back (no per-step host sync), raises `Diverged` and keeps the last
+good checkpoint. Under torchrun every rank runs this; only rank 0 writes and speaks.
+"""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from fastcifar import plots
-from fastcifar.config import TrainConfig
+from fastcifar import __version__, plots, report
 from fastcifar.device import device_name, synchronize
-from fastcifar.engine import Evaluation, evaluate, train_epoch
-from fastcifar.experiment import Experiment, build_experiment, run_range_test, warm_up
-from fastcifar.lr_range_test import RangeTestResult
-from fastcifar.run_folder import (
-    append_metrics,
-    make_run_folder,
-    save_weights,
-    versions,
-    write_json,
-)
-from fastcifar.schedule import one_cycle_lrs, one_cycle_schedule
+from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps
+from fastcifar.errors import Diverged
+from fastcifar.evaluation import Evaluation
+from fastcifar.experiment import Experiment
+from fastcifar.lr_range_test import RangeTestResult, lr_range_test
+from fastcifar.progress import progress, say, warn
+from fastcifar.run_folder import RunFolder
+from fastcifar.schedule import one_cycle_lr, one_cycle_schedule
+from fastcifar.signals import StopSignals
+from fastcifar.state import TrainingState
+
+# Under torchrun the ranks agree on a stop every this many steps (one small all-reduce each):
+# they must all stop at the same step, or the next all-reduce would wait forever.
+STOP_CHECK_INTERVAL = 8
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Run the recipe described by `config`; returns (and writes) the run's summary."""
-    folder = make_run_folder(config.out)
-    experiment = build_experiment(config)
-    write_json(folder / "config.json", config.to_dict())
-    lr_min, lr_max, lr_source = _learning_rates(experiment, folder)
-    warmup_seconds = warm_up(experiment) if _needs_warm_up(experiment) else 0.0
-    steps_per_epoch = len(experiment.train_loader)
-    scheduler = one_cycle_schedule(
-        experiment.optimizer,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        total_steps=config.epochs * steps_per_epoch,
-        peak_fraction=config.peak_fraction,
-        cycle_momentum=config.cycle_momentum,
-        base_momentum=config.base_momentum,
-        max_momentum=config.max_momentum,
-    )
-    schedule = one_cycle_lrs(
-        lr_min=lr_min,
-        lr_max=lr_max,
-        peak_fraction=config.peak_fraction,
-        total_steps=config.epochs * steps_per_epoch,
-    )
-    history, final = _train_epochs(experiment, scheduler, schedule, folder / "metrics.csv")
-    save_weights(experiment.model, folder)
-    summary = _summary(experiment, history, final, lr_min, lr_max, lr_source, warmup_seconds)
-    write_json(folder / "summary.json", summary)
-    if config.plots:
-        _plot_run(experiment, folder, history, final, schedule, steps_per_epoch)
-    print(
-        f"test accuracy {100 * final.accuracy:.2f}% in {summary['total_train_seconds']:.1f} s "
-        f"of training; run folder: {folder}"
-    )
-    return summary
+@dataclass
+class LrBounds:
+    lr_min: float
+    lr_max: float
+    source: dict[str, Any]
 
 
-def _needs_warm_up(experiment: Experiment) -> bool:
-    # Eager CPU runs have nothing to compile; warming up would only cost a few seconds.
-    return experiment.compiled or experiment.device.type == "cuda"
+@dataclass
+class Timings:
+    started: float = field(default_factory=time.perf_counter)
+    compile_seconds: float = 0.0
 
 
-def _learning_rates(experiment: Experiment, folder: Path) -> tuple[float, float, dict]:
+def given_bounds(experiment: Experiment) -> LrBounds | None:
     config = experiment.config
-    if config.lr_max is not None:
-        lr_min = (
-            config.lr_min if config.lr_min is not None else config.lr_max / config.lr_min_divisor
-        )
-        how_min = (
-            "given (--lr-min)"
-            if config.lr_min is not None
-            else (f"LRMAX / {config.lr_min_divisor:g}")
-        )
-        return lr_min, config.lr_max, {"lr_max": "given (--lr-max)", "lr_min": how_min}
+    if config.lr_max is None:
+        return None
+    if config.lr_min is not None:
+        return LrBounds(config.lr_min, config.lr_max, {"lr_max": "given", "lr_min": "given"})
+    how = f"LRMAX / {config.lr_min_divisor:g}"
+    return LrBounds(
+        config.lr_max / config.lr_min_divisor, config.lr_max, {"lr_max": "given", "lr_min": how}
+    )
+
+
+def find_bounds(experiment: Experiment, folder: RunFolder, stop: StopSignals) -> LrBounds:
+    """The LR range test (after the warm-up, so that no compilation is in its time)."""
+    config = experiment.config
+    steps = config.resolved_range_test_steps(config.epochs * len(experiment.train_loader))
     start = time.perf_counter()
-    result = run_range_test(experiment)
+    result = lr_range_test(
+        experiment.step_context(),
+        experiment.train_loader,
+        restore=experiment.model,
+        start_lr=config.range_test_start_lr,
+        end_lr=config.range_test_end_lr,
+        steps=steps,
+        lr_min_divisor=config.lr_min_divisor,
+        mean_over_ranks=lambda loss: (
+            experiment.dist.all_reduce_sum(loss) / experiment.dist.world_size
+        ),
+        check_stop=stop.check,
+    )
     seconds = time.perf_counter() - start
     save_range_test(result, folder, config.plots)
-    print(
-        f"LR range test ({seconds:.1f} s): LRMIN {result.lr_min:.4g} ({result.lr_min_method}), "
-        f"LRMAX {result.lr_max:.4g} ({result.lr_max_method})"
+    say(
+        f"LR range test ({len(result.lrs)} steps, {seconds:.1f} s): LRMIN {result.lr_min:.4g} "
+        f"({result.lr_min_method}), LRMAX {result.lr_max:.4g} ({result.lr_max_method})"
     )
-    return (
-        result.lr_min,
-        result.lr_max,
-        {
-            "lr_max": result.lr_max_method,
-            "lr_min": result.lr_min_method,
-            "range_test_seconds": seconds,
-            "range_test_stop": result.stop_reason,
-        },
-    )
+    source = {
+        "lr_max": result.lr_max_method,
+        "lr_min": result.lr_min_method,
+        "range_test_seconds": seconds,
+        "range_test_steps": len(result.lrs),
+        "range_test_stop": result.stop_reason,
+        "seconds_per_step": seconds / len(result.lrs),
+    }
+    return LrBounds(result.lr_min, result.lr_max, source)
 
 
-def save_range_test(result: RangeTestResult, folder: Path, plot: bool = True) -> None:
-    write_json(folder / "lr_range_test.json", result.to_dict())
-    if plot:
+def save_range_test(result: RangeTestResult, folder: RunFolder, plot: bool = True) -> None:
+    folder.write_json("lr_range_test.json", result.to_dict())
+    if plot and folder.writes:
         plots.plot_range_test(result, folder / "lr_range_test.png")
 
 
-def _train_epochs(experiment: Experiment, scheduler, schedule, metrics_path: Path):
-    config, device = experiment.config, experiment.device
-    context = experiment.step_context(scheduler)
-    steps_per_epoch = len(experiment.train_loader)
-    history: list[dict] = []
-    bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch")
-    show_batches = device.type == "cpu"
-    final: Evaluation | None = None
-    for epoch in bar:
+class TrainingRun:
+    """The epochs of one run into one folder; see the module docstring."""
+
+    def __init__(
+        self, experiment: Experiment, folder: RunFolder, stop: StopSignals, timings: Timings
+    ) -> None:
+        self.experiment, self.folder, self.stop, self.timings = experiment, folder, stop, timings
+        self.config = experiment.config
+        self.steps_per_epoch = len(experiment.train_loader)
+        self.total_steps = self.config.epochs * self.steps_per_epoch
+        self.tensorboard = None
+
+    def new_state(self, bounds: LrBounds) -> TrainingState:
+        ctx = self.experiment.step_context()
+        scheduler = one_cycle_schedule(
+            self.experiment.optimizer,
+            lr_min=bounds.lr_min,
+            lr_max=bounds.lr_max,
+            total_steps=self.total_steps,
+            peak_fraction=self.config.peak_fraction,
+            cycle_momentum=self.config.cycle_momentum,
+            base_momentum=self.config.base_momentum,
+            max_momentum=self.config.max_momentum,
+        )
+        return TrainingState(
+            self.experiment.model,
+            self.experiment.optimizer,
+            scheduler,
+            ctx.scaler,
+            bounds.lr_min,
+            bounds.lr_max,
+            bounds.source,
+        )
+
+    def execute(self, state: TrainingState) -> dict[str, Any]:
+        """Train from wherever `state` stands to the last epoch; returns the summary."""
+        if self.config.tensorboard and self.folder.writes:
+            from fastcifar.tensorboard_log import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(self.folder / "tensorboard")
+        try:
+            evaluation = self._train(state)
+            return self._finish(state, evaluation)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def _train(self, state: TrainingState) -> Evaluation:
+        ctx = self.experiment.step_context(state.scheduler)
+        ctx.scaler = state.scaler
+        evaluation = None
+        while state.epoch < self.config.epochs:
+            totals = self._epoch(ctx, state)
+            eval_start = time.perf_counter()
+            evaluation = self.experiment.evaluate()
+            row = report.metrics_row(
+                state.epoch + 1,
+                totals,
+                evaluation,
+                self._lr_at_epoch_end(state.epoch),
+                time.perf_counter() - eval_start,
+            )
+            self._end_epoch(state, totals, row)
+        if evaluation is None:  # resumed a run whose epochs were all done
+            evaluation = self.experiment.evaluate()
+        return evaluation
+
+    def _epoch(self, ctx, state: TrainingState) -> EpochTotals:
+        loader = self.experiment.train_loader
+        loader.set_epoch(state.epoch, state.step_in_epoch)
+        accumulator = EpochAccumulator(
+            self.steps_per_epoch - state.step_in_epoch, self.experiment.device
+        )
         start = time.perf_counter()
-        totals = train_epoch(context, experiment.train_loader, progress=show_batches)
-        synchronize(device)
-        train_seconds = time.perf_counter() - start
-        final = evaluate(
-            experiment.runner, experiment.test_loader, experiment.precision, progress=show_batches
+        batches = progress(loader, f"epoch {state.epoch + 1}", unit="batch", nested=True)
+        ctx.forward.train()
+        run_steps(ctx, batches, accumulator, self._should_stop)
+        synchronize(self.experiment.device)
+        part = accumulator.read(self.experiment.dist.all_reduce_sum, loader.batch_size)
+        part.seconds = time.perf_counter() - start
+        totals = state.partial.merged(part)
+        self._check_finite(totals, state)
+        if state.step_in_epoch + accumulator.steps_done < self.steps_per_epoch:
+            state.step_in_epoch += accumulator.steps_done
+            state.partial = totals
+            raise self._interrupt(state)
+        return totals
+
+    def _should_stop(self, steps_done: int) -> bool:
+        dist = self.experiment.dist
+        if not dist.enabled:
+            return self.stop.requested
+        if steps_done % STOP_CHECK_INTERVAL:
+            return False
+        return dist.any(self.stop.requested, self.experiment.device)
+
+    def _check_finite(self, totals: EpochTotals, state: TrainingState) -> None:
+        bad = totals.first_non_finite_step
+        if bad is None:
+            return
+        step = state.epoch * self.steps_per_epoch + bad
+        kept = (
+            f"epoch {state.epoch} is kept in {self.folder.path}"
+            if state.epoch
+            else "none was saved"
         )
-        row = {
-            "epoch": epoch,
-            "train_loss": totals.loss,
-            "train_accuracy": totals.accuracy,
-            "test_loss": final.loss,
-            "test_accuracy": final.accuracy,
-            "lr": schedule[epoch * steps_per_epoch - 1],
-            "epoch_seconds": train_seconds,
-            "images_per_second": totals.examples / train_seconds,
-            "eval_seconds": time.perf_counter() - start - train_seconds,
+        raise Diverged(
+            f"diverged: the training loss became non-finite at step {bad + 1} of epoch "
+            f"{state.epoch + 1} (LR {self._lr(step):.4g}); the last good checkpoint: {kept}"
+        )
+
+    def _end_epoch(self, state: TrainingState, totals: EpochTotals, row: dict[str, Any]) -> None:
+        first_step = state.epoch * self.steps_per_epoch
+        state.epoch, state.step_in_epoch, state.partial = state.epoch + 1, 0, EpochTotals()
+        state.history.append(row)
+        self.folder.write_metrics(state.history)
+        last = state.epoch == self.config.epochs
+        if last or state.epoch % self.config.checkpoint_every == 0:
+            self.save_checkpoint(state)
+        if self.tensorboard is not None:
+            lrs = [self._lr(first_step + i) for i in range(len(totals.step_losses))]
+            self.tensorboard.steps(first_step, lrs, totals.step_losses)
+            self.tensorboard.epoch(state.epoch, row)
+        say(report.epoch_line(row, self.config.epochs, self._seconds_left(state)))
+        if not last and self.experiment.dist.any(self.stop.requested, self.experiment.device):
+            if state.epoch % self.config.checkpoint_every:
+                self.save_checkpoint(state)
+            raise self._interrupt(state)
+
+    def save_checkpoint(self, state: TrainingState) -> None:
+        payload = {
+            "fastcifar": __version__,
+            "config": self.config.to_dict(),
+            "state": state.state_dict(),
         }
-        append_metrics(metrics_path, row)
-        history.append(row)
-        bar.set_postfix(
-            loss=f"{totals.loss:.3f}",
-            test_acc=f"{100 * final.accuracy:.2f}%",
-            s_per_epoch=f"{train_seconds:.2f}",
+        self.folder.save_checkpoint(lambda buffer: torch.save(payload, buffer))
+
+    def _interrupt(self, state: TrainingState):
+        if state.step_in_epoch:
+            self.save_checkpoint(state)
+        where = f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{self.steps_per_epoch}"
+        if not state.step_in_epoch:
+            where = f"epoch {state.epoch}"
+        return self.stop.interrupted(
+            f" after {where}: resume with python -m fastcifar.train --resume {self.folder.final}"
         )
-    return history, final
+
+    def _lr(self, step: int) -> float:
+        state_bounds = self.experiment.optimizer.param_groups[0]
+        return one_cycle_lr(
+            min(step, self.total_steps - 1),
+            lr_min=state_bounds["initial_lr"],
+            lr_max=state_bounds["max_lr"],
+            total_steps=self.total_steps,
+            peak_fraction=self.config.peak_fraction,
+        )
+
+    def _lr_at_epoch_end(self, epoch: int) -> float:
+        return self._lr((epoch + 1) * self.steps_per_epoch - 1)
+
+    def _seconds_left(self, state: TrainingState) -> float | None:
+        history = state.history
+        if not history or state.epoch >= self.config.epochs:
+            return None
+        per_epoch = history[-1]["epoch_seconds"] + history[-1]["eval_seconds"]
+        return per_epoch * (self.config.epochs - state.epoch)
+
+    def _finish(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
+        summary = self.summary(state, evaluation)
+        if self.folder.writes:
+            self._write_outputs(state, evaluation)
+            summary["wall_seconds"] = time.perf_counter() - self.timings.started
+            self.folder.write_json("summary.json", summary)
+            (self.folder / "checkpoint.pt").unlink(missing_ok=True)  # model.pt is the result
+        say(report.final_line(summary, self.folder))
+        return summary
+
+    def _write_outputs(self, state: TrainingState, evaluation: Evaluation) -> None:
+        weights = self.experiment.model.state_dict()
+        if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+            raise Diverged("diverged: the final weights are not finite; model.pt was not written")
+        self.folder.save("model.pt", lambda buffer: torch.save(weights, buffer))
+        if self.config.plots:
+            shape = dict(
+                lr_min=state.lr_min,
+                lr_max=state.lr_max,
+                total_steps=self.total_steps,
+                peak_fraction=self.config.peak_fraction,
+            )
+            report.plot_run(
+                self.folder,
+                state.history,
+                evaluation,
+                self.experiment.data,
+                self.steps_per_epoch,
+                shape,
+            )
+        if self.config.gradcam:
+            from fastcifar.explain import explain_mistakes
+
+            explain_mistakes(
+                self.experiment.model, self.experiment.data, evaluation, self.folder / "gradcam.png"
+            )
+        if self.tensorboard is not None:
+            names = [p.stem for p in sorted(self.folder.path.glob("*.png"))]
+            self.tensorboard.images({name: self.folder / f"{name}.png" for name in names})
+
+    def summary(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
+        experiment, history = self.experiment, state.history
+        epoch_seconds = [row["epoch_seconds"] for row in history]
+        eval_seconds = [row["eval_seconds"] for row in history]
+        examples = self.steps_per_epoch * self.config.batch_size
+        dist = experiment.dist
+        return {
+            **report.base_summary("complete", self.config.to_dict()),
+            "final_test_accuracy": evaluation.plain.accuracy,
+            "final_test_loss": evaluation.plain.loss,
+            "final_test_accuracy_tta": evaluation.tta.accuracy if evaluation.tta else None,
+            "final_test_loss_tta": evaluation.tta.loss if evaluation.tta else None,
+            "headline": "flip TTA" if evaluation.tta else "plain",
+            "headline_accuracy": evaluation.headline().accuracy,
+            "epochs_completed": state.epoch,
+            "total_train_seconds": sum(epoch_seconds),
+            "epoch_seconds": epoch_seconds,
+            "eval_seconds": eval_seconds,
+            "total_eval_seconds": sum(eval_seconds),
+            "compile_seconds": self.timings.compile_seconds,
+            "wall_seconds": time.perf_counter() - self.timings.started,
+            "images_per_second": examples * len(history) / max(sum(epoch_seconds), 1e-9),
+            "lr_min": state.lr_min,
+            "lr_max": state.lr_max,
+            "lr_source": state.lr_source,
+            "compiled": experiment.compiled,
+            "compile_mode": experiment.compile_mode,
+            "precision": experiment.precision.name,
+            "precision_reason": experiment.precision.reason,
+            "train_examples_per_epoch": examples,  # drop_last: whole batches only
+            "test_examples": len(evaluation.labels),
+            "class_names": list(experiment.data.class_names),
+            "device_name": device_name(experiment.device),
+            "world_size": dist.world_size,
+            "backend": dist.backend,
+            "rank_devices": dist.gather_objects(device_name(experiment.device)),
+            "versions": report.versions(),
+        }
 
 
-def _summary(experiment, history, final, lr_min, lr_max, lr_source, warmup_seconds) -> dict:
-    epoch_seconds = [row["epoch_seconds"] for row in history]
-    total = sum(epoch_seconds)
-    examples_per_epoch = len(experiment.train_loader) * experiment.config.batch_size
-    return {
-        "config": experiment.config.to_dict(),
-        "final_test_accuracy": final.accuracy,
-        "final_test_loss": final.loss,
-        "total_train_seconds": total,
-        "epoch_seconds": epoch_seconds,
-        "eval_seconds": [row["eval_seconds"] for row in history],
-        "warmup_compile_seconds": warmup_seconds,
-        "images_per_second": examples_per_epoch * len(history) / total,
-        "lr_min": lr_min,
-        "lr_max": lr_max,
-        "lr_source": lr_source,
-        "compiled": experiment.compiled,
-        "precision": str(experiment.precision.dtype or torch.float32),
-        "train_examples_per_epoch": examples_per_epoch,  # drop_last: whole batches only
-        "test_examples": len(final.labels),
-        "class_names": list(experiment.data.class_names),
-        "device_name": device_name(experiment.device),
-        "versions": versions(),
-    }
-
-
-def _plot_run(experiment, folder, history, final, schedule, steps_per_epoch) -> None:
-    labels, predictions = final.labels.numpy(), final.predictions.numpy()
-    names = experiment.data.class_names
-    plots.plot_schedule(schedule, steps_per_epoch, folder / "lr_schedule.png")
-    plots.plot_curves(history, folder / "curves.png")
-    plots.plot_mistakes(
-        experiment.data.test.images, labels, predictions, names, folder / "misclassified.png"
-    )
-    plots.plot_confusion(
-        plots.confusion_matrix(labels, predictions), names, folder / "confusion_matrix.png"
-    )
+def announce(experiment: Experiment) -> None:
+    """The one line about precision that a user of --amp on a slow-bf16 CPU must see."""
+    if experiment.precision.fallback_note:
+        warn(experiment.precision.fallback_note)

@@ -9,7 +9,18 @@ import math
 import pytest
 import torch
 
+from fastcifar.engine import StepContext
 from fastcifar.lr_range_test import lr_range_test, suggest_bounds
+
+
+def sweep(model, optimizer, batches, loss_fn, **options):
+    """The range test on a plain model and loss (the trainer passes its compiled TrainForward)."""
+
+    def forward(inputs, targets):
+        return loss_fn(model(inputs), targets), torch.zeros((), dtype=torch.int64)
+
+    model.train()
+    return lr_range_test(StepContext(forward, optimizer), batches, restore=model, **options)
 
 
 def least_squares(spread_decades: float, rows: int = 512, columns: int = 32, seed: int = 0):
@@ -35,7 +46,7 @@ def test_lr_max_lies_below_the_divergence_point_and_within_10x(spread_decades, s
     model = torch.nn.Linear(x.shape[1], 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    result = lr_range_test(
+    result = sweep(
         model,
         optimizer,
         [(x, y)],
@@ -63,7 +74,7 @@ def test_every_piece_of_state_is_restored():
     before_model = {k: v.clone() for k, v in model.state_dict().items()}
     before_optimizer = optimizer.state_dict()
     momentum_before = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
-    lr_range_test(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20)
+    sweep(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20)
     for key, value in model.state_dict().items():  # weights and BatchNorm running statistics
         torch.testing.assert_close(value, before_model[key])
     assert optimizer.param_groups[0]["lr"] == before_optimizer["param_groups"][0]["lr"] == 0.05
@@ -82,7 +93,7 @@ def test_sweep_stops_at_a_non_finite_loss():
         return loss * (float("nan") if len(calls) > 10 else 1.0)
 
     batches = [(torch.ones(4, 1), torch.zeros(4, 1))]
-    result = lr_range_test(model, optimizer, batches, loss_fn, steps=50)
+    result = sweep(model, optimizer, batches, loss_fn, steps=50)
     assert len(result.lrs) == 10 and "not finite" in result.stop_reason
 
 
@@ -99,3 +110,29 @@ def test_onset_and_floor_are_read_off_the_curve():
     floor = min(range(50), key=smoothed.__getitem__)
     assert lr_max == pytest.approx(lrs[floor] / 10)
     assert lr_min == pytest.approx(lrs[12])  # first point 5% of the way down the 1.5 fall
+
+
+def test_a_stop_request_ends_the_sweep_and_still_restores_the_weights():
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+
+    def check_stop():
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    with pytest.raises(KeyboardInterrupt):
+        sweep(
+            model,
+            optimizer,
+            batches,
+            torch.nn.functional.cross_entropy,
+            steps=20,
+            check_stop=check_stop,
+        )
+    assert len(steps) == 3
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])

@@ -1,12 +1,18 @@
-"""FFCV loader: reads a raw-RGB `.beton` of the split and runs the augmentation spec as FFCV
-pipeline operations on CPU threads; batches are moved to CUDA by FFCV when the device is a GPU.
+"""FFCV loader: reads a raw-RGB `.beton` of the split; FFCV's CPU threads apply the epoch's
+augmentation draws to the uint8 images, and only uint8 crosses to the device, where the batch
+is normalised.
 
-Pipeline: decode -> NormalizeImage (FFCV) -> SpecAugmentation (ours) -> tensor -> device.
-FFCV's own RandomTranslate/RandomHorizontalFlip/Cutout place their pixels as the spec says
-(offsets 0..2*pad, corners 0..size-cutout), but they cannot meet it on uint8 images, whose
-integer fill can never equal the non-integer dataset mean, and they draw from numba's unseeded
-per-thread RNG, so no two runs see the same augmentations. SpecAugmentation therefore works on
-the normalised image (fill 0.0 is exactly the mean) with draws keyed by (seed, epoch, batch).
+Pipeline: decode -> SpecAugmentation (ours, numba, uint8 RGB -> uint8 RGB + keep mask) ->
+tensor -> device -> normalise, fill 0.0 where the mask says padding or cutout (exactly the
+dataset mean) -> channels_last. Moving 4 bytes per pixel (RGB + mask) instead of 12 (float32
+RGB) cuts the copy to a third; normalising on the device also replaces the copy of FFCV's
+reused output buffer that the batch needed before.
+
+FFCV's own RandomTranslate/RandomHorizontalFlip/Cutout cannot meet the spec: their integer
+fill can never equal the non-integer dataset mean, and they draw from numba's unseeded
+per-thread RNG. The sample order is ours as well (`SharedOrder`): FFCV's distributed mode is
+torch's DistributedSampler, which pads an epoch by repeating samples, while `rank_order`
+splits each global batch exactly, as the other back ends do.
 
 Which beton: `options.beton_path` must hold exactly this split's examples (checked on every
 construction; written there if missing). Without it the split is written to a beton in a
@@ -23,62 +29,72 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, AugmentationSpec
+from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, DRAW_NAMES, AugmentationSpec
 from fastcifar.beton import verify_beton, write_beton
 from fastcifar.data_source import CifarSplit
-from fastcifar.loaders import LoaderOptions
+from fastcifar.loaders import EpochCounter, LoaderOptions
+from fastcifar.loaders.torch_loader import normalise
 
 # isort: split
 # After fastcifar.beton, which turns a missing FFCV into MissingBackendError naming the extra.
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.loader import Loader, OrderOption
+from ffcv.loader import Loader
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
-from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+from ffcv.transforms import ToDevice, ToTensor
+from ffcv.traversal_order.base import TraversalOrder
 
 # A batch abandoned mid-epoch leaves FFCV's producer thread blocked for up to 0.5 s (its queue
 # timeout) before it sees the stop request; waiting a little longer covers one more batch.
 STOP_TIMEOUT_S = 5.0
 
 
-class SpecAugmentation(Operation):
-    """Crop (pad-4), flip and one cutout per image on normalised float HWC batches, fill 0.0.
+class SharedOrder(TraversalOrder):
+    """FFCV traversal order = this rank's order of `LoaderOptions.epoch` (see module docstring).
 
-    Runs outside FFCV's jitted stage so that it can read the epoch the loader sets; the pixel
-    work is a numba kernel compiled by FFCV's Compiler (parallel over images).
+    FFCV instantiates a custom order by calling the object it was given with the loader."""
+
+    def __init__(self, options: LoaderOptions, count: int) -> None:
+        self.options, self.count = options, count
+
+    def __call__(self, loader: Loader) -> SharedOrder:
+        super().__init__(loader)
+        return self
+
+    def sample_order(self, epoch: int) -> np.ndarray:
+        return self.options.epoch(self.count, epoch)[1]
+
+
+class SpecAugmentation(Operation):
+    """Applies the epoch's draws (crop, flip, cutout per sample index) to uint8 HWC images and
+    appends a keep mask channel: 1 for a real pixel, 0 for padding or cutout.
+
+    Runs outside FFCV's jitted stage so that it can read the epoch's draws; the pixel work is a
+    numba kernel compiled by FFCV's Compiler (parallel over images).
     """
 
-    def __init__(self, spec: AugmentationSpec, seed: int) -> None:
+    def __init__(self, spec: AugmentationSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.seed = seed
-        self.epoch = 0
-
-    def draw(self, first_index: int, count: int) -> tuple[np.ndarray, ...]:
-        """Seeded draws for one batch: crop row/col, flip, cutout row/col per image."""
-        spec = self.spec
-        generator = np.random.default_rng((self.seed, self.epoch, first_index))
-        crop = generator.integers(0, spec.crop_offsets, size=(2, count))
-        flip = generator.random(count) < spec.flip_probability
-        cutout = generator.integers(0, spec.cutout_corners, size=(2, count))
-        return crop[0], crop[1], flip, cutout[0], cutout[1]
+        self.draws: list[np.ndarray] = []  # set for each epoch: DRAW_NAMES arrays
 
     def generate_code(self) -> Callable:
         kernel = Compiler.compile(_crop_flip_cutout_kernel(self.spec))
 
         def augment(images, destination, indices):
-            # Each sample occurs once per epoch, so the batch's first index names the batch.
-            return kernel(images, destination, *self.draw(int(indices[0]), len(images)))
+            return kernel(images, destination, *(draw[indices] for draw in self.draws))
 
         augment.with_indices = True
         return augment
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        height, width, _ = previous_state.shape
+        shape = (height, width, 4)
         return (
-            replace(previous_state, jit_mode=False),
-            AllocationQuery(previous_state.shape, previous_state.dtype),
+            replace(previous_state, jit_mode=False, shape=shape),
+            AllocationQuery(shape, np.dtype("uint8")),
         )
 
 
@@ -97,43 +113,35 @@ def _crop_flip_cutout_kernel(spec: AugmentationSpec) -> Callable:
                     source_col = crop_cols[i] - pad + crop_col
                     inside = 0 <= source_row < size and 0 <= source_col < size
                     keep = inside and not (in_cut_rows and cut_cols[i] <= x < cut_cols[i] + cut)
-                    for c in range(images.shape[3]):
-                        out[i, y, x, c] = images[i, source_row, source_col, c] if keep else 0.0
+                    for c in range(3):
+                        out[i, y, x, c] = images[i, source_row, source_col, c] if inside else 0
+                    out[i, y, x, 3] = 1 if keep else 0
         return out
 
     crop_flip_cutout.is_parallel = True
     return crop_flip_cutout
 
 
-def _own_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """FFCV reuses its output buffers a few batches later, so every batch is copied out. On CPU
-    numpy copies (one thread, layout kept): torch's multi-threaded clone fights FFCV's numba
-    workers for the cores (30k instead of 230k img/s on 2 cores)."""
-    if tensor.is_cuda:
-        return tensor.clone()
-    return torch.from_numpy(np.array(tensor.numpy(), copy=True, order="K"))
-
-
 class CifarFfcvLoader:
     """`BatchLoader` over an FFCV beton of `split` (see the module docstring for which beton)."""
 
     def __init__(self, split: CifarSplit, options: LoaderOptions) -> None:
-        if len(split) == 0:
-            raise ValueError("cannot build a loader over an empty split")
         self.options = options
         self.batch_size = options.batch_size
+        self.count = len(split)
         self._scratch: tempfile.TemporaryDirectory | None = None
         self.beton_path = self._beton_for(split)
-        self.augmentation = (
-            SpecAugmentation(options.spec, options.seed) if options.augment else None
-        )
+        self.augmentation = SpecAugmentation(options.spec) if options.augment else None
+        device = options.device
+        self.mean = torch.tensor(CIFAR10_MEAN, device=device)
+        self.inv_std = 1.0 / torch.tensor(CIFAR10_STD, device=device)
+        self.counter = EpochCounter()
         self.loader = Loader(
             str(self.beton_path),
             batch_size=options.batch_size,
             # As many threads as torch uses: FFCV sets torch's thread count to this number.
             num_workers=torch.get_num_threads(),
-            order=OrderOption.RANDOM if options.shuffle else OrderOption.SEQUENTIAL,
-            seed=options.seed,
+            order=SharedOrder(options, self.count),
             drop_last=options.drop_last,
             pipelines=self._pipelines(),
         )
@@ -142,35 +150,46 @@ class CifarFfcvLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.counter.set_epoch(epoch, skip_batches)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._stop_running_epoch()
+        epoch, first = self.counter.start()
+        self.loader.next_epoch = epoch  # the epoch FFCV's order (SharedOrder) is drawn for
         if self.augmentation is not None:
-            self.augmentation.epoch = self.loader.next_epoch  # the epoch FFCV's order is for
+            draws = self.options.epoch(self.count, epoch)[0]
+            self.augmentation.draws = [getattr(draws, name) for name in DRAW_NAMES]
         running = self._running = iter(self.loader)
         try:
-            while True:
+            for batch in range(len(self)):
                 if self._running is not running:
                     raise RuntimeError("this epoch was ended by a newer iteration of the loader")
                 try:
-                    images, labels = next(running)
+                    pixels, labels = next(running)
                 except StopIteration:
                     return
-                yield _own_copy(images), _own_copy(labels.reshape(-1))
+                if batch >= first:  # FFCV cannot start mid-epoch: earlier batches are skipped
+                    yield self._batch(pixels, labels)
         finally:
             if self._running is running:
                 self._stop_running_epoch()
 
+    def _batch(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Both outputs are new tensors: FFCV reuses its buffers a few batches later.
+        keep = pixels[..., 3] if self.augmentation is not None else None
+        images = normalise(pixels[..., :3], self.mean, self.inv_std, keep)
+        return images, labels.reshape(-1).to(torch.int64, copy=True)
+
     def _pipelines(self) -> dict[str, list[Operation]]:
-        mean, std = np.array(CIFAR10_MEAN), np.array(CIFAR10_STD)
-        image = [SimpleRGBImageDecoder(), NormalizeImage(mean, std, np.float32)]
+        image: list[Operation] = [SimpleRGBImageDecoder()]
         if self.augmentation is not None:
             image.append(self.augmentation)
         image.append(ToTensor())
-        label = [IntDecoder(), ToTensor()]
+        label: list[Operation] = [IntDecoder(), ToTensor()]
         if self.options.device.type == "cuda":
             image.append(ToDevice(self.options.device, non_blocking=True))
             label.append(ToDevice(self.options.device, non_blocking=True))
-        image.append(ToTorchImage(channels_last=True))
         return {"image": image, "label": label}
 
     def _beton_for(self, split: CifarSplit) -> Path:

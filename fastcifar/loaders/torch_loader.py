@@ -1,4 +1,4 @@
-"""Torch-native loader: the whole dataset lives on the training device as uint8, and each batch
+"""Torch-native loader: the whole split lives on the training device as uint8, and each batch
 is cropped, flipped, cut out and normalised by one gather plus element-wise tensor ops.
 
 No per-sample Python and no DataLoader workers. The per-batch work is one `torch.compile`d
@@ -9,17 +9,33 @@ its ~20 small kernels into one or two.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.nn import functional
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD
+from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, DRAW_NAMES
 from fastcifar.data_source import CifarSplit
-from fastcifar.loaders import LoaderOptions
+from fastcifar.loaders import EpochCounter, LoaderOptions
 
-PARAMETER_NAMES = ("crop_row", "crop_col", "flip", "cutout_row", "cutout_col")
+if not torch.cuda.is_available():
+    # torch.compile imports cpp_extension, which warns "No CUDA runtime is found" on every
+    # CPU-only run of a machine that has a CUDA toolkit; that says nothing about fastcifar.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def normalise(
+    pixels: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor, keep: torch.Tensor | None
+) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) in channels_last memory; pixels
+    where `keep` (B, H, W) is 0 become 0.0, the dataset mean."""
+    normalised = (pixels.float() - mean) * inv_std
+    if keep is not None:
+        normalised = normalised * keep[..., None]
+    # Permuting NHWC memory gives NCHW in channels_last layout for free.
+    return normalised.permute(0, 3, 1, 2)
 
 
 def augment_batch(
@@ -58,9 +74,7 @@ def augment_batch(
     keep = (inside_rows[:, :, None] & inside_cols[:, None, :]) & ~(
         cut_rows[:, :, None] & cut_cols[:, None, :]
     )
-    normalised = (cropped.reshape(batch, size, size, channels).float() - mean) * inv_std
-    # Permuting NHWC memory gives NCHW in channels_last layout for free.
-    return (normalised * keep[..., None]).permute(0, 3, 1, 2)
+    return normalise(cropped.reshape(batch, size, size, channels), mean, inv_std, keep)
 
 
 _compiled_augment_batch = torch.compile(augment_batch, dynamic=False)
@@ -70,8 +84,6 @@ class CifarTensorLoader:
     """`BatchLoader` over a device-resident uint8 copy of `split`."""
 
     def __init__(self, split: CifarSplit, options: LoaderOptions) -> None:
-        if len(split) == 0:
-            raise ValueError("cannot build a loader over an empty split")
         self.options = options
         self.batch_size = options.batch_size
         device = options.device
@@ -79,8 +91,7 @@ class CifarTensorLoader:
         self.labels = torch.from_numpy(split.labels).to(device)
         self.mean = torch.tensor(CIFAR10_MEAN, device=device)
         self.inv_std = 1.0 / torch.tensor(CIFAR10_STD, device=device)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(options.seed)
+        self.counter = EpochCounter()
         self._augment: Callable = (
             _compiled_augment_batch if options.compile_augmentation else augment_batch
         )
@@ -88,41 +99,30 @@ class CifarTensorLoader:
     def __len__(self) -> int:
         return self.options.batches_per_epoch(len(self.labels))
 
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.counter.set_epoch(epoch, skip_batches)
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """This rank's samples of `epoch`, in the order they are served (on the CPU)."""
+        return torch.from_numpy(self.options.epoch(len(self.labels), epoch)[1])
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        count = len(self.labels)
-        order = self._epoch_order(count)
-        # Draw the whole epoch's augmentation at once: one RNG call per parameter, not per batch.
-        params = self._draw_augmentation(count) if self.options.augment else None
-        for batch in range(len(self)):
+        epoch, first = self.counter.start()
+        draws, order = self.options.epoch(len(self.labels), epoch)
+        device = self.images.device
+        # One copy per epoch of the order and every image's draws; nothing per batch.
+        order = torch.from_numpy(order).to(device)
+        params = None
+        if self.options.augment:
+            params = {k: torch.from_numpy(v).to(device) for k, v in draws.params().items()}
+        for batch in range(first, len(self)):
             indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             pixels = self.images.index_select(0, indices)
             if params is None:
-                images = ((pixels.float() - self.mean) * self.inv_std).permute(0, 3, 1, 2)
+                images = normalise(pixels, self.mean, self.inv_std, None)
             else:
-                images = self._augment_pixels(pixels, [params[k][indices] for k in PARAMETER_NAMES])
+                images = self._augment_pixels(pixels, [params[k][indices] for k in DRAW_NAMES])
             yield images, self.labels.index_select(0, indices)
-
-    def _epoch_order(self, count: int) -> torch.Tensor:
-        if self.options.shuffle:
-            return torch.randperm(count, device=self.images.device, generator=self.generator)
-        return torch.arange(count, device=self.images.device)
-
-    def _draw_augmentation(self, count: int) -> dict[str, torch.Tensor]:
-        spec = self.options.spec
-
-        def integers(high: int) -> torch.Tensor:
-            return torch.randint(
-                0, high, (count,), device=self.images.device, generator=self.generator
-            )
-
-        flip = torch.rand(count, device=self.images.device, generator=self.generator)
-        return {
-            "crop_row": integers(spec.crop_offsets),
-            "crop_col": integers(spec.crop_offsets),
-            "flip": flip < spec.flip_probability,
-            "cutout_row": integers(spec.cutout_corners),
-            "cutout_col": integers(spec.cutout_corners),
-        }
 
     def _augment_pixels(self, pixels: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         spec = self.options.spec

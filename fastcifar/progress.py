@@ -1,0 +1,60 @@
+"""Progress output that suits where it goes: live bars on a terminal, plain lines in a log.
+
+On a terminal, tqdm bars (nested bars vanish when done). When stderr is a file or a pipe, no
+bar is drawn at all, because bars there become walls of carriage returns and cursor moves;
+the caller's own lines (one per epoch) tell the story instead. Under torchrun only rank 0
+speaks: `silence()` turns both off for the other ranks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+Item = TypeVar("Item")
+_silenced = False
+
+
+def silence() -> None:
+    """No bars and no lines from this process (the non-zero ranks of a torchrun job)."""
+    global _silenced
+    _silenced = True
+
+
+def bars_enabled() -> bool:
+    return not _silenced and sys.stderr.isatty()
+
+
+def progress(
+    items: Iterable[Item],
+    description: str,
+    *,
+    unit: str = "it",
+    nested: bool = False,
+    total: int | None = None,
+) -> Iterator[Item]:
+    """`items`, with a bar on a terminal; nested bars are removed when they finish."""
+    if not bars_enabled():
+        yield from items
+        return
+    with tqdm(items, desc=description, unit=unit, leave=not nested, total=total) as bar:
+        yield from bar
+
+
+def say(line: str) -> None:
+    """One line on stdout, above any bar in progress (nothing on a silenced rank)."""
+    if _silenced:
+        return
+    if bars_enabled():
+        tqdm.write(line, file=sys.stdout)
+    else:
+        print(line, flush=True)
+
+
+def warn(line: str) -> None:
+    """One line on stderr (nothing on a silenced rank)."""
+    if not _silenced:
+        print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,59 @@
+"""SIGINT and SIGTERM as a request to stop: the loop finishes its step, saves a checkpoint and
+exits with 130 / 143, instead of dying mid-write with a folder that looks finished.
+
+A second signal of either kind while stopping raises KeyboardInterrupt at once; every file
+is written atomically, so that loses time, not data.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+
+from fastcifar.errors import Interrupted
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+class StopSignals:
+    """Context manager: while inside, SIGINT/SIGTERM set `received` instead of killing."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in HANDLED:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = number
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def check(self) -> None:
+        """Raise Interrupted if a signal arrived (for loops with nothing to save)."""
+        if self.received is not None:
+            raise self.interrupted("")
+
+    def interrupted(self, what_next: str) -> Interrupted:
+        number = self.received or signal.SIGINT
+        return Interrupted(f"interrupted by {NAMES.get(number, number)}{what_next}", 128 + number)

@@ -1,0 +1,102 @@
+"""Everything a run needs to continue, in one object: a checkpoint is `state_dict()` of it and
+a resume is `load_state_dict()`; there is no second list of things to save.
+
+The loader needs no state of its own: epoch e's order and augmentation are a function of
+(seed, e), so `epoch` and `step_in_epoch` say exactly where it resumes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastcifar.engine import EpochTotals
+
+CHECKPOINT_SCHEMA = 1
+
+
+@dataclass
+class TrainingState:
+    model: nn.Module  # the plain module (never the compiled or DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    lr_min: float
+    lr_max: float
+    lr_source: dict[str, Any]
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # steps done in the epoch in progress (a mid-epoch stop)
+    partial: EpochTotals = field(default_factory=EpochTotals)  # that epoch's totals so far
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CHECKPOINT_SCHEMA,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "lr_min": self.lr_min,
+            "lr_max": self.lr_max,
+            "lr_source": self.lr_source,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "partial": self.partial.to_dict(),
+            "history": self.history,
+            "rng": rng_states(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.lr_min, self.lr_max = state["lr_min"], state["lr_max"]
+        self.lr_source = state["lr_source"]
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.partial = EpochTotals(**state["partial"])
+        self.history = list(state["history"])
+        set_rng_states(state["rng"])
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global generator. fastcifar's own draws do not use them (they are keyed by seed and
+    epoch); they are kept so that code added to a run later resumes exactly as well."""
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": list(_python_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    random.setstate(_python_tuple(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]
+
+
+def _python_state() -> tuple[Any, ...]:
+    version, internal, gauss = random.getstate()
+    return version, list(internal), gauss
+
+
+def _python_tuple(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss

@@ -1,0 +1,123 @@
+"""Checkpoints, signals and exact resume: a run stopped by SIGTERM or SIGINT (after an epoch, or in
+the middle of one) and resumed ends bit-identical to the run that was never stopped: every tensor
+of model.pt, and metrics.csv except its timings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastcifar import engine, experiment
+from fastcifar.run_folder import TIMING_COLUMNS
+from fastcifar.saved_run import load_checkpoint
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+
+# 3 steps per epoch, 2 epochs; evaluation on 32 images.
+ORIGINAL_STEP = engine.training_step
+ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
+        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def synthetic_data(monkeypatch):
+    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+
+
+def signal_after(monkeypatch, steps: int, number: int = signal.SIGTERM) -> None:
+    """Deliver `number` to this process once `steps` training steps have run."""
+    original, done = engine.training_step, []
+
+    def step_then_signal(*args):
+        result = original(*args)
+        done.append(1)
+        if len(done) == steps:
+            os.kill(os.getpid(), number)
+        return result
+
+    monkeypatch.setattr(engine, "training_step", step_then_signal)
+
+
+def metrics_without_timings(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv") as handle:
+        return [
+            {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def run(argv: list[str]) -> int:
+    try:
+        train_main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+        train_main([*ARGS, "--out", str(out)])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("steps", "number", "code", "where"),
+    [
+        (3, signal.SIGTERM, 143, "after epoch 1"),  # the last step of epoch 1
+        (4, signal.SIGINT, 130, "after epoch 2, step 1/3"),  # inside epoch 2
+    ],
+)
+def test_a_stopped_and_resumed_run_ends_bit_identical(
+    uninterrupted, tmp_path, monkeypatch, capsys, steps, number, code, where
+):
+    out = tmp_path / "run"
+    signal_after(monkeypatch, steps, number)
+    assert run([*ARGS, "--out", str(out)]) == code
+    error = capsys.readouterr().err.strip().splitlines()
+    name = "SIGTERM" if number == signal.SIGTERM else "SIGINT"
+    assert error == [
+        f"interrupted by {name} {where}: resume with python -m fastcifar.train --resume {out}"
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "interrupted by" in summary["reason"]
+    assert not (out / "model.pt").exists()
+    checkpoint = load_checkpoint(out / "checkpoint.pt")  # weights_only=True
+    assert checkpoint["state"]["epoch"] * 3 + checkpoint["state"]["step_in_epoch"] == steps
+
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    assert run(["--resume", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+    resumed = torch.load(out / "model.pt", weights_only=True)
+    whole = torch.load(uninterrupted / "model.pt", weights_only=True)
+    assert resumed.keys() == whole.keys()
+    for key in whole:
+        assert torch.equal(resumed[key], whole[key]), key
+    assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_resuming_a_complete_run_is_refused(uninterrupted, capsys):
+    assert run(["--resume", str(uninterrupted)]) == 2
+    assert "is a complete run: there is nothing to resume" in capsys.readouterr().err
+
+
+def test_a_checkpoint_holds_the_whole_state(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    signal_after(monkeypatch, 2)
+    assert run([*ARGS, "--out", str(out)]) == 143
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    state = checkpoint["state"]
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch",
+                          "partial", "history", "lr_min", "lr_max", "lr_source", "rng"}  # fmt: skip
+    assert state["step_in_epoch"] == 2 and len(state["partial"]["step_losses"]) == 2
+    assert checkpoint["config"]["lr_max"] == 0.05
+    assert state["optimizer"]["state"], "momentum buffers are part of the checkpoint"
