@@ -1,27 +1,41 @@
 """FFCV `.beton` files for CIFAR splits: write them atomically, and check that one holds a split.
 
 A beton stores each image raw (lossless RGB, 3,072 bytes) and its label as an int field. It is
-written under a temporary name in the target folder, read back and compared with the source,
-and only then renamed into place: a file at the final name is always a complete, verified one,
-and an interrupted write leaves at most a hidden `.<name>.*.partial` file that nothing reads.
+written under a temporary name in the target folder, read back and compared with the source in
+full (every label and every image), and only then renamed into place: a file at the final name
+is always a complete, verified one. An exception during the write (Ctrl-C, or the exception of
+the caller's SIGTERM handler) ends FFCV's worker processes, frees its shared memory and removes
+the hidden `.<name>.*.partial` file, so the process can exit at once.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from multiprocessing.queues import Queue
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fastcifar.data_source import CifarSplit
+from fastcifar.errors import BetonError
 from fastcifar.loaders import MissingBackendError
 
 # Importing FFCV sets torch's thread count to 1 (ffcv.pipeline.compiler calls
 # torch.set_num_threads(1) at import time); undo that for everything else in the process.
 _torch_threads = torch.get_num_threads()
 try:
+    import ffcv.writer as ffcv_writer
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, HeaderType
@@ -36,13 +50,8 @@ finally:
 
 IMAGE_SHAPE = (32, 32, 3)
 RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
-# Images compared against the source when verifying; labels are always compared in full
-# because the beton's metadata holds them directly.
-VERIFY_SAMPLE = 256
-
-
-class BetonError(ValueError):
-    """A beton that is incomplete or does not hold the expected split; the message says which."""
+# The signals that stop a write; FFCV's workers leave them to the main process, which ends them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Examples:
@@ -73,17 +82,17 @@ def check_split(split: CifarSplit) -> None:
 
 
 def write_beton(split: CifarSplit, path: str | os.PathLike, *, workers: int = -1) -> Path:
-    """Write `split` to `path` (raw RGB + int label) via a verified temporary file; shows FFCV's
-    progress bar. `workers` < 1 uses every core. Returns the final path."""
+    """Write `split` to `path` (raw RGB + int label) via a verified temporary file, showing FFCV's
+    progress bar labelled with the file name. `workers` < 1 uses every core. Returns the path."""
     check_split(split)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = _reserve_partial(path)
     try:
         fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
-        DatasetWriter(str(partial), fields, num_workers=workers).from_indexed_dataset(
-            _Examples(split)
-        )
+        writer = DatasetWriter(str(partial), fields, num_workers=workers)
+        with _SupervisedWrite(writer, label=f"writing {path.name}"):
+            writer.from_indexed_dataset(_Examples(split))
         verify_beton(partial, split)
         with open(partial, "rb") as written:
             os.fsync(written.fileno())  # the rename must never land before the data does
@@ -113,9 +122,9 @@ def beton_holds(path: str | os.PathLike, split: CifarSplit) -> bool:
     return True
 
 
-def verify_beton(path: str | os.PathLike, split: CifarSplit, sample: int = VERIFY_SAMPLE) -> None:
+def verify_beton(path: str | os.PathLike, split: CifarSplit) -> None:
     """Raise BetonError unless `path` is a complete beton of `split`: same count, same field
-    layout, every label equal, and a fixed sample of images (first, last, random) byte-equal."""
+    layout, and every record's label and image equal to the split's."""
     path = Path(path)
     header = _read_header(path)
     if header["num_samples"] != len(split):
@@ -138,21 +147,154 @@ def verify_beton(path: str | os.PathLike, split: CifarSplit, sample: int = VERIF
         raise BetonError(f"{path} holds images that are not raw 32x32 RGB: rewrite it")
     if not np.array_equal(labels, split.labels):
         raise BetonError(f"{path} holds other labels than this split: rewrite it with --force")
-    indices = _sample_indices(len(split), sample)
-    stored = read_images(path, image_meta["data_ptr"][indices])
-    if not np.array_equal(stored, split.images[indices]):
-        raise BetonError(f"{path} holds other images than this split: rewrite it with --force")
+    _compare_images(path, image_meta["data_ptr"], split.images)
 
 
-def read_images(path: Path, pointers: np.ndarray) -> np.ndarray:
-    """Raw images at the given file offsets (FFCV's `data_ptr` is an absolute offset)."""
+def _compare_images(path: Path, pointers: np.ndarray, images: np.ndarray) -> None:
+    """Raise BetonError unless every raw image stored at the absolute file offsets `pointers`
+    (FFCV's `data_ptr`) equals the corresponding one of `images`."""
     size = int(np.prod(IMAGE_SHAPE))
     data = np.memmap(path, dtype=np.uint8, mode="r")
-    if len(pointers) and int(pointers.max()) + size > len(data):
+    if len(pointers) == 0:
+        return
+    if len(data) < size or int(pointers.max()) > len(data) - size:
         raise BetonError(f"{path} is truncated: rewrite it")
-    return np.stack([data[p : p + size] for p in pointers.astype(np.int64)]).reshape(
-        -1, *IMAGE_SHAPE
-    )
+    # Each FFCV worker fills pages of its own with chunks of 100 consecutive records, so the
+    # records lie in runs of 100 or more: one comparison per run, not per record. Both CIFAR-10
+    # betons (60,000 records, 200 to 300 runs when written by 2 workers) verify in 0.03-0.05 s
+    # on a 2-core AMD EPYC, files in the page cache; a loop over single records took 0.7 s.
+    pointers = pointers.astype(np.int64)
+    starts = np.flatnonzero(np.diff(pointers, prepend=pointers[0]) != size)
+    ends = [*starts[1:].tolist(), len(pointers)]
+    for start, end in zip(starts.tolist(), ends, strict=True):
+        offset = int(pointers[start])
+        stored = data[offset : offset + (end - start) * size].reshape(-1, *IMAGE_SHAPE)
+        if not np.array_equal(stored, images[start:end]):
+            differs = (stored != images[start:end]).reshape(end - start, -1).any(axis=1)
+            record = start + int(np.argmax(differs))
+            raise BetonError(
+                f"{path} holds other images than this split (record {record:,} differs): "
+                "rewrite it with --force"
+            )
+
+
+class _SupervisedWrite:
+    """One FFCV write, made to end cleanly. The block stands in for ffcv.writer's `Process`,
+    `tqdm` and `sleep` (its main loop's poll) to label the bar, know the workers and hold stop
+    signals: the exception of the handler that was there (Ctrl-C: KeyboardInterrupt) is raised at
+    the poll, because raised elsewhere, e.g. in logging's after-fork hook as a worker starts,
+    Python drops it and the write runs on. A second signal raises at once. On any exception the
+    block ends the workers, lets their queues go and unlinks FFCV's shared memory, all of which
+    FFCV leaves behind. Signals are held only when writing from the main thread."""
+
+    def __init__(self, writer: DatasetWriter, label: str) -> None:
+        self.writer, self.label = writer, label
+        self.workers: list[_Worker] = []
+        self.queues: list[Queue] = []
+        self.bars: list[tqdm] = []
+        self.replaced: dict[str, Callable] = {}
+        self.handlers: dict[int, object] = {}
+        self.stop: BaseException | None = None
+        self.stopping = False
+
+    def __enter__(self) -> None:
+        ours = {"Process": self._worker, "tqdm": self._progress_bar, "sleep": self._poll}
+        self.replaced = {name: getattr(ffcv_writer, name) for name in ours}
+        for name, replacement in ours.items():
+            setattr(ffcv_writer, name, replacement)
+        if threading.current_thread() is threading.main_thread():
+            self.handlers = {number: signal.signal(number, self._hold) for number in STOP_SIGNALS}
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is not None or self.stop is not None:
+                self.stopping = True
+                self._stop()
+        finally:
+            for name, original in self.replaced.items():
+                setattr(ffcv_writer, name, original)
+            for number, handler in self.handlers.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if self.stop is not None and kind is None:
+            raise self.stop  # it came after the last poll: the beton is complete but unwanted
+
+    def _hold(self, number: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return  # the cleanup takes at most a few seconds: let it finish
+        if self.stop is not None:
+            raise self.stop
+        handler = self.handlers[number]
+        if handler == signal.SIG_IGN:
+            return
+        if not callable(handler):  # the default action, termination, once the cleanup is done
+            self.stop = SystemExit(128 + number)
+            return
+        try:
+            handler(number, frame)
+        except BaseException as error:
+            self.stop = error
+
+    def _poll(self, seconds: float) -> None:
+        self.replaced["sleep"](seconds)
+        if self.stop is not None:
+            raise self.stop
+
+    def _worker(self, target: Callable, args: tuple) -> _Worker:
+        worker = _Worker(target=target, args=args, daemon=True)
+        self.workers.append(worker)
+        self.queues = [arg for arg in args if isinstance(arg, Queue)]
+        return worker
+
+    def _progress_bar(self, total: int, **options: object) -> tqdm:
+        # A bar redrawn with carriage returns is noise in a log file or CI: one line there.
+        quiet = not sys.stderr.isatty()
+        if quiet:
+            print(f"{self.label}: {total:,} records", file=sys.stderr, flush=True)
+        bar = tqdm(total=total, desc=self.label, unit="record", disable=quiet, **options)
+        self.bars.append(bar)
+        return bar
+
+    def _stop(self) -> None:
+        for bar in self.bars:
+            bar.close()  # so that whatever is printed next starts on a line of its own
+        for worker in self.workers:
+            _end(worker)
+        for queue in self.queues:
+            queue.cancel_join_thread()  # nobody will read its chunks: exit must not wait on them
+        memory = getattr(self.writer, "metadata_sm", None)
+        if isinstance(memory, SharedMemory):
+            with suppress(BufferError):
+                memory.close()
+            with suppress(FileNotFoundError):
+                memory.unlink()
+
+
+class _Worker(multiprocessing.Process):
+    """An FFCV writer worker that leaves SIGINT and SIGTERM to the main process, which ends it:
+    Ctrl-C reaches the whole process group, and each worker would print a traceback of its own."""
+
+    def start(self) -> None:
+        # Blocked across the fork, so that neither reaches the child before run() sets them up.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends it at once, silently
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        super().run()
+
+
+def _end(worker: multiprocessing.Process) -> None:
+    if worker.is_alive():  # also reaps one that has exited; False for one never started
+        worker.terminate()
+        worker.join(timeout=2)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
 
 
 def _reserve_partial(path: Path) -> Path:
@@ -178,8 +320,3 @@ def _read_header(path: Path) -> np.void:
     if header["version"] != CURRENT_VERSION or not complete or table_bytes <= 0:
         raise BetonError(f"{path} is not a complete FFCV {CURRENT_VERSION} beton: rewrite it")
     return header
-
-
-def _sample_indices(count: int, sample: int) -> np.ndarray:
-    chosen = np.random.default_rng(0).choice(count, size=min(count, sample), replace=False)
-    return np.unique(np.concatenate([[0, count - 1], chosen]))

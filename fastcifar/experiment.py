@@ -18,7 +18,7 @@ from torch import nn
 from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
-from fastcifar.distributed import Distributed, local_device_name, setup
+from fastcifar.distributed import Distributed, from_environment, local_device_name, setup
 from fastcifar.engine import StepContext, TrainForward, training_step
 from fastcifar.errors import ConfigError
 from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
@@ -71,14 +71,14 @@ class Experiment:
 
 def start_ranks(config: TrainConfig) -> tuple[torch.device, Distributed]:
     """The device of this process and, under torchrun, its place in the process group."""
-    device = pick_device(local_device_name(config.device))
-    dist = setup(device)
-    if config.batch_size % dist.world_size:
+    _, _, world_size = from_environment()
+    if config.batch_size % world_size:
         raise ConfigError(
-            f"batch_size {config.batch_size} does not divide among {dist.world_size} ranks: "
+            f"batch_size {config.batch_size} does not divide among {world_size} ranks: "
             "--batch-size is the global batch, split evenly"
         )
-    return device, dist
+    device = pick_device(local_device_name(config.device))
+    return device, setup(device)
 
 
 def build_experiment(
@@ -183,9 +183,11 @@ def _train_loader(
         beton_path=_beton_path(config),
     )
     loader = make_loader(config.loader, data.train, options)
-    if len(loader) == 0:
+    steps = config.epochs * len(loader)
+    if steps < 3:  # One Cycle needs a first, a peak and a last step
         raise ConfigError(
-            f"{len(data.train)} training images make no whole batch of {config.batch_size}"
+            f"{config.epochs} epoch(s) of {len(loader)} batch(es) make {steps} training steps; "
+            "One Cycle needs at least 3: raise --epochs or --train-subset"
         )
     return loader
 

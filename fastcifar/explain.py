@@ -18,7 +18,6 @@ SHOWN = 24  # mistakes in the grid
 def explain_mistakes(model, data, evaluation, path: Path, count: int = SHOWN) -> Path:
     """Grad-CAM of the first `count` misclassified test images of `evaluation`."""
     import numpy as np
-    import torch
 
     from fastcifar.gradcam import gradcam_heatmaps, plot_gradcam_grid
     from fastcifar.predict import to_batch
@@ -31,10 +30,8 @@ def explain_mistakes(model, data, evaluation, path: Path, count: int = SHOWN) ->
     device = next(model.parameters()).device
     heatmaps = np.zeros((0, *images.shape[1:3]), dtype=np.float32)
     if len(shown):
-        with torch.autocast(device.type, enabled=False):
-            heatmaps = gradcam_heatmaps(
-                model, to_batch(list(images), device), predictions[shown].tolist()
-            )
+        batch = to_batch(list(images), device)
+        heatmaps = gradcam_heatmaps(model, batch, predictions[shown].tolist())
     return plot_gradcam_grid(
         images,
         heatmaps,
@@ -67,14 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         import torch
 
-        import fastcifar.gradcam  # noqa: F401  (a missing extra fails before any work)
         from fastcifar.data_source import load_cifar10
         from fastcifar.device import Precision, pick_device
         from fastcifar.distributed import Distributed
         from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
+        from fastcifar.gradcam import import_grad_cam
         from fastcifar.progress import say
         from fastcifar.saved_run import load_run
 
+        import_grad_cam()  # a missing extra fails before any work
         device = pick_device(args.device)
         model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
         data = load_cifar10(args.data_dir or summary["config"]["data_dir"])

@@ -90,6 +90,10 @@ def recorded_config(path: Path, checkpoint: dict[str, Any] | None) -> TrainConfi
 def prepare(config: TrainConfig, device, dist: Distributed) -> Experiment:
     if not dist.is_main:
         silence()
+    if config.gradcam:  # a missing extra fails now, not after the training
+        from fastcifar.gradcam import import_grad_cam
+
+        import_grad_cam()
     experiment = build_experiment(config, device, dist)
     announce(experiment)
     return experiment

@@ -1,13 +1,23 @@
-"""The beton writer: atomic, verified, skips complete files unless forced; and its CLI."""
+"""The beton writer: atomic, every record verified, skips complete files unless forced, ends
+cleanly when interrupted; and its CLI. Signals sent to the real script: test_beton_interrupt.py."""
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
+import io
+import multiprocessing
 import os
+import signal
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+import tqdm
 
 from fastcifar.loaders import MissingBackendError
 from tests.cifar_files import synthetic_cifar
@@ -21,6 +31,16 @@ except MissingBackendError as error:
     pytest.skip(str(error), allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run once, in the parent, by the next fork of this process (FFCV starting a worker).
+AFTER_NEXT_FORK: list[Callable[[], None]] = []
+
+
+def run_after_fork() -> None:
+    while AFTER_NEXT_FORK:
+        AFTER_NEXT_FORK.pop()()
+
+
+os.register_at_fork(after_in_parent=run_after_fork)
 
 
 def load_script():
@@ -44,15 +64,34 @@ class UnfinishedWriter(beton.DatasetWriter):
         pass
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def write_with(writer: type, split, path: Path) -> None:
     fields = {"image": beton.RGBImageField(write_mode="raw"), "label": beton.IntField()}
     writer(str(path), fields, num_workers=1).from_indexed_dataset(beton._Examples(split))
 
 
+def zero_image(path: Path, index: int) -> None:
+    """Zero one stored image in place, as a disk error or a stray write would."""
+    pointer = int(beton.Reader(str(path)).metadata["f0"]["data_ptr"][index])
+    with open(path, "r+b") as file:
+        file.seek(pointer)
+        file.write(bytes(3072))
+
+
+def shared_memory_segments() -> set[Path]:
+    """The POSIX shared memory segments (multiprocessing.shared_memory) this process maps."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return {Path(line.split(maxsplit=5)[-1]) for line in maps if "/dev/shm/psm_" in line}
+
+
 def test_written_beton_holds_the_split_and_nothing_else(tmp_path):
     split = random_split(300)
     path = beton.write_beton(split, tmp_path / "split.beton", workers=1)
-    beton.verify_beton(path, split, sample=len(split))  # every image, not just a sample
+    beton.verify_beton(path, split)
     assert [p.name for p in tmp_path.iterdir()] == ["split.beton"]
     other = random_split(300, seed=1)
     with pytest.raises(beton.BetonError, match="other"):
@@ -61,13 +100,32 @@ def test_written_beton_holds_the_split_and_nothing_else(tmp_path):
         beton.verify_beton(path, random_split(299))
 
 
-def test_verification_catches_a_single_changed_image(tmp_path):
+def test_image_comparison_finds_a_change_in_any_record_wherever_the_file_holds_it(tmp_path):
+    # FFCV's workers leave records in runs, out of order, with gaps between pages.
+    images = random_split(12).images
+    slots = np.array([5, 6, 7, 0, 1, 2, 3, 4, 12, 9, 10, 11])
+    pointers = (100 + slots * 3072).astype(np.uint64)
+    data = bytearray(100 + 13 * 3072)
+    for image, pointer in zip(images, pointers.tolist(), strict=True):
+        data[pointer : pointer + 3072] = image.tobytes()
+    path = tmp_path / "records"
+    path.write_bytes(bytes(data))
+    beton._compare_images(path, pointers, images)
+    for record in range(len(images)):
+        changed = images.copy()
+        changed[record, 31, 31, 2] ^= 1
+        with pytest.raises(beton.BetonError, match=f"record {record} differs"):
+            beton._compare_images(path, pointers, changed)
+
+
+def test_ensure_beton_rewrites_a_beton_with_one_image_zeroed_in_the_middle(tmp_path):
     split = random_split(300)
-    path = beton.write_beton(split, tmp_path / "split.beton", workers=1)
-    changed = split.images.copy()
-    changed[-1, 5, 5, 0] ^= 1  # the last image is always in the verified sample
-    with pytest.raises(beton.BetonError, match="other images"):
-        beton.verify_beton(path, type(split)(changed, split.labels))
+    path = beton.write_beton(split, tmp_path / "split.beton", workers=2)
+    zero_image(path, 161)  # neither first nor last, nor in the 256 records once sampled
+    with pytest.raises(beton.BetonError, match="other images than this split \\(record 161"):
+        beton.verify_beton(path, split)
+    assert beton.ensure_beton(split, path, workers=1)
+    assert beton.beton_holds(path, split)
 
 
 def test_an_interrupted_write_leaves_no_file_behind(tmp_path, monkeypatch):
@@ -85,6 +143,68 @@ def test_an_interrupted_rewrite_keeps_the_complete_file(tmp_path, monkeypatch):
         beton.ensure_beton(random_split(100, seed=2), path, force=True, workers=1)
     assert beton.beton_holds(path, split)
     assert [p.name for p in tmp_path.iterdir()] == ["split.beton"]
+
+
+def test_an_interrupted_write_ends_ffcv_workers_and_frees_its_shared_memory(tmp_path, monkeypatch):
+    running: dict[str, object] = {}
+
+    def stalled_fetch(examples, index):
+        time.sleep(60)  # the workers never finish on their own: only the interruption ends them
+
+    def interrupt_the_main_loop(seconds: float) -> None:
+        # FFCV's main process polls its workers with this sleep once they have all started.
+        running["workers"] = multiprocessing.active_children()
+        running["segments"] = shared_memory_segments()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(beton._Examples, "__getitem__", stalled_fetch)
+    monkeypatch.setattr(beton.ffcv_writer, "sleep", interrupt_the_main_loop)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        beton.write_beton(random_split(300), tmp_path / "split.beton", workers=2)
+    assert time.monotonic() - start < 10
+    assert len(running["workers"]) >= 2 and len(running["segments"]) == 1
+    assert not any(worker.is_alive() for worker in running["workers"])
+    assert not any(segment.exists() for segment in running["segments"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("number", "raised"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)],  # SIGTERM: no handler
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_stop_signal_while_ffcv_starts_a_worker_is_not_lost_and_ends_the_write(
+    tmp_path, monkeypatch, number, raised
+):
+    # Python prints and drops an exception raised in an after-fork hook: the write then ran on
+    # (8 s here) as if the signal had never come.
+    segments: set[Path] = set()
+
+    def stop() -> None:
+        segments.update(shared_memory_segments())
+        # As when another thread (FFCV's queue feeder) catches the signal: the main thread
+        # runs the handler at its next step, which is inside this hook. A signal with no
+        # Python handler (SIGTERM's default) is held too, and does nothing here otherwise.
+        _thread.interrupt_main(number)
+
+    fetch = beton._Examples.__getitem__
+    monkeypatch.setattr(
+        beton._Examples,
+        "__getitem__",
+        lambda examples, index: time.sleep(2) or fetch(examples, index),
+    )
+    children = set(psutil.Process().children())
+    AFTER_NEXT_FORK.append(stop)
+    start = time.monotonic()
+    with pytest.raises(raised) as stopped:
+        beton.write_beton(random_split(4), tmp_path / "split.beton", workers=2)
+    assert time.monotonic() - start < 4
+    assert raised is not SystemExit or stopped.value.code == 143
+    new = set(psutil.Process().children()) - children
+    assert all("resource_tracker" in " ".join(child.cmdline()) for child in new)
+    assert len(segments) == 1 and not any(segment.exists() for segment in segments)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_left_by_a_killed_write_never_passes_as_complete(tmp_path):
@@ -118,6 +238,19 @@ def test_ensure_beton_rewrites_a_file_that_holds_other_data(tmp_path):
     assert beton.beton_holds(path, split)
 
 
+def test_write_progress_is_one_plain_labelled_line_when_stderr_is_no_terminal(tmp_path, capsys):
+    beton.write_beton(random_split(50), tmp_path / "split.beton", workers=1)
+    assert capsys.readouterr().err == "writing split.beton: 50 records\n"
+
+
+def test_write_progress_bar_on_a_terminal_is_labelled_with_the_file_name(tmp_path, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    beton.write_beton(random_split(50), tmp_path / "split.beton", workers=1)
+    assert "writing split.beton: 100%" in terminal.getvalue()
+    assert beton.ffcv_writer.tqdm is tqdm.tqdm  # FFCV's own bar is back for other callers
+
+
 def test_bad_input_fails_before_ffcv_starts_its_workers(tmp_path):
     split = random_split(10)
     with pytest.raises(ValueError, match="uint8"):
@@ -125,7 +258,9 @@ def test_bad_input_fails_before_ffcv_starts_its_workers(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_writes_both_splits_then_keeps_them_then_force_rewrites(tmp_path, monkeypatch, capsys):
+def test_cli_writes_both_splits_keeps_them_rewrites_a_corrupted_one_and_forces_a_rewrite(
+    tmp_path, monkeypatch, capsys
+):
     script = load_script()
     data = synthetic_cifar(train=300, test=100)
     monkeypatch.setattr(script, "load_cifar10", lambda data_dir: data)
@@ -138,9 +273,15 @@ def test_cli_writes_both_splits_then_keeps_them_then_force_rewrites(tmp_path, mo
     script.main(["--out-dir", str(out)])
     assert capsys.readouterr().out.count("kept") == 2
     assert (train.stat().st_ino, test.stat().st_ino) == inodes
+    zero_image(train, 146)  # neither first nor last, nor in the 256 records once sampled
+    script.main(["--out-dir", str(out)])
+    wrote, kept = capsys.readouterr().out.splitlines()
+    assert wrote.startswith(f"wrote {train} (") and wrote.endswith("): all 300 records verified")
+    assert kept == f"kept {test}: already complete, all 100 records verified (--force rewrites it)"
+    assert train.stat().st_ino != inodes[0] and beton.beton_holds(train, data.train)
     script.main(["--out-dir", str(out), "--force"])
     assert capsys.readouterr().out.count("wrote") == 2
-    assert train.stat().st_ino != inodes[0] and beton.beton_holds(train, data.train)
+    assert test.stat().st_ino != inodes[1] and beton.beton_holds(test, data.test)
 
 
 def test_ffcv_loader_writes_a_missing_beton_path_and_refuses_a_wrong_one(tmp_path):

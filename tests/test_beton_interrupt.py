@@ -1,0 +1,134 @@
+"""data_prep/write_beton.py stopped mid-write by Ctrl-C or SIGTERM, in a real process: it exits at
+once with the shell's status for the signal and leaves no file, process or shared memory behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fastcifar.loaders import MissingBackendError
+from tests.loader_helpers import REQUIRE_ENV
+
+try:
+    import fastcifar.beton  # noqa: F401  (the script needs FFCV)
+except MissingBackendError as error:
+    if os.environ.get(REQUIRE_ENV):
+        raise
+    pytest.skip(str(error), allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+# The real script, on data that needs no download, with a dataset on which FFCV's workers never
+# finish: whatever the number of cores, only the test's signal ends the write.
+RUN_SCRIPT = """
+import runpy, sys, time
+import numpy as np
+import fastcifar.data_source as source
+from fastcifar import beton
+
+def split(count):
+    return source.CifarSplit(np.zeros((count, 32, 32, 3), np.uint8), np.zeros(count, np.int64))
+
+data = source.Cifar10(split(1000), split(100), tuple("abcdefghij"), None)
+source.load_cifar10 = lambda data_dir=None: data  # before the script imports it by name
+beton._Examples.__getitem__ = lambda examples, index: time.sleep(60)
+sys.argv[0] = "data_prep/write_beton.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def ctrl_c(pid: int) -> None:
+    os.killpg(pid, signal.SIGINT)  # a terminal sends it to the whole foreground process group
+
+
+def sigterm(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)  # `kill PID`: only the script hears it, not FFCV's workers
+
+
+STOPS = {"ctrl_c": (ctrl_c, 130), "sigterm": (sigterm, 143)}
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory) -> Iterator[dict[str, tuple[subprocess.Popen, Path]]]:
+    """A running script for each way of stopping it, all started at once: most of their start-up
+    is importing torch and FFCV (7 s on 2 cores, one core each), which then overlaps."""
+    started = {}
+    try:
+        for name in STOPS:
+            out = tmp_path_factory.mktemp(name) / "out"
+            started[name] = (start_script(out), out)
+        yield started
+    finally:
+        for script, _ in started.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(script.pid, signal.SIGKILL)  # only left if a test failed
+            script.wait()
+            script.stdout.close()
+            script.stderr.close()
+
+
+@pytest.mark.parametrize("stop_name", STOPS)
+def test_a_stopped_write_exits_at_once_leaving_no_file_process_or_shared_memory(
+    scripts, stop_name: str
+):
+    stop, exit_status = STOPS[stop_name]
+    script, out = scripts[stop_name]
+    segments = wait_until_writing(script, out)
+    stopped = time.monotonic()
+    stop(script.pid)
+    stderr = script.communicate(timeout=30)[1]
+    seconds = time.monotonic() - stopped
+    assert script.returncode == exit_status, stderr
+    assert seconds < 8, stderr  # 1.5 s on 2 busy cores, 1 s of it the interpreter's shutdown
+    assert psutil.wait_procs(processes_in_session(script.pid), timeout=5)[1] == []
+    assert list(out.iterdir()) == []  # no hidden .partial file, no beton
+    assert not any(segment.exists() for segment in segments)
+    *progress, last = stderr.splitlines()
+    assert last.startswith("interrupted") and "Traceback" not in stderr, stderr
+    assert all(line.startswith("writing cifar10_train.beton") for line in progress), stderr
+
+
+def start_script(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_SCRIPT, "--out-dir", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,  # its own process group and session, which hold all it starts
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_writing(script: subprocess.Popen, out: Path) -> set[Path]:
+    """Wait until the script has a partial file and FFCV workers; return the shared memory
+    segments it maps (FFCV's)."""
+    main = psutil.Process(script.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert script.poll() is None, script.communicate()
+        maps = Path(f"/proc/{script.pid}/maps").read_text().splitlines()
+        segments = {Path(line.split()[-1]) for line in maps if "/dev/shm/psm_" in line}
+        # Its children: the resource tracker (started with the shared memory) and the workers.
+        if segments and list(out.glob(".*.partial")) and len(main.children()) >= 2:
+            return segments
+        time.sleep(0.05)
+    pytest.fail("the script never started writing")
+
+
+def processes_in_session(session: int) -> list[psutil.Process]:
+    """Every live process of the session, wherever it was re-parented."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found

@@ -1,0 +1,309 @@
+"""Run folders that never lie. Each row of the fault table gets one clear outcome, tested here
+(signals and exact resume: tests/test_resume.py; command-line values: tests/test_cli_errors.py;
+betons: tests/test_write_beton.py):
+
+| attempt                                    | outcome                                          |
+|--------------------------------------------|--------------------------------------------------|
+| --out = a finished run                     | refused (names --resume, --overwrite); untouched |
+| --overwrite, new run fails pre-checkpoint  | the old run stays, byte for byte                 |
+| --overwrite, new run checkpoints           | swapped in then; the old run is gone             |
+| disk full while saving                     | old file intact, one line, status failed         |
+| two default --out in the same second       | two folders                                      |
+| --lr-max 1e6 --lr-min 1e5 (divergence)     | exit 3, one line, status diverged, strict JSON   |
+| --lr-max inf, --epochs 1e8, a bad --device | one line (test_cli_errors.py)                    |
+| --train-subset 60000, --test-subset 20000  | one line, no folder                              |
+| SIGTERM / SIGINT mid-epoch                 | checkpoint, 143 / 130, resume line (test_resume) |
+| write_beton.py Ctrl-C / SIGTERM            | prompt exit, nothing left (test_beton_*.py)      |
+| one image changed inside a beton           | found: all records verified (test_write_beton)   |
+| --out a file/read-only, --data-dir a file  | one line                                         |
+| model.pt truncated, wrong shapes, a pickle | one line naming the file; no code runs           |
+| summary.json of wrong types, not JSON      | one line naming the file                         |
+| NaN weights in model.pt                    | evaluate and predict refuse                      |
+| an unfinished run                          | evaluate and predict refuse unless asked         |
+| a 16-bit, palette or alpha PNG to predict  | converted correctly                              |
+| a directory / a 20000x20000 PNG to predict | one line                                         |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastcifar import atomic_file, evaluate, experiment, predict
+from fastcifar.run_folder import RunFolder, strict_json
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+
+TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
+        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def synthetic_data(monkeypatch):
+    data = synthetic_cifar(64, 32)
+    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: data)
+    monkeypatch.setattr("fastcifar.data_source.load_cifar10", lambda _dir: data)
+
+
+def run(argv: list[str]) -> int:
+    try:
+        train_main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+        train_main([*TINY, "--out", str(out)])
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_out_of_a_finished_run_is_refused_and_left_untouched(finished, capsys):
+    before = snapshot(finished)
+    assert run([*TINY, "--out", str(finished)]) == 2
+    error = capsys.readouterr().err
+    assert "already holds a run (status: complete)" in error
+    assert f"--resume {finished}" in error and "--overwrite" in error
+    assert snapshot(finished) == before
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_checkpoint(
+    finished, tmp_path, monkeypatch, capsys
+):
+    target = copy_run(finished, tmp_path / "run")
+    before = snapshot(target)
+
+    def broken(*_args, **_kwargs):
+        raise OSError(28, "No space left on device", str(target / "checkpoint.pt"))
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", broken)
+    assert run([*TINY, "--out", str(target), "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert snapshot(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
+
+
+def test_overwrite_replaces_the_run_once_the_new_one_checkpoints(finished, tmp_path):
+    target = copy_run(finished, tmp_path / "run")
+    (target / "old-marker.txt").write_text("from the old run")
+    assert run([*TINY, "--out", str(target), "--overwrite", "--seed", "7"]) == 0
+    assert not (target / "old-marker.txt").exists()
+    assert json.loads((target / "summary.json").read_text())["config"]["seed"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"previous complete weights")
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    def failing_writer(*_args):
+        with atomic_file.atomic_writer(path) as handle:
+            handle.write(b"half")
+            FullDisk().write(b"rest")
+
+    with pytest.raises(OSError, match="No space"):
+        failing_writer()
+    assert path.read_bytes() == b"previous complete weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_disk_full_during_training_is_one_line_and_a_failed_status(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_save = RunFolder.save
+
+    def full_disk_for_weights(self, name, write):
+        if name == "model.pt":
+            raise OSError(28, "No space left on device", str(self.path / name))
+        real_save(self, name, write)
+
+    monkeypatch.setattr(RunFolder, "save", full_disk_for_weights)
+    assert run([*TINY, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: {out / 'model.pt'}: No space left on device\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["reason"]
+
+
+def test_two_default_folders_in_the_same_second_never_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    draws = iter(["abcd", "abcd", "abcd", "ef01"])  # the second claim draws the same name first
+    monkeypatch.setattr("fastcifar.run_folder.secrets.token_hex", lambda _n: next(draws))
+    first, second = RunFolder.claim(None), RunFolder.claim(None)
+    first.create()
+    second.create()
+    assert first.path != second.path and first.path.is_dir() and second.path.is_dir()
+
+
+def test_a_diverging_run_stops_with_exit_3_and_strict_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run([*TINY, "--epochs", "2", "--lr-max", "1e6", "--lr-min", "1e5", "--out", str(out)])
+    assert code == 3
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("diverged: the training loss became non-finite at step")
+    assert "\n" not in error
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["reason"] == error
+    assert not (out / "model.pt").exists()
+    for path in out.glob("*.json"):
+        assert "NaN" not in path.read_text() and "Infinity" not in path.read_text(), path
+
+
+def test_strict_json_writes_null_and_says_why():
+    text = strict_json({"loss": float("nan"), "rows": [1.0, float("inf")]})
+    payload = json.loads(text, parse_constant=lambda name: pytest.fail(name))
+    assert payload["loss"] is None and payload["rows"] == [1.0, None]
+    assert payload["non_finite"] == ["loss was nan", "rows[1] was inf"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--train-subset", "60000", "train_subset (60,000) exceeds the 64 images of the split"),
+        ("--test-subset", "20000", "test_subset (20,000) exceeds the 32 images of the split"),
+    ],
+)
+def test_subsets_larger_than_the_split_are_refused(tmp_path, capsys, flag, value, message):
+    assert run([*TINY, flag, value, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_that_is_a_file_or_read_only_is_one_line(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert run([*TINY, "--out", str(file)]) == 2
+    assert capsys.readouterr().err == f"error: --out {file} is a file, not a folder\n"
+    # A folder nobody may write to; root may write anywhere but in a read-only file system.
+    locked = Path("/proc/fastcifar-run") if os.geteuid() == 0 else tmp_path / "locked" / "run"
+    if os.geteuid() != 0:
+        locked.parent.mkdir(mode=0o500)
+    assert run([*TINY, "--out", str(locked)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(locked) in error
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.undo()  # the real data source
+    file = tmp_path / "data"
+    file.write_text("x")
+    assert run([*TINY, "--data-dir", str(file), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(file) in error
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shapes", "code", "not a state dict"])
+def test_a_damaged_model_file_is_one_line_naming_it(finished, tmp_path, capsys, damage):
+    target = copy_run(finished, tmp_path / "run")
+    weights = target / "model.pt"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:6800])
+    elif damage == "wrong shapes":
+        state = torch.load(weights, weights_only=True)
+        state["fc.weight"] = torch.zeros(3, 3)
+        torch.save(state, weights)
+    elif damage == "code":
+        torch.save({"payload": Exploit()}, weights)
+    else:
+        torch.save([1, 2, 3], weights)
+    for command in (evaluate.main, lambda argv: predict.main([*argv, str(weights)])):
+        with pytest.raises(SystemExit) as exit_info:
+            command([str(target)])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and str(weights) in error, error
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/fastcifar-exploit-ran",))
+
+
+@pytest.mark.parametrize(
+    "summary", ['{"status": 3}', "not json", '{"status": "complete", "schema": 1, "config": []}']
+)
+def test_a_malformed_summary_is_one_line_naming_it(finished, tmp_path, capsys, summary):
+    target = copy_run(finished, tmp_path / "run")
+    (target / "summary.json").write_text(summary)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(target)])
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "summary.json" in error
+
+
+def test_non_finite_weights_are_refused(finished, tmp_path, capsys):
+    target = copy_run(finished, tmp_path / "run")
+    state = torch.load(target / "model.pt", weights_only=True)
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, target / "model.pt")
+    with pytest.raises(SystemExit):
+        evaluate.main([str(target)])
+    assert "holds 1 non-finite values" in capsys.readouterr().err
+
+
+def test_an_unfinished_run_is_refused_unless_asked(finished, tmp_path, capsys):
+    target = copy_run(finished, tmp_path / "run")
+    summary = json.loads((target / "summary.json").read_text())
+    (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    with pytest.raises(SystemExit):
+        evaluate.main([str(target)])
+    error = capsys.readouterr().err
+    assert "is not a complete run (status: interrupted)" in error and "--allow-incomplete" in error
+    evaluate.main([str(target), "--allow-incomplete"])
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("mode", "make", "expected_mean"),
+    [
+        ("I;16", lambda: np.full((20, 20), 128 * 257, np.uint16), 128),
+        ("P", None, 200),
+        ("LA", None, 90),
+    ],
+)
+def test_predict_converts_high_depth_palette_and_alpha_images(tmp_path, mode, make, expected_mean):
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    if mode == "I;16":
+        Image.fromarray(make()).save(path)
+    elif mode == "P":
+        Image.new("RGB", (20, 20), (200, 200, 200)).convert(
+            "P", palette=Image.Palette.ADAPTIVE
+        ).save(path)
+    else:
+        Image.new("LA", (20, 20), (90, 255)).save(path)
+    pixels = predict.read_image(str(path))
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+    assert abs(float(pixels.mean()) - expected_mean) <= 1
+
+
+def test_predict_refuses_an_enormous_image_before_decoding_it(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(path)
+    with pytest.raises(predict.ImageInputError, match="larger than 50,000,000 pixels"):
+        predict.read_image(str(path))
