@@ -23,7 +23,7 @@ from benchmarks.reference_pipeline import reference_workers
 from benchmarks.report import render_markdown, save_report
 from benchmarks.runner import BenchEnv, synthetic_split
 from benchmarks.settings import BenchSizes, choose_sizes, config_matrix
-from fastcifar.device import pick_device
+from fastcifar.device import Precision, cpu_bf16_support, cpu_capability, pick_device
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPORT = pytest.StashKey[dict[str, Any]]()
@@ -59,10 +59,12 @@ def session_device(config: pytest.Config) -> torch.device:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_config" in metafunc.fixturenames:
         config = metafunc.config
+        device = session_device(config)
         configs = config_matrix(
-            session_device(config).type,
+            device.type,
             autotune=config.getoption("bench_autotune"),
             smoke=not config.getoption("fastcifar_benchmark"),
+            native_amp=Precision.choose(device, amp=True).dtype is not None,
         )
         metafunc.parametrize("bench_config", configs, ids=[c.test_id for c in configs])
 
@@ -101,7 +103,11 @@ def new_report(config: pytest.Config, device: torch.device, sizes: BenchSizes) -
         "commit": git_commit(),
         "command": shlex.join(["pytest", *config.invocation_params.args]),
         "reference_workers": reference_workers(),
+        "amp": Precision.choose(device, amp=True).reason,
     }
+    if device.type == "cpu":
+        meta["cpu_capability"] = cpu_capability()
+        meta["native_bf16"] = cpu_bf16_support()[0]
     return {
         "kind": "suite",
         "meta": meta,

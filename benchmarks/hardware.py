@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from fastcifar.device import device_name
+from fastcifar.device import cpu_capability, cpu_model_name, device_name
 
 
 @dataclass(frozen=True)
@@ -67,24 +66,12 @@ def peak_tflops(name: str, precision: str) -> float | None:
     return peak.tf32 if torch.backends.cudnn.allow_tf32 else peak.fp32
 
 
-def cpu_model_name() -> str:
-    """The CPU's model name as `lscpu` prints it (read from /proc/cpuinfo), else the platform's."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def describe_hardware(device: torch.device) -> str:
     """One line naming the accelerator (or CPU), the cores and the threads torch uses."""
     cores = f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         return f"{device_name(device)} (host CPU {cpu_model_name()}, {cores})"
-    return f"CPU {cpu_model_name()} ({cores})"
+    return f"CPU {cpu_model_name()} ({cpu_capability()}, {cores})"
 
 
 def hardware_name(device: torch.device) -> str:

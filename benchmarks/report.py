@@ -177,6 +177,12 @@ def contention_note(meta: dict[str, Any]) -> str:
     return ""
 
 
+def amp_note(meta: dict[str, Any]) -> str:
+    if meta.get("native_bf16") is False:
+        return f"{meta['amp']}; the AMP rows would repeat the fp32 ones and are left out"
+    return meta["amp"]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report (metadata, both tables, headline) as markdown."""
     meta = report["meta"]
@@ -192,6 +198,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{meta['reference_workers']} worker processes (one per core, at most 8)",
         f"- {sizes_note(report['sizes'])}",
     ]
+    if "amp" in meta:  # older result files do not say
+        parts.append(f"- Mixed precision (AMP rows): {amp_note(meta)}")
     parts += target_lines(report, rows)
     if rows:
         parts += ["", headline(rows), "", "### Training epoch", "", epoch_table(rows, meta["name"])]

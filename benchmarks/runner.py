@@ -1,7 +1,8 @@
 """Timed training epochs and loader-only epochs, built from fastcifar's own parts.
 
-The step is fastcifar's (`engine.train_epoch`: augmentation + forward + backward + SGD step + LR
-schedule), so the suite times what `python -m fastcifar.train` runs. Each timed region starts and
+The step is fastcifar's (`engine.run_steps` over `TrainForward`: augmentation + forward + loss +
+backward + SGD step + LR schedule, then the epoch's one read-back), so the suite times what
+`python -m fastcifar.train` runs. Each timed region starts and
 ends with a device synchronisation; warm-up epochs (compilation, autotuning, CUDA-graph recording,
 worker start-up) are timed on their own and never mixed into the epoch figure.
 """
@@ -22,13 +23,14 @@ import torch
 from torch import nn
 
 from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
+from fastcifar.compilation import CompileCounts, compile_counts, compile_model
 from fastcifar.config import TrainConfig
 from fastcifar.data_source import CifarSplit
 from fastcifar.device import Precision, synchronize
-from fastcifar.engine import StepContext, train_epoch
+from fastcifar.engine import EpochAccumulator, StepContext, TrainForward, run_steps
 from fastcifar.loaders import LoaderOptions, make_loader
 from fastcifar.model import build_model
-from fastcifar.optimizer import compile_model, make_optimizer
+from fastcifar.optimizer import make_optimizer
 from fastcifar.schedule import one_cycle_schedule
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -115,13 +117,6 @@ def timed(device: torch.device, work: Any) -> float:
     return time.perf_counter() - start
 
 
-def compiled_frames() -> int:
-    """Frames Dynamo has compiled so far: any growth after warm-up means a recompilation."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["frames"]["ok"])
-
-
 @dataclass
 class EpochResult:
     config: BenchConfig
@@ -131,7 +126,11 @@ class EpochResult:
     workers: int | None = None  # DataLoader workers (reference pipeline only)
     warmup_seconds: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
-    recompiled_frames: int = 0  # frames compiled during the timed epochs (should be 0)
+    # Compiled during the timed epochs (all must be 0): Dynamo frames, CUDA-graph recordings,
+    # graphs CUDA graphs had to skip.
+    recompiled_frames: int = 0
+    rerecorded_cuda_graphs: int = 0
+    cuda_graph_skips: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -199,7 +198,7 @@ class EpochRunner(TimedEpochs):
             precision=PRECISION_NAMES[precision.dtype],
             workers=getattr(self.batches, "workers", None),
         )
-        self.frames_after_warm_up = compiled_frames()
+        self.counts_after_warm_up = compile_counts()
 
     def _step_context(
         self, config: BenchConfig, precision: Precision, total_steps: int
@@ -213,11 +212,12 @@ class EpochRunner(TimedEpochs):
             nesterov=defaults.nesterov,
             weight_decay=defaults.weight_decay,
         )
+        forward = TrainForward(
+            model, nn.CrossEntropyLoss(label_smoothing=defaults.label_smoothing), precision
+        )
         return StepContext(
-            model=compile_model(model, config.compile_mode) if config.compile_mode else model,
+            forward=compile_model(forward, config.compile_mode) if config.compile_mode else forward,
             optimizer=optimizer,
-            loss_fn=nn.CrossEntropyLoss(label_smoothing=defaults.label_smoothing),
-            precision=precision,
             scaler=precision.make_scaler(),
             scheduler=one_cycle_schedule(
                 optimizer,
@@ -230,14 +230,19 @@ class EpochRunner(TimedEpochs):
 
     def warm_up(self, epochs: int) -> None:
         super().warm_up(epochs)
-        self.frames_after_warm_up = compiled_frames()
+        self.counts_after_warm_up = compile_counts()
 
     def run_epoch(self) -> None:
         super().run_epoch()
-        self.result.recompiled_frames = compiled_frames() - self.frames_after_warm_up
+        since: CompileCounts = compile_counts() - self.counts_after_warm_up
+        self.result.recompiled_frames = since.dynamo_frames
+        self.result.rerecorded_cuda_graphs = since.cuda_graphs
+        self.result.cuda_graph_skips = since.cuda_graph_skips
 
     def _epoch(self) -> None:
-        train_epoch(self.ctx, self.batches)
+        accumulator = EpochAccumulator(len(self.batches), self.device)
+        run_steps(self.ctx, self.batches, accumulator)
+        accumulator.read(lambda totals: totals, self.result.batch_size)
 
 
 class LoaderRunner(TimedEpochs):

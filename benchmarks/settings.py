@@ -52,22 +52,30 @@ REFERENCE_CONFIG = BenchConfig(REFERENCE, amp=False, compile_mode=None, channels
 def compile_modes(device_type: str, autotune: bool) -> tuple[str | None, ...]:
     """Eager plus the compile modes worth timing on this kind of device."""
     if device_type == "cuda":
-        # H200, torch 2.11, one step of 512: eager bf16 4.92 ms, default 5.68 ms, reduce-overhead
+        # Measured outside fastcifar, by a plain reference script of this recipe on an H200
+        # (torch 2.11, one step of 512): eager bf16 4.92 ms, default 5.68 ms, reduce-overhead
         # (CUDA graphs) 3.40 ms; max-autotune-no-cudagraphs 7.06 ms after 157 s of autotuning,
         # so it is timed only on request.
         modes: tuple[str | None, ...] = (None, "default", "reduce-overhead")
         return (*modes, "max-autotune-no-cudagraphs") if autotune else modes
     # CPU: reduce-overhead adds CUDA graphs, which do not exist here, so it equals default.
-    # max-autotune measured on a 2-core EPYC (torch 2.14, AMP bf16, batch 512, cold cache): 26 s
-    # to compile, then 1.99 s per step against 1.93 s eager, so it is not worth a row.
+    # max-autotune measured by fastcifar's suite on a 2-core EPYC with native bf16 (torch 2.14,
+    # AMP bf16, batch 512, cold cache): 26 s to compile, then 1.99 s per step against 1.93 s
+    # eager, so it is not worth a row.
     return (None, "default")
 
 
-def config_matrix(device_type: str, *, autotune: bool, smoke: bool) -> list[BenchConfig]:
-    """Reference, then every loader x {fp32, AMP} x compile mode, then NCHW eager for contrast."""
+def config_matrix(
+    device_type: str, *, autotune: bool, smoke: bool, native_amp: bool = True
+) -> list[BenchConfig]:
+    """Reference, then every loader x {fp32, AMP} x compile mode, then NCHW eager for contrast.
+
+    Without native mixed precision (a CPU without bf16 instructions) AMP resolves to fp32, so
+    its rows would repeat the fp32 ones: they are left out, and the report says why."""
     configs = [REFERENCE_CONFIG]
+    precisions = (False, True) if native_amp else (False,)
     for loader in LOADER_NAMES:
-        for amp in (False, True):
+        for amp in precisions:
             for mode in compile_modes(device_type, autotune):
                 # In smoke mode compilation dominates the time and its model side does not
                 # depend on the loader, so only the torch loader is compiled.
@@ -75,7 +83,7 @@ def config_matrix(device_type: str, *, autotune: bool, smoke: bool) -> list[Benc
                     continue
                 configs.append(BenchConfig(loader, amp, mode))
     # Is channels_last worth it? The same eager step on plain NCHW memory answers that.
-    configs += [BenchConfig("torch", amp, None, channels_last=False) for amp in (False, True)]
+    configs += [BenchConfig("torch", amp, None, channels_last=False) for amp in precisions]
     return configs
 
 

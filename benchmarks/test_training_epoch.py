@@ -23,3 +23,5 @@ def test_training_epoch(
     bench_report["epochs"].append(runner.result.to_dict())
     # Shapes are static (drop_last, dynamic=False), so nothing may compile after the warm-up.
     assert runner.result.recompiled_frames == 0, "the model recompiled between epochs"
+    assert runner.result.rerecorded_cuda_graphs == 0, "CUDA graphs were recorded again"
+    assert runner.result.cuda_graph_skips == 0, "a graph ran without CUDA graphs"

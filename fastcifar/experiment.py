@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastcifar.compilation import compile_model
 from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
@@ -24,7 +25,7 @@ from fastcifar.errors import ConfigError
 from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
 from fastcifar.model import ResNet9, build_model, reinitialise
-from fastcifar.optimizer import compile_model, make_optimizer
+from fastcifar.optimizer import make_optimizer
 
 WARM_UP_STEPS = 3
 

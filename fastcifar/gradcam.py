@@ -19,6 +19,7 @@ from torch import nn
 from fastcifar.atomic_file import atomic_save
 from fastcifar.errors import MissingBackendError
 from fastcifar.model import ResNet9
+from fastcifar.plots import mistakes_shown
 
 GRID_COLUMNS = 6
 HEAT_OPACITY = 0.45  # enough colour to read the map, enough image left to recognise the object
@@ -164,6 +165,6 @@ def grid_title(shown: int, total_wrong: int, total: int) -> str:
     if total_wrong == 0:
         return f"Grad-CAM: no misclassified test images (of {total:,})"
     return (
-        f"Grad-CAM of misclassified test images: {shown} shown of {total_wrong:,} wrong "
-        f"(of {total:,})\nheat = evidence for the predicted class"
+        f"Grad-CAM of misclassified test images: {mistakes_shown(shown, total_wrong, total)}"
+        "\nheat = evidence for the predicted class"
     )

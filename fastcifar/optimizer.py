@@ -1,4 +1,4 @@
-"""The optimizer of the recipe and its compiled form."""
+"""The optimizer of the recipe."""
 
 from __future__ import annotations
 
@@ -24,12 +24,3 @@ def make_optimizer(
         weight_decay=weight_decay,
         fused=fused or None,
     )
-
-
-def compile_model(model: nn.Module, mode: str) -> nn.Module:
-    """`torch.compile` with a fixed shape per call site, so no epoch ever recompiles.
-
-    `dynamic=False` keeps the training batch (512) and the evaluation batch (1000) as two static
-    graphs compiled once each, instead of one dynamic-shape graph that is slower per step.
-    """
-    return torch.compile(model, mode=mode, dynamic=False)

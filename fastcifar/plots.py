@@ -88,11 +88,14 @@ def plot_mistakes(
         axes.imshow(images[index])
         true_name, predicted_name = class_names[labels[index]], class_names[predictions[index]]
         axes.set_title(f"{true_name}\n→ {predicted_name}", fontsize=7)
-    figure.suptitle(
-        f"misclassified test images: {len(wrong)} shown of {len(all_wrong):,} wrong "
-        f"(of {len(labels):,}); true → predicted"
-    )
+    counts = mistakes_shown(len(wrong), len(all_wrong), len(labels))
+    figure.suptitle(f"misclassified test images: {counts}; true → predicted")
     return _save(figure, path)
+
+
+def mistakes_shown(shown: int, wrong: int, total: int) -> str:
+    """ "24 shown of 612 wrong (of 10,000)": a grid of mistakes says how many it leaves out."""
+    return f"{shown} shown of {wrong:,} wrong (of {total:,})"
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:

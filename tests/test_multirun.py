@@ -1,0 +1,150 @@
+"""Several runs in one process: seeds that equal fresh runs, honest aggregate statistics, flip TTA,
+LR sweeps, and a multi-run that resumes where it was stopped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastcifar import engine, experiment
+from fastcifar.device import Precision
+from fastcifar.evaluation import EvalForward
+from fastcifar.model import build_model
+from fastcifar.run_folder import TIMING_COLUMNS
+from fastcifar.statistics import aggregate, t_quantile
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+
+TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
+        "--no-plots", "--device", "cpu"]  # fmt: skip
+ORIGINAL_STEP = engine.training_step
+
+
+@pytest.fixture(autouse=True)
+def synthetic_data(monkeypatch):
+    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+
+
+def rows_without_timings(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv") as handle:
+        return [
+            {k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(handle)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("probability", "dof", "expected"),
+    [(0.975, 1, 12.7062), (0.975, 4, 2.7764), (0.975, 29, 2.0452), (0.95, 10, 1.8125)],
+)
+def test_t_quantiles_match_the_tables(probability, dof, expected):
+    assert t_quantile(probability, dof) == pytest.approx(expected, abs=1e-4)
+
+
+def test_aggregate_statistics_of_known_values():
+    result = aggregate([0.93, 0.94, 0.95])
+    assert result.count == 3 and result.mean == pytest.approx(0.94)
+    assert result.std == pytest.approx(0.01)  # sample standard deviation
+    assert (result.min, result.max) == (0.93, 0.95)
+    half_width = 4.302653 * 0.01 / 3**0.5
+    assert result.ci95_low == pytest.approx(0.94 - half_width, abs=1e-6)
+    assert result.ci95_high == pytest.approx(0.94 + half_width, abs=1e-6)
+    single = aggregate([0.9])
+    assert single.std == 0.0 and single.ci95_low is None
+    assert "94.00% ± 1.00% (n = 3, 95% CI 91.52–96.48%" in result.describe()
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = build_model(torch.device("cpu"), seed=3).eval()
+    images = torch.randn(6, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([0, 1, 2, 3, 4, -1])  # the last is padding
+    _, plain_predictions, tta_scores, tta_predictions = EvalForward(
+        model, Precision("cpu", None), tta=True
+    )(images, labels)
+    with torch.no_grad():
+        averaged = (model(images) + model(images.flip(3))) / 2
+    assert torch.equal(tta_predictions, averaged.argmax(1))
+    expected_loss = torch.nn.functional.cross_entropy(averaged[:5], labels[:5], reduction="sum")
+    assert tta_scores[0].item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    assert tta_scores[1].item() == (averaged[:5].argmax(1) == labels[:5]).sum().item()
+    assert torch.equal(plain_predictions, model(images).argmax(1))
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seeds") / "runs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+        train_main(
+            [*TINY, "--seeds", "2", "--seed", "5", "--lr-max", "0.05", "--tta", "--out", str(out)]
+        )
+    return out
+
+
+def test_seed_k_of_a_multi_seed_run_equals_a_fresh_run_with_seed_k(two_seeds, tmp_path):
+    fresh = tmp_path / "fresh"
+    train_main([*TINY, "--seed", "6", "--lr-max", "0.05", "--tta", "--out", str(fresh)])
+    inside = two_seeds / "seed-6"
+    ours = torch.load(inside / "model.pt", weights_only=True)
+    theirs = torch.load(fresh / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    assert rows_without_timings(inside) == rows_without_timings(fresh)
+
+
+def test_the_parent_folder_holds_the_aggregate(two_seeds):
+    summary = json.loads((two_seeds / "summary.json").read_text())
+    assert summary["kind"] == "multi" and summary["status"] == "complete"
+    (group,) = summary["groups"]
+    seeds = [json.loads((two_seeds / f"seed-{k}" / "summary.json").read_text()) for k in (5, 6)]
+    accuracies = [s["final_test_accuracy"] for s in seeds]
+    assert [run["seed"] for run in group["runs"]] == [5, 6]
+    assert group["accuracy"] == aggregate(accuracies).to_dict()
+    assert group["accuracy_tta"]["mean"] == pytest.approx(
+        sum(s["final_test_accuracy_tta"] for s in seeds) / 2
+    )
+
+
+def test_an_lr_sweep_trains_each_lrmax_and_marks_the_range_test(tmp_path):
+    out = tmp_path / "sweep"
+    train_main([*TINY[:-3], "--device", "cpu", "--lr-max", "0.02,0.1", "--range-test-steps", "4",
+                "--out", str(out)])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert [group["lr_max"] for group in summary["groups"]] == [0.02, 0.1]
+    assert summary["range_test"]["lr_max"] > 0
+    for lr in ("0.02", "0.1"):
+        child = json.loads((out / f"lr-{lr}" / "seed-0" / "summary.json").read_text())
+        assert child["lr_max"] == float(lr) and child["lr_min"] == pytest.approx(float(lr) / 25)
+    assert (out / "lr_sweep.png").stat().st_size > 1000
+    assert (out / "lr_range_test.png").is_file()
+
+
+def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "runs"
+    done = []
+
+    def step_then_stop(*args):
+        result = ORIGINAL_STEP(*args)
+        done.append(1)
+        if len(done) == 4:  # the first step of the second seed
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(engine, "training_step", step_then_stop)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TINY, "--seeds", "2", "--lr-max", "0.05", "--out", str(out)])
+    assert exit_info.value.code == 143
+    assert (
+        f"resume all runs with python -m fastcifar.train --resume {out}" in capsys.readouterr().err
+    )
+    first = (out / "seed-0" / "model.pt").stat().st_mtime_ns
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    train_main(["--resume", str(out)])
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+    assert (out / "seed-0" / "model.pt").stat().st_mtime_ns == first  # not trained again
+    assert json.loads((out / "seed-1" / "summary.json").read_text())["status"] == "complete"
