@@ -1,25 +1,32 @@
 # The two commands of the quick start; each sets itself up on a fresh machine:
-#   make train   venv + install + CIFAR-10 download + the default 24-epoch training (--amp)
-#   make test    venv + install with every extra (FFCV, DALI, dev) + lint + tests + benchmark smoke
+#   make train   venv + install + CIFAR-10 download + the 24-epoch training (mixed precision
+#                where the device runs it natively)
+#   make test    venv + install with every extra (FFCV, DALI, Grad-CAM, TensorBoard, dev) +
+#                lint + tests + benchmark smoke run; each phase prints its wall time
 # Extra flags reach the trainer through ARGS, e.g. make train ARGS="--epochs 2 --train-subset 2048"
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torchvision is needed by the benchmarks' reference pipeline only; this pair installs together.
+# torchvision is needed by the benchmarks' reference pipeline and grad-cam only; this pair
+# installs together.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # FFCV compiles against these at install time (and loads opencv/turbojpeg at run time).
 SYSTEM_PACKAGES := libopencv-dev libturbojpeg0-dev pkg-config g++
+EXTRAS := dev,ffcv,dali,gradcam,tensorboard
 
-.PHONY: train test benchmark lint system-packages
+# $(call timed,NAME,COMMAND): run COMMAND, then print how long phase NAME took.
+timed = @start=$$(date +%s); echo "== $(1)"; $(2); status=$$?; \
+	echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$status
+
+.PHONY: train test unit-tests benchmark-smoke benchmark lint system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.core-installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e .
+	$(call timed,python packages (core),$(BIN)/pip install -q $(TORCH) && $(BIN)/pip install -q -e .)
 	touch $@
 
 # ffcv 1.0.2 is source-only and its setup.py names a license file that does not exist
@@ -27,28 +34,35 @@ $(VENV)/.core-installed: $(BIN)/python setup.cfg pyproject.toml
 # build gets setuptools < 77. Only the build: torch itself needs setuptools >= 77 at run time.
 # (--build-constraint exists from pip 25.3 on.)
 $(VENV)/.all-installed: $(VENV)/.core-installed
-	$(MAKE) system-packages
-	$(BIN)/python -m pip install -q 'pip>=25.3'
-	echo 'setuptools<77' > $(VENV)/build-constraints.txt
-	$(BIN)/pip install --build-constraint $(VENV)/build-constraints.txt -e '.[dev,ffcv,dali]'
+	$(MAKE) --no-print-directory system-packages
+	$(call timed,python packages (extras),$(BIN)/python -m pip install -q 'pip>=25.3' && \
+	  echo 'setuptools<77' > $(VENV)/build-constraints.txt && \
+	  $(BIN)/pip install -q --build-constraint $(VENV)/build-constraints.txt -e '.[$(EXTRAS)]' $(TORCH))
 	touch $@
 
+# apt's own progress lines are kept out of the output (in $(VENV)/apt.log), unless it fails.
 system-packages:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
 	  command -v apt-get >/dev/null || { echo "error: FFCV needs $(SYSTEM_PACKAGES); install them with your package manager" >&2; exit 2; }; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+	  start=$$(date +%s); echo "== system packages: $(SYSTEM_PACKAGES)"; mkdir -p $(VENV); \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends $(SYSTEM_PACKAGES); } > $(VENV)/apt.log 2>&1 \
+	    || { cat $(VENV)/apt.log >&2; exit 2; }; \
+	  echo "== system packages: $$(( $$(date +%s) - start )) s"; }
 
 train: $(VENV)/.core-installed
-	$(BIN)/python -m fastcifar.train --amp $(ARGS)
+	$(BIN)/python -m fastcifar.train $(ARGS)
 
 lint: $(VENV)/.all-installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check .)
 
-test: lint
-	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest benchmarks
+unit-tests: $(VENV)/.all-installed
+	$(call timed,tests,$(BIN)/python -m pytest tests)
+
+benchmark-smoke: $(VENV)/.all-installed
+	$(call timed,benchmark smoke,$(BIN)/python -m pytest benchmarks)
+
+test: lint unit-tests benchmark-smoke
 
 benchmark: $(VENV)/.all-installed
 	$(BIN)/python -m pytest benchmarks --benchmark

@@ -39,6 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--bench-device", default=None, help="cpu or cuda (default: cuda if present)")
     group.addoption(
+        "--bench-results",
+        default=None,
+        help="folder for the results JSON/markdown (default: benchmarks/results)",
+    )
+    group.addoption(
         "--bench-autotune",
         action="store_true",
         help="also time compile mode max-autotune-no-cudagraphs on CUDA (autotunes for minutes)",
@@ -126,5 +131,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "fastcifar benchmarks")
     terminalreporter.write_line(render_markdown(report))
     if report["sizes"]["full"]:
-        paths = save_report(report, RESULTS_DIR)
+        folder = config.getoption("bench_results")
+        paths = save_report(report, Path(folder) if folder else RESULTS_DIR)
         terminalreporter.write_line("saved " + " and ".join(str(p) for p in paths))

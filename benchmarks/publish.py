@@ -11,7 +11,6 @@ from typing import Any
 
 from benchmarks.hardware import slug
 from benchmarks.report import render_markdown
-from benchmarks.summarize_runs import RunRecord, RunsSummary, format_summary
 
 RESULTS_DIR = Path(__file__).parent / "results"
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
@@ -27,7 +26,7 @@ How to measure on your machine:
 
 ```bash
 pytest benchmarks --benchmark           # the suite; writes benchmarks/results/<device>-<date>.*
-benchmarks/run_gpu.sh 3 /path/to/data   # GPU: 3 seeds of the full 24-epoch training + the suite
+benchmarks/run_gpu.sh DATA OUT           # GPU: CUDA tests, 5 seeds, LR sweep, suite rows
 python -m benchmarks.publish            # refresh this file
 ```
 
@@ -66,16 +65,14 @@ def newest_per_device(results: list[dict[str, Any]], kind: str) -> dict[str, dic
 
 
 def training_section(result: dict[str, Any]) -> str:
-    records = [RunRecord(**run) for run in result["runs"]]
     meta = result["meta"]
     return "\n".join(
         [
-            "### Full 24-epoch training",
+            "### Full 24-epoch training (benchmarks/run_gpu.sh)",
             "",
             f"- Date: {meta['date']}; command: `{meta['command']}`",
             "",
-            format_summary(records, RunsSummary(**result["summary"])),
-            "",
+            result["markdown"],
         ]
     )
 

@@ -1,64 +1,87 @@
 #!/usr/bin/env bash
-# Full-size measurements for a machine with a GPU, in one go:
-#   1. the 24-epoch timed training (`python -m fastcifar.train --amp`) once per seed,
-#   2. the benchmark suite (`pytest benchmarks --benchmark`, full size on CUDA),
-#   3. one summary: mean ± std test accuracy and median time over the seeds, then the suite's
-#      table; both are saved in benchmarks/results/ and BENCHMARKS.md is regenerated from them.
+# The one prepared command for a bare GPU machine (PyTorch, numpy, tqdm, matplotlib, pytest and
+# pytest-benchmark preinstalled; no internet). It installs nothing, runs from the source tree,
+# reads CIFAR-10 from DATA_DIR and writes everything into OUT_DIR:
 #
-# Usage: benchmarks/run_gpu.sh [SEEDS] [DATA_DIR]
-#   SEEDS     number of seeds, 0..SEEDS-1 (default 3)
-#   DATA_DIR  folder holding CIFAR-10 (default: $FASTCIFAR_DATA, else ~/.cache/fastcifar)
-# Environment: PYTHON (default python), RUNS_DIR (default runs), TRAIN_ARGS (extra flags for
-# fastcifar.train, e.g. "--loader ffcv"), PYTEST_ARGS (extra flags for pytest, e.g.
-# "--bench-autotune"), ALLOW_CPU=1 (dry-run the plumbing without a GPU, with tiny TRAIN_ARGS).
+#   tests    pytest -m cuda                                   -> cuda-tests.log, cuda-tests.status
+#   seeds    5 seeds x 24 epochs, --amp, compiled once        -> seeds/ (aggregate summary.json)
+#   sweep    LRMAX 0.05 .. 0.8, 2 seeds each, range test marked -> sweep/
+#   suite    the benchmark suite's GPU rows                   -> suite/
+#   summary  one table                                        -> summary.md, results/*.json
+#
+# Usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [STAGE ...]   (default: every stage, in order)
+# Environment: PYTHON (python), SEEDS (5), SWEEP (0.05,0.1,0.2,0.4,0.8), SWEEP_SEEDS (2),
+#   TRAIN_ARGS (extra flags for fastcifar.train), SUITE_ARGS (--benchmark; empty: smoke mode),
+#   SUITE_K (which suite rows), ALLOW_CPU=1 (the dry run CI does on CPU with tiny TRAIN_ARGS).
+# Expected on an H100 (estimated, not yet measured): tests ~2 min, seeds ~2 min, sweep ~3 min,
+# suite ~2 min. Each stage is a separate command, so a short device lease can run them apart.
 set -euo pipefail
 
-SEEDS="${1:-${SEEDS:-3}}"
-DATA_DIR="${2:-${DATA_DIR:-}}"
-PYTHON="${PYTHON:-python}"
-RUNS_DIR="${RUNS_DIR:-runs}"
-read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
-read -r -a PYTEST_EXTRA <<< "${PYTEST_ARGS:-}"
-
-if ! [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]]; then
-    echo "run_gpu.sh: SEEDS must be a positive integer, got '$SEEDS'" >&2
+if [[ $# -lt 2 ]]; then
+    echo "usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [tests|seeds|sweep|suite|summary ...]" >&2
     exit 2
 fi
+DATA_DIR=$(cd "$1" && pwd)
+mkdir -p "$2"
+OUT=$(cd "$2" && pwd)
+shift 2
+STAGES=("$@")
+[[ ${#STAGES[@]} -gt 0 ]] || STAGES=(tests seeds sweep suite summary)
+
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-has_cuda() { "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; }
-if [[ "${ALLOW_CPU:-0}" != 1 ]] && ! has_cuda; then
-    echo "run_gpu.sh: $PYTHON sees no CUDA device; on a CPU run: pytest benchmarks --benchmark" >&2
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON="${PYTHON:-python}"
+SEEDS="${SEEDS:-5}"
+SWEEP="${SWEEP:-0.05,0.1,0.2,0.4,0.8}"
+SWEEP_SEEDS="${SWEEP_SEEDS:-2}"
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
+read -r -a SUITE_EXTRA <<< "${SUITE_ARGS---benchmark}"
+# The rows the targets are about: the reference pipeline, the fastest configuration and the
+# loaders; every compiled row costs about a minute of compilation.
+SUITE_K="${SUITE_K:-reference or torch-amp-cl-reduce-overhead or throughput}"
+
+if [[ "${ALLOW_CPU:-0}" != 1 ]] && ! "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    echo "run_gpu.sh: $PYTHON sees no CUDA device (ALLOW_CPU=1 dry-runs it on the CPU)" >&2
     exit 2
 fi
 
-data_args=()
-if [[ -n "$DATA_DIR" ]]; then
-    data_args=(--data-dir "$DATA_DIR")
-fi
+timed() {  # timed NAME COMMAND...: runs it, logs to OUT/NAME.log, prints its wall time
+    local name=$1 start status
+    shift
+    start=$(date +%s)
+    echo "== $name: $*"
+    set +e
+    "$@" 2>&1 | tee "$OUT/$name.log"
+    status=${PIPESTATUS[0]}
+    set -e
+    echo "== $name: exit $status after $(( $(date +%s) - start )) s"
+    return "$status"
+}
 
-run_dirs=()
-for ((seed = 0; seed < SEEDS; seed++)); do
-    out="$RUNS_DIR/gpu-seed-$seed"
-    echo "== seed $seed -> $out"
-    start=$(date +%s.%N)
-    # ${array[@]+...} keeps empty arrays legal under `set -u` on bash < 4.4.
-    "$PYTHON" -m fastcifar.train --amp --seed "$seed" --out "$out" \
-        ${data_args[@]+"${data_args[@]}"} ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
-    # The whole command's wall time (start-up, LR range test, compilation, evaluation included).
-    awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", end - start }' \
-        > "$out/wall_seconds.txt"
-    run_dirs+=("$out")
+train() {  # train NAME FLAGS...: a (multi-)run into OUT/NAME, replacing an earlier one
+    local name=$1
+    shift
+    timed "$name" "$PYTHON" -m fastcifar.train --amp --data-dir "$DATA_DIR" --out "$OUT/$name" \
+        --overwrite "$@" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
+}
+
+for stage in "${STAGES[@]}"; do
+    case "$stage" in
+        tests)
+            status=0
+            timed cuda-tests "$PYTHON" -m pytest tests -m cuda -q -p no:cacheprovider || status=$?
+            # 5: nothing collected/ran (no GPU in a dry run) is not a failure of the code.
+            echo "$status" > "$OUT/cuda-tests.status"
+            [[ $status -eq 0 || $status -eq 5 ]] ;;
+        seeds) train seeds --seeds "$SEEDS" ;;
+        sweep) train sweep --lr-max "$SWEEP" --seeds "$SWEEP_SEEDS" ;;
+        suite)
+            timed suite "$PYTHON" -m pytest benchmarks -q -p no:cacheprovider \
+                --bench-results "$OUT/suite" -k "$SUITE_K" ${SUITE_EXTRA[@]+"${SUITE_EXTRA[@]}"} ;;
+        summary)
+            "$PYTHON" -m benchmarks.gpu_summary "$OUT" --command "benchmarks/run_gpu.sh DATA OUT ${STAGES[*]}" ;;
+        *)
+            echo "run_gpu.sh: unknown stage '$stage' (tests, seeds, sweep, suite, summary)" >&2
+            exit 2 ;;
+    esac
 done
-
-echo "== benchmark suite"
-"$PYTHON" -m pytest benchmarks --benchmark ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
-
-echo "== summary"
-"$PYTHON" -m benchmarks.summarize_runs "${run_dirs[@]}" --save-dir benchmarks/results \
-    --command "benchmarks/run_gpu.sh $SEEDS ${DATA_DIR} (TRAIN_ARGS='${TRAIN_ARGS:-}')"
-latest_suite=$(ls -t benchmarks/results/*.md 2> /dev/null | head -n 1 || true)
-if [[ -n "$latest_suite" ]]; then
-    echo
-    cat "$latest_suite"
-fi
-"$PYTHON" -m benchmarks.publish

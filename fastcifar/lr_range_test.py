@@ -100,6 +100,10 @@ def lr_range_test(
         raise ValueError(f"the LR range test needs at least 2 steps, got {steps}")
     saved_model = copy.deepcopy(restore.state_dict())
     saved_optimizer = copy.deepcopy(ctx.optimizer.state_dict())
+    if isinstance(ctx.forward, torch.nn.Module):
+        ctx.forward.train()  # an evaluation may have left the model in eval mode
+    else:
+        restore.train()
     try:
         sweep = _Sweep(ctx, mean_over_ranks, check_stop)
         reason = sweep.run(_repeat(batches), start_lr, end_lr, steps)

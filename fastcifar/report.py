@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fastcifar import __version__, plots
+from fastcifar.device import device_name
 from fastcifar.engine import EpochTotals
 from fastcifar.evaluation import Evaluation
 from fastcifar.run_folder import SUMMARY_SCHEMA, RunFolder
@@ -123,3 +124,45 @@ def plot_run(folder: RunFolder, history, evaluation, data, steps_per_epoch, shap
     plots.plot_mistakes(data.test.images, labels, predictions, names, folder / "misclassified.png")
     matrix = plots.confusion_matrix(labels, predictions)
     plots.plot_confusion(matrix, names, folder / "confusion_matrix.png")
+
+
+def run_summary(
+    experiment, state, evaluation: Evaluation, compile_seconds: float
+) -> dict[str, Any]:
+    """summary.json of a complete run (wall_seconds is set when it is written)."""
+    config, history, dist = experiment.config, state.history, experiment.dist
+    epoch_seconds = [row["epoch_seconds"] for row in history]
+    eval_seconds = [row["eval_seconds"] for row in history]
+    examples = len(experiment.train_loader) * config.batch_size
+    return {
+        **base_summary("complete", config.to_dict()),
+        "final_test_accuracy": evaluation.plain.accuracy,
+        "final_test_loss": evaluation.plain.loss,
+        "final_test_accuracy_tta": evaluation.tta.accuracy if evaluation.tta else None,
+        "final_test_loss_tta": evaluation.tta.loss if evaluation.tta else None,
+        "headline": "flip TTA" if evaluation.tta else "plain",
+        "headline_accuracy": evaluation.headline().accuracy,
+        "epochs_completed": state.epoch,
+        "total_train_seconds": sum(epoch_seconds),
+        "epoch_seconds": epoch_seconds,
+        "eval_seconds": eval_seconds,
+        "total_eval_seconds": sum(eval_seconds),
+        "compile_seconds": compile_seconds,
+        "wall_seconds": None,
+        "images_per_second": examples * len(history) / max(sum(epoch_seconds), 1e-9),
+        "lr_min": state.lr_min,
+        "lr_max": state.lr_max,
+        "lr_source": state.lr_source,
+        "compiled": experiment.compiled,
+        "compile_mode": experiment.compile_mode,
+        "precision": experiment.precision.name,
+        "precision_reason": experiment.precision.reason,
+        "train_examples_per_epoch": examples,  # drop_last: whole batches only
+        "test_examples": len(evaluation.labels),
+        "class_names": list(experiment.data.class_names),
+        "device_name": device_name(experiment.device),
+        "world_size": dist.world_size,
+        "backend": dist.backend,
+        "rank_devices": dist.gather_objects(device_name(experiment.device)),
+        "versions": versions(),
+    }

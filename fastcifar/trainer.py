@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fastcifar import __version__, plots, report
-from fastcifar.device import device_name, synchronize
+from fastcifar.device import synchronize
 from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps
 from fastcifar.errors import Diverged
 from fastcifar.evaluation import Evaluation
@@ -267,11 +267,13 @@ class TrainingRun:
         return per_epoch * (self.config.epochs - state.epoch)
 
     def _finish(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
-        summary = self.summary(state, evaluation)
+        compile_seconds = self.timings.compile_seconds
+        summary = report.run_summary(self.experiment, state, evaluation, compile_seconds)
         if self.folder.writes:
             self._write_outputs(state, evaluation)
-            summary["wall_seconds"] = time.perf_counter() - self.timings.started
-            self.folder.write_json("summary.json", summary)
+        summary["wall_seconds"] = time.perf_counter() - self.timings.started
+        self.folder.write_json("summary.json", summary)  # last: the run is complete now
+        if self.folder.writes:
             (self.folder / "checkpoint.pt").unlink(missing_ok=True)  # model.pt is the result
         say(report.final_line(summary, self.folder))
         return summary
@@ -305,45 +307,6 @@ class TrainingRun:
         if self.tensorboard is not None:
             names = [p.stem for p in sorted(self.folder.path.glob("*.png"))]
             self.tensorboard.images({name: self.folder / f"{name}.png" for name in names})
-
-    def summary(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
-        experiment, history = self.experiment, state.history
-        epoch_seconds = [row["epoch_seconds"] for row in history]
-        eval_seconds = [row["eval_seconds"] for row in history]
-        examples = self.steps_per_epoch * self.config.batch_size
-        dist = experiment.dist
-        return {
-            **report.base_summary("complete", self.config.to_dict()),
-            "final_test_accuracy": evaluation.plain.accuracy,
-            "final_test_loss": evaluation.plain.loss,
-            "final_test_accuracy_tta": evaluation.tta.accuracy if evaluation.tta else None,
-            "final_test_loss_tta": evaluation.tta.loss if evaluation.tta else None,
-            "headline": "flip TTA" if evaluation.tta else "plain",
-            "headline_accuracy": evaluation.headline().accuracy,
-            "epochs_completed": state.epoch,
-            "total_train_seconds": sum(epoch_seconds),
-            "epoch_seconds": epoch_seconds,
-            "eval_seconds": eval_seconds,
-            "total_eval_seconds": sum(eval_seconds),
-            "compile_seconds": self.timings.compile_seconds,
-            "wall_seconds": time.perf_counter() - self.timings.started,
-            "images_per_second": examples * len(history) / max(sum(epoch_seconds), 1e-9),
-            "lr_min": state.lr_min,
-            "lr_max": state.lr_max,
-            "lr_source": state.lr_source,
-            "compiled": experiment.compiled,
-            "compile_mode": experiment.compile_mode,
-            "precision": experiment.precision.name,
-            "precision_reason": experiment.precision.reason,
-            "train_examples_per_epoch": examples,  # drop_last: whole batches only
-            "test_examples": len(evaluation.labels),
-            "class_names": list(experiment.data.class_names),
-            "device_name": device_name(experiment.device),
-            "world_size": dist.world_size,
-            "backend": dist.backend,
-            "rank_devices": dist.gather_objects(device_name(experiment.device)),
-            "versions": report.versions(),
-        }
 
 
 def announce(experiment: Experiment) -> None:

@@ -183,14 +183,3 @@ def test_a_missing_backend_names_the_extra_to_install(name, package, monkeypatch
     options = LoaderOptions(batch_size=8, device=torch.device("cpu"))
     with pytest.raises(MissingBackendError, match=rf"pip install \.\[{name}\]"):
         make_loader(name, random_split(8), options)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", LOADER_NAMES)
-def test_batches_land_on_the_cuda_device(name):
-    split = coordinate_split(256)
-    options = LoaderOptions(batch_size=64, device=torch.device("cuda"), augment=True)
-    images, labels = next(iter(make_loader(name, split, options)))
-    assert images.is_cuda and labels.is_cuda
-    assert images.is_contiguous(memory_format=torch.channels_last)
-    decode_augmented(images)

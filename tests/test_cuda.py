@@ -1,0 +1,97 @@
+"""The CUDA fast path (`pytest -m cuda`; skipped without a GPU): every loader meets the spec on
+the GPU, a compiled run with CUDA graphs records each graph once, bf16 and fp16 + GradScaler
+steps train, and --device cuda:0 leaves the other GPUs alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastcifar import experiment, session
+from fastcifar.compilation import compile_counts
+from fastcifar.device import Precision
+from fastcifar.engine import StepContext, TrainForward, training_step
+from fastcifar.loaders import LOADER_NAMES, LoaderOptions, make_loader
+from fastcifar.model import build_model
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+from tests.loader_helpers import REQUIRE_ENV, coordinate_split, decode_augmented
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_each_loader_meets_the_spec_on_the_gpu(name):
+    import os
+
+    options = LoaderOptions(batch_size=64, device=torch.device("cuda"), augment=True, shuffle=True)
+    try:
+        loader = make_loader(name, coordinate_split(256), options)
+    except Exception as error:  # ffcv/dali may be absent on a bare GPU machine
+        if os.environ.get(REQUIRE_ENV):
+            raise
+        pytest.skip(f"{name}: {error}")
+    for images, labels in loader:
+        assert images.is_cuda and labels.is_cuda
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        decode_augmented(images)
+
+
+def test_cuda_graphs_are_recorded_once_across_range_test_epochs_and_evaluation(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(1024, 300))
+    seen = {}
+    warm_up = session.warm_up
+
+    def counted(*args):
+        seconds = warm_up(*args)
+        seen["after warm-up"] = compile_counts()
+        return seconds
+
+    monkeypatch.setattr(session, "warm_up", counted)
+    out = tmp_path / "run"
+    train_main(["--epochs", "2", "--train-subset", "1024", "--batch-size", "256", "--test-subset",
+                "300", "--eval-batch-size", "128", "--range-test-steps", "5", "--no-plots",
+                "--device", "cuda", "--out", str(out)])  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compile_mode"] == "reduce-overhead" and summary["precision"] in ("bf16", "fp16")
+    after = compile_counts()
+    assert seen["after warm-up"].cuda_graphs > 0
+    assert after == seen["after warm-up"], f"compiled or recorded again: {after}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bf16_and_fp16_with_grad_scaler_steps_train(dtype):
+    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no native bf16")
+    device = torch.device("cuda")
+    precision = Precision("cuda", dtype)
+    model = build_model(device, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    ctx = StepContext(
+        TrainForward(model, torch.nn.CrossEntropyLoss(), precision),
+        optimizer,
+        precision.make_scaler(),
+    )
+    assert (ctx.scaler is not None) == (dtype == torch.float16)
+    images = torch.randn(64, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (64,), device=device)
+    losses = [training_step(ctx, images, labels)[0].item() for _ in range(20)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_device_cuda_0_leaves_the_other_gpus_untouched(tmp_path, monkeypatch):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(256, 100))
+    train_main(["--epochs", "1", "--train-subset", "256", "--batch-size", "64", "--lr-max", "0.1",
+                "--no-plots", "--device", "cuda:0", "--out", str(tmp_path / "run")])  # fmt: skip
+    for index in range(1, torch.cuda.device_count()):
+        assert torch.cuda.memory_allocated(index) == 0
+    assert torch.cuda.current_device() == 0
