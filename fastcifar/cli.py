@@ -103,6 +103,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"use the first N of the {total} {split} images (quick runs)",
         )
+    _add_speed_arguments(parser)
+    parser.add_argument(
+        "--seed", type=seed_value, default=DEFAULTS.seed, help="(default: %(default)s)"
+    )
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<date>-<time>-<id>)")
+    parser.add_argument(
+        "--range-test-steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="steps of the LR range test (default: as many as the training run has, at least "
+        f"{RANGE_TEST_MIN_STEPS} and at most {RANGE_TEST_MAX_STEPS}; 100 for the full recipe)",
+    )
+
+
+def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
@@ -122,18 +138,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=COMPILE_MODES,
         default=None,
         help="torch.compile mode (default: reduce-overhead; default under torchrun)",
-    )
-    parser.add_argument(
-        "--seed", type=seed_value, default=DEFAULTS.seed, help="(default: %(default)s)"
-    )
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<date>-<time>-<id>)")
-    parser.add_argument(
-        "--range-test-steps",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="steps of the LR range test (default: as many as the training run has, at least "
-        f"{RANGE_TEST_MIN_STEPS} and at most {RANGE_TEST_MAX_STEPS}; 100 for the full recipe)",
     )
 
 

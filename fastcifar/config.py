@@ -134,6 +134,11 @@ def _check_integers(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is None and name in ("range_test_steps", "train_subset", "test_subset"):
             continue
+        if name == "range_test_steps":  # a curve needs two points
+            _require(
+                isinstance(value, int) and value >= 2,
+                f"range_test_steps must be at least 2, got {value!r}",
+            )
         _require(
             isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"{name} must be a positive integer, got {value!r}",

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fastcifar.errors import DataSourceError
+from fastcifar.errors import ConfigError, DataSourceError
 
 __all__ = ["Cifar10", "CifarSplit", "DataSourceError", "default_data_dir", "load_cifar10"]
 
@@ -55,10 +55,13 @@ class CifarSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, count: int | None) -> CifarSplit:
-        """The first `count` examples (all of them when `count` is None)."""
+    def subset(self, count: int | None, name: str = "subset") -> CifarSplit:
+        """The first `count` examples (all of them when `count` is None); more than the split
+        holds is a one-line error naming the flag (`name`)."""
         if count is None:
             return self
+        if count > len(self):
+            raise ConfigError(f"{name} ({count:,}) exceeds the {len(self):,} images of the split")
         return CifarSplit(self.images[:count], self.labels[:count])
 
 

@@ -21,6 +21,9 @@ class Distributed:
     local_rank: int = 0
     world_size: int = 1
     backend: str | None = None  # None: a single process, no process group
+    # A gloo group for yes/no votes with CPU tensors: under NCCL, a vote on a CUDA tensor
+    # would make the host wait for the GPU. None: the default group (gloo already).
+    vote_group: object = None
 
     @property
     def enabled(self) -> bool:
@@ -69,12 +72,14 @@ class Distributed:
             dist.barrier()
         return result
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when `flag` is true on any rank (a collective: all must call)."""
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any rank (a collective: all must call).
+        It waits for the other ranks' hosts, never for a GPU."""
         if not self.enabled:
             return flag
-        value = torch.tensor([int(flag)], device=device)
-        return bool(self.all_reduce_sum(value).item())
+        value = torch.tensor([int(flag)])
+        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=self.vote_group)
+        return bool(value.item())
 
     def broadcast_buffers(self, module: torch.nn.Module) -> None:
         """Rank 0's buffers (BatchNorm statistics) on every rank: after a training step each
@@ -82,10 +87,6 @@ class Distributed:
         if self.enabled:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
 
 
 def from_environment() -> tuple[int, int, int]:
@@ -106,14 +107,14 @@ def setup(device: torch.device) -> Distributed:
     rank, local_rank, world = from_environment()
     if world <= 1:
         return Distributed()
-    if dist.is_initialized():
-        return Distributed(rank, local_rank, world, dist.get_backend())
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        dist.init_process_group(backend, device_id=device)
-    else:
-        dist.init_process_group(backend)
-    return Distributed(rank, local_rank, world, backend)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    backend = dist.get_backend()
+    votes = dist.new_group(backend="gloo") if backend != "gloo" else None
+    return Distributed(rank, local_rank, world, backend, votes)
 
 
 def local_device_name(requested: str | None) -> str | None:

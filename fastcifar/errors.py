@@ -41,11 +41,17 @@ class BetonError(UserError, ValueError):
 
 
 class RunStopped(Exception):  # noqa: N818 (an outcome, not an error)
-    """A run that ended early on purpose; the CLI prints the message and exits with the code."""
+    """A run that ended early on purpose; the CLI prints the message and exits with the code.
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    The message is a headline ("interrupted by SIGTERM after epoch 3") and a hint saying what
+    to do next, which whoever knows better (a multi-run, say) may replace."""
+
+    def __init__(self, headline: str, exit_code: int, hint: str = "") -> None:
+        super().__init__(headline + hint)
+        self.headline, self.exit_code, self.hint = headline, exit_code, hint
+
+    def with_hint(self, hint: str) -> RunStopped:
+        return type(self)(self.headline, self.exit_code, hint)
 
 
 class Interrupted(RunStopped):
@@ -55,5 +61,9 @@ class Interrupted(RunStopped):
 class Diverged(RunStopped):
     """The loss stopped being finite (exit 3); the last good checkpoint is kept."""
 
-    def __init__(self, message: str, exit_code: int = 3) -> None:
-        super().__init__(message, exit_code)
+    def __init__(self, headline: str, exit_code: int = 3, hint: str = "") -> None:
+        super().__init__(headline, exit_code, hint)
+
+
+class RangeTestError(UserError):
+    """The LR range test could not read bounds off its curve (e.g. it diverged at once)."""

@@ -2,6 +2,8 @@
 matrix of a trained run (written to RUN_DIR/evaluation.json as well).
 
 Only a complete run is evaluated unless --allow-incomplete (then the last checkpoint's weights).
+The evaluation runs in fp32: a run trained (and evaluated) under bf16 may differ in the last
+digit.
 """
 
 from __future__ import annotations
@@ -60,31 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        import torch
-
         from fastcifar.atomic_file import atomic_write
         from fastcifar.data_source import load_cifar10
-        from fastcifar.device import Precision, pick_device
-        from fastcifar.distributed import Distributed
-        from fastcifar.errors import ConfigError
-        from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
+        from fastcifar.device import pick_device
+        from fastcifar.evaluation import evaluate_split
         from fastcifar.plots import confusion_matrix
+        from fastcifar.progress import say
         from fastcifar.run_folder import strict_json
         from fastcifar.saved_run import load_run
 
         device = pick_device(args.device)
         model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
         data = load_cifar10(args.data_dir or summary["config"]["data_dir"])
-        test = data.test
-        if args.test_subset is not None:
-            if args.test_subset > len(test):
-                raise ConfigError(
-                    f"--test-subset {args.test_subset} exceeds the {len(test):,} test images"
-                )
-            test = test.subset(args.test_subset)
-        batches = EvalBatches(test, args.batch_size, device, Distributed())
-        forward = EvalForward(model, Precision.choose(device, amp=False), args.tta)
-        result = evaluate(forward, batches, torch.from_numpy(test.labels), Distributed())
+        test = data.test.subset(args.test_subset, "--test-subset")
+        say(f"evaluating {len(test):,} test images on {device} (fp32)")
+        result = evaluate_split(model, test, device, args.batch_size, args.tta)
         names = list(data.class_names)
         report = {"run": str(Path(args.run_dir).resolve()), "test_examples": len(test)}
         for key, scores in (("", result.plain), ("_tta", result.tta)):

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD
 from fastcifar.data_source import CifarSplit
 from fastcifar.device import Precision
 from fastcifar.distributed import Distributed
 from fastcifar.engine import mark_step_begin
-from fastcifar.loaders.torch_loader import normalise
+from fastcifar.loaders.torch_loader import normalisation, normalise
 from fastcifar.progress import progress
 
 PADDING_LABEL = -1
@@ -46,8 +45,7 @@ class EvalBatches:
         labels = torch.full((padded,), PADDING_LABEL, dtype=torch.int64)
         labels[: self.count] = torch.from_numpy(split.labels[start : start + self.count])
         self.images, self.labels = images.to(device), labels.to(device)
-        self.mean = torch.tensor(CIFAR10_MEAN, device=device)
-        self.inv_std = 1.0 / torch.tensor(CIFAR10_STD, device=device)
+        self.mean, self.inv_std = normalisation(device)
 
     def __len__(self) -> int:
         return self.batches
@@ -136,3 +134,19 @@ def _gather_predictions(
     per_rank = -(-total // dist.world_size)
     real = [min(per_rank, max(0, total - rank * per_rank)) for rank in range(dist.world_size)]
     return torch.cat([shard[:count] for shard, count in zip(shards, real, strict=True)]).cpu()
+
+
+def evaluate_split(
+    model: nn.Module,
+    split: CifarSplit,
+    device: torch.device,
+    batch_size: int = 1000,
+    tta: bool = False,
+) -> Evaluation:
+    """A saved model on a test split, in one process and in fp32 (what `evaluate` and
+    `explain` report; training evaluates under its own precision, so the last digit of a bf16
+    run's accuracy may differ)."""
+    single = Distributed()
+    forward = EvalForward(model, Precision(device.type, None), tta)
+    labels = torch.from_numpy(split.labels)
+    return evaluate(forward, EvalBatches(split, batch_size, device, single), labels, single)

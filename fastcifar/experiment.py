@@ -50,6 +50,12 @@ class Experiment:
     def compiled(self) -> bool:
         return self.compile_mode is not None
 
+    @property
+    def needs_warm_up(self) -> bool:
+        """Compiled graphs (and, on a GPU, cuDNN's algorithm search) are paid for before
+        anything is timed; an eager CPU run has nothing to warm up."""
+        return self.compiled or self.device.type == "cuda"
+
     def step_context(self, scheduler=None) -> StepContext:
         return StepContext(
             self.train_forward, self.optimizer, self.precision.make_scaler(), scheduler
@@ -61,10 +67,13 @@ class Experiment:
         labels = torch.from_numpy(self.data.test.labels)
         return evaluate(self.eval_forward, self.eval_batches, labels, self.dist)
 
-    def reseed(self, seed: int) -> None:
-        """Start over with `seed`: its initial weights (copied in place), a fresh optimizer
-        state and a loader drawing from it, exactly as a new process with that seed."""
-        self.config = replace(self.config, seed=seed)
+    def reseed(self, seed: int, lr_max: float | None) -> None:
+        """Start over with `seed` (and `lr_max`): its initial weights (copied in place), a fresh
+        optimizer state and a loader drawing from it, exactly as a new process with that seed."""
+        self.config = replace(self.config, seed=seed, lr_max=lr_max)
+        close = getattr(self.train_loader, "close", None)
+        if close is not None:  # FFCV: end the producer thread of an unfinished epoch
+            close()
         reinitialise(self.model, seed, self.config.logit_scale)
         self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
         self.train_loader = _train_loader(self.config, self.data, self.device, self.dist)
@@ -140,15 +149,8 @@ def compile_mode(config: TrainConfig, device: torch.device, dist: Distributed) -
 
 
 def _subsets(config: TrainConfig, data: Cifar10) -> Cifar10:
-    for name, split in (("train_subset", data.train), ("test_subset", data.test)):
-        wanted = getattr(config, name)
-        if wanted is not None and wanted > len(split):
-            raise ConfigError(f"{name} ({wanted:,}) exceeds the {len(split):,} images of the split")
-    return replace(
-        data,
-        train=data.train.subset(config.train_subset),
-        test=data.test.subset(config.test_subset),
-    )
+    train = data.train.subset(config.train_subset, "train_subset")
+    return replace(data, train=train, test=data.test.subset(config.test_subset, "test_subset"))
 
 
 def _train_forward(model, loss_fn, precision, config, dist, mode) -> nn.Module:
@@ -183,7 +185,8 @@ def _train_loader(
         world_size=dist.world_size,
         beton_path=_beton_path(config),
     )
-    loader = make_loader(config.loader, data.train, options)
+    # Rank 0 first: an FFCV beton is written (or verified) once, not by every rank at a time.
+    loader = dist.first_rank_first(lambda: make_loader(config.loader, data.train, options))
     steps = config.epochs * len(loader)
     if steps < 3:  # One Cycle needs a first, a peak and a last step
         raise ConfigError(

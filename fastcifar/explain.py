@@ -62,12 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        import torch
-
         from fastcifar.data_source import load_cifar10
-        from fastcifar.device import Precision, pick_device
-        from fastcifar.distributed import Distributed
-        from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
+        from fastcifar.device import pick_device
+        from fastcifar.evaluation import evaluate_split
         from fastcifar.gradcam import import_grad_cam
         from fastcifar.progress import say
         from fastcifar.saved_run import load_run
@@ -76,9 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
         model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
         data = load_cifar10(args.data_dir or summary["config"]["data_dir"])
-        batches = EvalBatches(data.test, 1000, device, Distributed())
-        forward = EvalForward(model, Precision.choose(device, amp=False), tta=False)
-        evaluation = evaluate(forward, batches, torch.from_numpy(data.test.labels), Distributed())
+        evaluation = evaluate_split(model, data.test, device)
         path = Path(args.out) if args.out else Path(args.run_dir) / "gradcam.png"
         explain_mistakes(model, data, evaluation, path, args.count)
         say(f"Grad-CAM of {args.count} mistakes: {path}")

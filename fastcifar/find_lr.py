@@ -33,10 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of the training run the test is for; sets the default test length "
         "(default: %(default)s)",
     )
-    for name, default in (
-        ("start", DEFAULTS.range_test_start_lr),
-        ("end", DEFAULTS.range_test_end_lr),
-    ):
+    for name in ("start", "end"):
+        default = getattr(DEFAULTS, f"range_test_{name}_lr")
         parser.add_argument(
             f"--{name}-lr",
             dest=f"range_test_{name}_lr",
@@ -51,36 +49,31 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.distributed import teardown
-        from fastcifar.experiment import start_ranks, warm_up
+        from fastcifar.experiment import warm_up
+        from fastcifar.lr_bounds import find_bounds
         from fastcifar.progress import say
         from fastcifar.report import base_summary
-        from fastcifar.session import RunOptions, claim_folder, prepare
+        from fastcifar.session import RunOptions, claim_folder, prepare, ranks, recorded_outcome
         from fastcifar.signals import StopSignals
         from fastcifar.train import config_from_args
-        from fastcifar.trainer import find_bounds
 
         config = config_from_args(args)
-        device, dist = start_ranks(config)
-        try:
-            folder = claim_folder(RunOptions(out=args.out), dist)
+        options = RunOptions(out=args.out)
+        with (
+            ranks(config) as (device, dist),
+            claim_folder(options, dist, occupied="choose another --out") as folder,
+        ):
             experiment = prepare(config, device, dist)
             folder.create()
             folder.write_json("config.json", experiment.config.to_dict())
-            if experiment.compiled:
-                warm_up(experiment)
-            with StopSignals() as stop:
+            base = {**base_summary("running", experiment.config.to_dict()), "kind": "range_test"}
+            folder.write_json("summary.json", base)
+            with StopSignals() as stop, recorded_outcome(folder, base):
+                if experiment.needs_warm_up:
+                    warm_up(experiment)
                 bounds = find_bounds(experiment, folder, stop)
-            summary = base_summary("complete", experiment.config.to_dict())
-            summary.update(
-                kind="range_test",
-                lr_min=bounds.lr_min,
-                lr_max=bounds.lr_max,
-                lr_source=bounds.source,
-            )
-            folder.write_json("summary.json", summary)
-        finally:
-            teardown()
+            result = {"lr_min": bounds.lr_min, "lr_max": bounds.lr_max, "lr_source": bounds.source}
+            folder.write_json("summary.json", {**base, "status": "complete", **result})
         say(f"LRMIN {bounds.lr_min:.4g}  ({bounds.source['lr_min']})")
         say(f"LRMAX {bounds.lr_max:.4g}  ({bounds.source['lr_max']})")
         say(f"plot: {folder / 'lr_range_test.png'}  curve: {folder / 'lr_range_test.json'}")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from fastcifar.engine import StepContext, training_step
+from fastcifar.errors import RangeTestError
 from fastcifar.progress import progress
 
 SMOOTHING = 0.98
@@ -88,14 +89,17 @@ def lr_range_test(
     end_lr: float = 10.0,
     steps: int = 100,
     lr_min_divisor: float = 25.0,
-    mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
-    check_stop: Callable[[], None] = lambda: None,
+    sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] = lambda values: values,
+    ranks: int = 1,
+    stop_requested: Callable[[], bool] = lambda: False,
+    interrupted: Callable[[], BaseException] = KeyboardInterrupt,
 ) -> RangeTestResult:
     """Sweep the LR from `start_lr` to `end_lr` over `steps` training steps of `ctx`, then
     restore the weights and buffers of `restore` and the optimizer's state.
 
-    `mean_over_ranks` turns a rank's loss into the global batch's (all ranks then decide
-    alike); `check_stop` is called after every step and may raise to end the sweep."""
+    Each step's loss and this rank's stop request are summed over the `ranks` in one
+    collective (`sum_over_ranks`), so every rank sees the global batch's loss, decides alike,
+    and stops at the same step: `interrupted()` is raised on all of them together."""
     if steps < 2:
         raise ValueError(f"the LR range test needs at least 2 steps, got {steps}")
     saved_model = copy.deepcopy(restore.state_dict())
@@ -104,16 +108,16 @@ def lr_range_test(
         ctx.forward.train()  # an evaluation may have left the model in eval mode
     else:
         restore.train()
+    sweep = _Sweep(ctx, lambda values: sum_over_ranks(values).tolist(), ranks)
     try:
-        sweep = _Sweep(ctx, mean_over_ranks, check_stop)
-        reason = sweep.run(_repeat(batches), start_lr, end_lr, steps)
+        reason = sweep.run(_repeat(batches), start_lr, end_lr, steps, stop_requested, interrupted)
     finally:
         restore.load_state_dict(saved_model)
         ctx.optimizer.load_state_dict(saved_optimizer)
     if len(sweep.lrs) < 2:
-        raise RuntimeError(
+        raise RangeTestError(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
-            "lower --range-test-start-lr"
+            "lower --start-lr (find_lr) or give --lr-max"
         )
     lr_max, lr_min, max_method, min_method = suggest_bounds(
         sweep.lrs, sweep.smoothed, lr_min_divisor
@@ -124,24 +128,34 @@ def lr_range_test(
 
 
 class _Sweep:
-    def __init__(self, ctx: StepContext, mean_over_ranks, check_stop) -> None:
-        self.ctx, self.mean_over_ranks, self.check_stop = ctx, mean_over_ranks, check_stop
+    def __init__(self, ctx: StepContext, reduce: Callable[[torch.Tensor], list], ranks: int):
+        self.ctx, self.reduce, self.ranks = ctx, reduce, ranks
         self.lrs: list[float] = []
         self.raw: list[float] = []
         self.smoothed: list[float] = []
 
-    def run(self, batches: Iterator, start_lr: float, end_lr: float, steps: int) -> str:
+    def run(
+        self,
+        batches: Iterator,
+        start_lr: float,
+        end_lr: float,
+        steps: int,
+        stop_requested: Callable[[], bool],
+        interrupted: Callable[[], BaseException],
+    ) -> str:
         growth = (end_lr / start_lr) ** (1 / (steps - 1))
         average = 0.0
-        bar = progress(range(steps), "LR range test", unit="step", nested=True)
-        for step in bar:
+        for step in progress(range(steps), "LR range test", unit="step", nested=True):
             lr = start_lr * growth**step
             for group in self.ctx.optimizer.param_groups:
                 group["lr"] = lr
             loss, _ = training_step(self.ctx, *next(batches))
             # One host read per step is fine here: the range test is a few hundred steps, once.
-            value = self.mean_over_ranks(loss.float().clone()).item()
-            self.check_stop()
+            local = torch.stack([loss.float(), loss.new_tensor(float(stop_requested()))])
+            loss_sum, stop = self.reduce(local)
+            value = loss_sum / self.ranks
+            if stop:
+                raise interrupted()
             if not math.isfinite(value):
                 return f"loss not finite at LR {lr:.3g}"
             average = SMOOTHING * average + (1 - SMOOTHING) * value

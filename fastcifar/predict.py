@@ -111,12 +111,10 @@ def to_batch(images: list[np.ndarray], device):
     """Normalised (B, 3, 32, 32) in channels_last, exactly as the loaders serve images."""
     import torch
 
-    from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD
-    from fastcifar.loaders.torch_loader import normalise
+    from fastcifar.loaders.torch_loader import normalisation, normalise
 
     pixels = torch.from_numpy(np.stack(images)).to(device)
-    mean = torch.tensor(CIFAR10_MEAN, device=device)
-    return normalise(pixels, mean, 1.0 / torch.tensor(CIFAR10_STD, device=device), None)
+    return normalise(pixels, *normalisation(device), None)
 
 
 if __name__ == "__main__":

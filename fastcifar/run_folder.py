@@ -13,6 +13,7 @@ Rules that keep a folder honest:
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -29,6 +30,7 @@ from fastcifar.errors import RunFolderError
 
 SUMMARY_SCHEMA = 1
 RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
+LOCK_NAME = ".lock"  # held (flock) while a process writes the run
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -77,32 +79,62 @@ def run_status(folder: Path) -> str | None:
 
 
 class RunFolder:
-    """Writes one run's files; `writes=False` (ranks other than 0) makes every write a no-op."""
+    """Writes one run's files; `writes=False` (ranks other than 0) makes every write a no-op.
 
-    def __init__(self, final: Path, *, replaces: bool = False, writes: bool = True) -> None:
+    A run of a multi-run (`child`) lives inside its parent's folder and follows it: when the
+    parent is an --overwrite staging folder, the first checkpoint of any child swaps it in."""
+
+    def __init__(
+        self,
+        final: Path,
+        *,
+        replaces: bool = False,
+        writes: bool = True,
+        default_name: bool = False,
+    ) -> None:
         self.final = final
         self.replaces = replaces  # --overwrite of an existing run: stage, swap in at checkpoint
         self.writes = writes
-        self.path = (
+        self.default_name = default_name
+        self.parent: RunFolder | None = None
+        self.name_in_parent = ""
+        self._path = (
             final.with_name(f".{final.name}.new-{secrets.token_hex(3)}") if replaces else final
         )
+        self._lock: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.parent.path / self.name_in_parent if self.parent else self._path
+
+    def child(self, name: str) -> RunFolder:
+        """The folder of one run inside this one (`seed-3`, `lr-0.4/seed-0`)."""
+        folder = RunFolder(self.final / name, writes=self.writes)
+        folder.parent, folder.name_in_parent = self, name
+        return folder
 
     @classmethod
-    def claim(cls, out: str | None, *, overwrite: bool = False, writes: bool = True) -> RunFolder:
+    def claim(
+        cls,
+        out: str | None,
+        *,
+        overwrite: bool = False,
+        writes: bool = True,
+        occupied: str = "pass --resume {out} to continue it, or --overwrite to replace it",
+    ) -> RunFolder:
         """Check that `out` may take a new run (creating nothing yet); None: a fresh name."""
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            return cls(Path("runs") / f"{stamp}-{secrets.token_hex(2)}", writes=writes)
+            name = Path("runs") / f"{stamp}-{secrets.token_hex(2)}"
+            return cls(name, writes=writes, default_name=True)
         final = Path(out).expanduser()
         if final.exists() and not final.is_dir():
             raise RunFolderError(f"--out {final} is a file, not a folder")
         status = run_status(final) if final.is_dir() else None
         if status is not None and not overwrite:
-            raise RunFolderError(
-                f"{final} already holds a run (status: {status}): pass --resume {final} to "
-                "continue it, or --overwrite to replace it"
-            )
-        if status is None and final.is_dir() and any(final.iterdir()):
+            hint = occupied.format(out=final)
+            raise RunFolderError(f"{final} already holds a run (status: {status}): {hint}")
+        if status is None and final.is_dir() and any(p.name != LOCK_NAME for p in final.iterdir()):
             raise RunFolderError(
                 f"{final} is not empty and holds no fastcifar run: choose another --out"
             )
@@ -111,26 +143,50 @@ class RunFolder:
 
     @classmethod
     def reopen(cls, folder: Path, *, writes: bool = True) -> RunFolder:
-        """An existing run's folder, to continue it (--resume)."""
+        """An existing run's folder, to continue it (--resume), locked against a second writer."""
         _check_writable(folder)
-        return cls(folder, writes=writes)
+        reopened = cls(folder, writes=writes)
+        reopened.lock()
+        return reopened
 
     def create(self) -> None:
+        """Create the folder and lock it against a second writer (a second --resume, say)."""
         if not self.writes:
             return
-        if not self._default_name():
-            self.path.mkdir(parents=True, exist_ok=True)
-            return
-        while True:
+        while self.default_name:
             try:
-                self.path.mkdir(parents=True)
-                return
+                self._path.mkdir(parents=True)
+                break
             except FileExistsError:  # two default names in the same second: draw another
                 stamp = self.final.name[:15]
-                self.path = self.final = self.final.with_name(f"{stamp}-{secrets.token_hex(2)}")
+                self._path = self.final = self.final.with_name(f"{stamp}-{secrets.token_hex(2)}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
 
-    def _default_name(self) -> bool:
-        return self.final.parent == Path("runs") and not self.replaces
+    def lock(self) -> None:
+        if not self.writes or self.parent is not None or self._lock is not None:
+            return
+        descriptor = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise RunFolderError(
+                f"{self.final} is in use by another fastcifar process: wait for it, or stop it"
+            ) from None
+        self._lock = descriptor
+
+    def release(self) -> None:
+        """Let another process write here (the run is over, however it ended)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *_exception: object) -> None:
+        self.release()
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -156,23 +212,26 @@ class RunFolder:
         atomic_write(self.path / "metrics.csv", buffer.getvalue())
 
     def save_checkpoint(self, write: Callable[[BinaryIO], object]) -> None:
-        """checkpoint.pt; the first one of an --overwrite run swaps it into place."""
+        """checkpoint.pt; the first one of an --overwrite run swaps its top folder into place."""
         self.save("checkpoint.pt", write)
-        if self.replaces and self.writes:
-            self._swap_in()
+        top = self
+        while top.parent is not None:
+            top = top.parent
+        if top.replaces and top.writes:
+            top._swap_in()
 
     def _swap_in(self) -> None:
         old = self.final.with_name(f".{self.final.name}.old-{secrets.token_hex(3)}")
         os.replace(self.final, old)
-        os.replace(self.path, self.final)
-        self.path, self.replaces = self.final, False
+        os.replace(self._path, self.final)
+        self._path, self.replaces = self.final, False
         shutil.rmtree(old, ignore_errors=True)
 
     def discard(self) -> bool:
         """Remove the staging folder of an --overwrite run that never checkpointed; True when
         the previous run was therefore kept."""
-        if self.replaces and self.writes:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self.replaces and self.writes and self.parent is None:
+            shutil.rmtree(self._path, ignore_errors=True)
             return True
         return False
 

@@ -10,8 +10,9 @@ from torch.optim.lr_scheduler import OneCycleLR
 
 
 def peak_step(total_steps: int, peak_fraction: float) -> int:
-    """Index of the step at which the LR is LRMAX: the first step of epoch 5 for 24 epochs."""
-    return round(peak_fraction * total_steps)
+    """Index of the step at which the LR is LRMAX: the first step of epoch 5 for 24 epochs
+    (never the first or the last step, so that both ramps exist)."""
+    return min(max(round(peak_fraction * total_steps), 1), total_steps - 2)
 
 
 def one_cycle_schedule(
@@ -28,7 +29,7 @@ def one_cycle_schedule(
     """`OneCycleLR` placed so that step 0 = LRMIN, step `peak_step` = LRMAX, last step = LRMIN."""
     if total_steps < 3:
         raise ValueError(f"a one-cycle schedule needs at least 3 steps, got {total_steps}")
-    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    peak = peak_step(total_steps, peak_fraction)
     # OneCycleLR's warm-up phase ends (LR = max) at step pct_start * total_steps - 1.
     pct_start = (peak + 1.0) / total_steps
     return OneCycleLR(
@@ -51,7 +52,7 @@ def one_cycle_lr(
 ) -> float:
     """The LR of `step` under `one_cycle_schedule`, computed directly (no optimizer, no memory
     proportional to the run): linear from LRMIN up to LRMAX at the peak, then down to LRMIN."""
-    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    peak = peak_step(total_steps, peak_fraction)
     if step <= peak:
         return lr_min + (lr_max - lr_min) * step / peak
     return lr_max + (lr_min - lr_max) * (step - peak) / (total_steps - 1 - peak)
@@ -62,7 +63,7 @@ def schedule_points(
 ) -> tuple[list[int], list[float]]:
     """(steps, LRs) at up to `points` steps, the peak and both ends included: enough to plot
     any schedule, however many steps it has."""
-    peak = min(max(peak_step(total_steps, peak_fraction), 1), total_steps - 2)
+    peak = peak_step(total_steps, peak_fraction)
     count = min(points, total_steps)
     steps = sorted({round(i * (total_steps - 1) / (count - 1)) for i in range(count)} | {peak})
     shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction)

@@ -10,20 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fastcifar.config import TrainConfig
 from fastcifar.distributed import Distributed, teardown
-from fastcifar.errors import Interrupted, RunFolderError, RunStopped
+from fastcifar.errors import RunFolderError, RunStopped
 from fastcifar.experiment import Experiment, build_experiment, start_ranks, warm_up
-from fastcifar.progress import say, silence
+from fastcifar.lr_bounds import LrBounds, find_bounds, given_bounds
+from fastcifar.progress import say, silence, warn
 from fastcifar.report import base_summary, estimate_line
 from fastcifar.run_folder import RunFolder
 from fastcifar.saved_run import load_checkpoint, read_summary
 from fastcifar.signals import StopSignals
-from fastcifar.trainer import LrBounds, Timings, TrainingRun, announce, find_bounds, given_bounds
+from fastcifar.trainer import Timings, TrainingRun
 
 
 @dataclass(frozen=True)
@@ -45,35 +48,35 @@ def run_training(config: TrainConfig, options: RunOptions) -> dict[str, Any]:
         from fastcifar.multirun import train_many
 
         return train_many(config, options)
-    if options.lr_maxes:
-        config = replace(config, lr_max=options.lr_maxes[0])
-    device, dist = start_ranks(config)
-    try:
-        folder = claim_folder(options, dist)
+    with ranks(config) as (device, dist), claim_folder(options, dist) as folder:
         experiment = prepare(config, device, dist)
         folder.create()
         folder.write_json("config.json", experiment.config.to_dict())
         return run_in_folder(experiment, folder)
-    finally:
-        teardown()
 
 
 def resume_training(path: Path) -> dict[str, Any]:
     summary = read_summary(path)
+    if summary["status"] == "complete":
+        raise RunFolderError(f"{path} is complete: there is nothing to resume")
     if summary.get("kind") == "multi":
         from fastcifar.multirun import resume_many
 
         return resume_many(path)
-    if summary["status"] == "complete":
-        raise RunFolderError(f"{path} is a complete run: there is nothing to resume")
     checkpoint_path = path / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() else None
     config = recorded_config(path, checkpoint)
-    device, dist = start_ranks(config)
-    try:
-        folder = RunFolder.reopen(path, writes=dist.is_main)
+    with ranks(config) as (device, dist), RunFolder.reopen(path, writes=dist.is_main) as folder:
         experiment = prepare(config, device, dist)
         return run_in_folder(experiment, folder, checkpoint=checkpoint)
+
+
+@contextlib.contextmanager
+def ranks(config: TrainConfig) -> Iterator[tuple[torch.device, Distributed]]:
+    """This process's device and place among torchrun's ranks, for the length of a command."""
+    device, dist = start_ranks(config)
+    try:
+        yield device, dist
     finally:
         teardown()
 
@@ -87,7 +90,9 @@ def recorded_config(path: Path, checkpoint: dict[str, Any] | None) -> TrainConfi
         raise RunFolderError(f"{path / 'config.json'} cannot be read ({error})") from None
 
 
-def prepare(config: TrainConfig, device, dist: Distributed) -> Experiment:
+def prepare(config: TrainConfig, device: torch.device, dist: Distributed) -> Experiment:
+    """The experiment, after what must fail early has been checked; says what a user of
+    --amp on a CPU without native bf16 must know."""
     if not dist.is_main:
         silence()
     if config.gradcam:  # a missing extra fails now, not after the training
@@ -95,16 +100,17 @@ def prepare(config: TrainConfig, device, dist: Distributed) -> Experiment:
 
         import_grad_cam()
     experiment = build_experiment(config, device, dist)
-    announce(experiment)
+    if experiment.precision.fallback_note:
+        warn(experiment.precision.fallback_note)
     return experiment
 
 
-def claim_folder(options: RunOptions, dist: Distributed) -> RunFolder:
+def claim_folder(options: RunOptions, dist: Distributed, **claim: Any) -> RunFolder:
     """Rank 0 checks --out; every rank learns the outcome (an error included)."""
     folder, outcome = None, None
     if dist.is_main:
         try:
-            folder = RunFolder.claim(options.out, overwrite=options.overwrite)
+            folder = RunFolder.claim(options.out, overwrite=options.overwrite, **claim)
             outcome = ("ok", str(folder.final))
         except RunFolderError as error:
             outcome = ("error", str(error))
@@ -124,22 +130,21 @@ def run_in_folder(
 ) -> dict[str, Any]:
     """Train (or continue) one run in `folder`, its status recorded whatever happens."""
     config = experiment.config
-    folder.write_json("summary.json", base_summary("running", config.to_dict()))
-    with StopSignals() as stop, recorded_outcome(folder, config):
+    base = base_summary("running", config.to_dict())
+    folder.write_json("summary.json", base)
+    with StopSignals() as stop, recorded_outcome(folder, base):
         if timings is None:
             timings = Timings()
-            if experiment.compiled or experiment.device.type == "cuda":
+            if experiment.needs_warm_up:
                 timings.compile_seconds = warm_up(experiment)
         run = TrainingRun(experiment, folder, stop, timings)
         if checkpoint is not None:
             state = checkpoint["state"]
-            state_bounds = LrBounds(state["lr_min"], state["lr_max"], state["lr_source"])
-            training = run.new_state(state_bounds)
+            training = run.new_state(LrBounds(state["lr_min"], state["lr_max"], state["lr_source"]))
             training.load_state_dict(state)
-            where = f"epoch {training.epoch + 1}, step {training.step_in_epoch}"
-            say(f"resuming {folder.path} at {where}")
+            say(f"resuming {folder.path} after {run.position(training)}")
         else:
-            bounds = bounds or given_bounds(experiment) or _found(experiment, folder, stop, run)
+            bounds = bounds or given_bounds(config) or _found(experiment, folder, stop, run)
             training = run.new_state(bounds)
         return run.execute(training)
 
@@ -147,35 +152,34 @@ def run_in_folder(
 def _found(
     experiment: Experiment, folder: RunFolder, stop: StopSignals, run: TrainingRun
 ) -> LrBounds:
-    bounds = find_bounds(experiment, folder, stop)
+    hint = f": resume with python -m fastcifar.train --resume {folder.final}"
+    bounds = find_bounds(experiment, folder, stop, hint)
     config = experiment.config
+    seconds_per_step = bounds.source["seconds_per_step"]
+    on_cpu = experiment.device.type == "cpu"
+    test_images = len(experiment.data.test)
     say(
         estimate_line(
-            bounds.source["seconds_per_step"],
-            run.total_steps,
-            config.epochs,
-            len(experiment.data.test),
-            config.batch_size,
-            experiment.device.type == "cpu",
+            seconds_per_step, run.total_steps, config.epochs, test_images, config.batch_size, on_cpu
         )
     )
     return bounds
 
 
 @contextlib.contextmanager
-def recorded_outcome(folder: RunFolder, config: TrainConfig) -> Iterator[None]:
-    """Write the run's status when it does not complete, then let the exception go on."""
+def recorded_outcome(folder: RunFolder, base: dict[str, Any]) -> Iterator[None]:
+    """Write the status of a run that does not complete (`base` with status and reason), then
+    let the exception go on; an --overwrite run that never checkpointed is dropped instead."""
     try:
         yield
     except RunStopped as stopped:
-        status = "interrupted" if isinstance(stopped, Interrupted) else "diverged"
         if folder.discard():
-            raise type(stopped)(
-                f"{stopped} — before the new run's first checkpoint, so {folder.final} "
-                "still holds the previous run, unchanged",
-                stopped.exit_code,
+            raise stopped.with_hint(
+                f" — before the new run's first checkpoint, so {folder.final} still holds "
+                "the previous run, unchanged"
             ) from None
-        _record(folder, base_summary(status, config.to_dict(), str(stopped)))
+        status = "diverged" if stopped.exit_code == 3 else "interrupted"
+        _record(folder, {**base, "status": status, "reason": str(stopped)})
         raise
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
@@ -183,7 +187,7 @@ def recorded_outcome(folder: RunFolder, config: TrainConfig) -> Iterator[None]:
         else:
             status, reason = "failed", f"{type(error).__name__}: {error}"
         if not folder.discard():
-            _record(folder, base_summary(status, config.to_dict(), reason))
+            _record(folder, {**base, "status": status, "reason": reason})
         raise
 
 

@@ -49,11 +49,7 @@ class StopSignals:
     def requested(self) -> bool:
         return self.received is not None
 
-    def check(self) -> None:
-        """Raise Interrupted if a signal arrived (for loops with nothing to save)."""
-        if self.received is not None:
-            raise self.interrupted("")
-
-    def interrupted(self, what_next: str) -> Interrupted:
+    def interrupted(self, where: str, hint: str = "") -> Interrupted:
+        """Interrupted("interrupted by SIGTERM" + where, the shell's exit status, hint)."""
         number = self.received or signal.SIGINT
-        return Interrupted(f"interrupted by {NAMES.get(number, number)}{what_next}", 128 + number)
+        return Interrupted(f"interrupted by {NAMES.get(number, number)}{where}", 128 + number, hint)

@@ -33,6 +33,7 @@ class TrainingState:
     step_in_epoch: int = 0  # steps done in the epoch in progress (a mid-epoch stop)
     partial: EpochTotals = field(default_factory=EpochTotals)  # that epoch's totals so far
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    elapsed: float = 0.0  # wall seconds of the run up to this state, over every process
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class TrainingState:
             "step_in_epoch": self.step_in_epoch,
             "partial": self.partial.to_dict(),
             "history": self.history,
+            "elapsed": self.elapsed,
             "rng": rng_states(),
         }
 
@@ -62,6 +64,7 @@ class TrainingState:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.partial = EpochTotals(**state["partial"])
         self.history = list(state["history"])
+        self.elapsed = float(state.get("elapsed", 0.0))
         set_rng_states(state["rng"])
 
 

@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
-    recipe = parser.add_argument_group("recipe")
+    _add_recipe_arguments(parser.add_argument_group("recipe"))
+    _add_reporting_arguments(parser.add_argument_group("evaluation and reporting"))
+    _add_run_arguments(parser.add_argument_group("runs"))
+    return parser
+
+
+def _add_recipe_arguments(recipe: argparse._ArgumentGroup) -> None:
     recipe.add_argument(
         "--epochs", type=positive_int, default=DEFAULTS.epochs, help="(default: %(default)s)"
     )
@@ -70,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="cycle momentum 0.95 -> 0.85 -> 0.95 against the LR",
     )
-    evaluation = parser.add_argument_group("evaluation and reporting")
+
+
+def _add_reporting_arguments(evaluation: argparse._ArgumentGroup) -> None:
     evaluation.add_argument(
         "--tta",
         action="store_true",
@@ -95,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TensorBoard log in RUN_DIR/tensorboard (pip install .[tensorboard])",
     )
-    run = parser.add_argument_group("runs")
+
+
+def _add_run_arguments(run: argparse._ArgumentGroup) -> None:
     run.add_argument(
         "--seeds",
         type=positive_int,
@@ -124,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--sync-bn", action="store_true", help="SyncBatchNorm across torchrun ranks (CUDA)"
     )
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -149,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             config = config_from_args(args)
             for lr_max in args.lr_maxes[1:]:  # every LRMAX of a sweep must pass the checks
                 TrainConfig(**{**config.to_dict(), "lr_max": lr_max})
+            if args.seeds > 1:  # and so must the last seed
+                TrainConfig(**{**config.to_dict(), "seed": config.seed + args.seeds - 1})
         options = RunOptions(**{name: getattr(args, name) for name in RUN_FLAGS})
         run_training(config, options)
 

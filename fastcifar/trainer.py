@@ -15,88 +15,29 @@ from typing import Any
 
 import torch
 
-from fastcifar import __version__, plots, report
+from fastcifar import __version__, report
 from fastcifar.device import synchronize
 from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps
 from fastcifar.errors import Diverged
 from fastcifar.evaluation import Evaluation
 from fastcifar.experiment import Experiment
-from fastcifar.lr_range_test import RangeTestResult, lr_range_test
-from fastcifar.progress import progress, say, warn
+from fastcifar.lr_bounds import LrBounds, read_range_test
+from fastcifar.progress import progress, say
 from fastcifar.run_folder import RunFolder
 from fastcifar.schedule import one_cycle_lr, one_cycle_schedule
 from fastcifar.signals import StopSignals
 from fastcifar.state import TrainingState
 
-# Under torchrun the ranks agree on a stop every this many steps (one small all-reduce each):
-# they must all stop at the same step, or the next all-reduce would wait forever.
-STOP_CHECK_INTERVAL = 8
-
-
-@dataclass
-class LrBounds:
-    lr_min: float
-    lr_max: float
-    source: dict[str, Any]
+# Under torchrun the ranks agree on a stop (a gloo vote) every this many steps on a GPU, and
+# after every step on a CPU: they must all stop at the same step, or the next all-reduce
+# would wait forever; and torchrun kills its workers 30 s after forwarding a signal.
+GPU_STOP_CHECK_INTERVAL = 8
 
 
 @dataclass
 class Timings:
     started: float = field(default_factory=time.perf_counter)
     compile_seconds: float = 0.0
-
-
-def given_bounds(experiment: Experiment) -> LrBounds | None:
-    config = experiment.config
-    if config.lr_max is None:
-        return None
-    if config.lr_min is not None:
-        return LrBounds(config.lr_min, config.lr_max, {"lr_max": "given", "lr_min": "given"})
-    how = f"LRMAX / {config.lr_min_divisor:g}"
-    return LrBounds(
-        config.lr_max / config.lr_min_divisor, config.lr_max, {"lr_max": "given", "lr_min": how}
-    )
-
-
-def find_bounds(experiment: Experiment, folder: RunFolder, stop: StopSignals) -> LrBounds:
-    """The LR range test (after the warm-up, so that no compilation is in its time)."""
-    config = experiment.config
-    steps = config.resolved_range_test_steps(config.epochs * len(experiment.train_loader))
-    start = time.perf_counter()
-    result = lr_range_test(
-        experiment.step_context(),
-        experiment.train_loader,
-        restore=experiment.model,
-        start_lr=config.range_test_start_lr,
-        end_lr=config.range_test_end_lr,
-        steps=steps,
-        lr_min_divisor=config.lr_min_divisor,
-        mean_over_ranks=lambda loss: (
-            experiment.dist.all_reduce_sum(loss) / experiment.dist.world_size
-        ),
-        check_stop=stop.check,
-    )
-    seconds = time.perf_counter() - start
-    save_range_test(result, folder, config.plots)
-    say(
-        f"LR range test ({len(result.lrs)} steps, {seconds:.1f} s): LRMIN {result.lr_min:.4g} "
-        f"({result.lr_min_method}), LRMAX {result.lr_max:.4g} ({result.lr_max_method})"
-    )
-    source = {
-        "lr_max": result.lr_max_method,
-        "lr_min": result.lr_min_method,
-        "range_test_seconds": seconds,
-        "range_test_steps": len(result.lrs),
-        "range_test_stop": result.stop_reason,
-        "seconds_per_step": seconds / len(result.lrs),
-    }
-    return LrBounds(result.lr_min, result.lr_max, source)
-
-
-def save_range_test(result: RangeTestResult, folder: RunFolder, plot: bool = True) -> None:
-    folder.write_json("lr_range_test.json", result.to_dict())
-    if plot and folder.writes:
-        plots.plot_range_test(result, folder / "lr_range_test.png")
 
 
 class TrainingRun:
@@ -110,6 +51,8 @@ class TrainingRun:
         self.steps_per_epoch = len(experiment.train_loader)
         self.total_steps = self.config.epochs * self.steps_per_epoch
         self.tensorboard = None
+        self.last_checkpoint: str | None = None  # where the newest checkpoint stands
+        self.elapsed_before = 0.0
 
     def new_state(self, bounds: LrBounds) -> TrainingState:
         ctx = self.experiment.step_context()
@@ -139,12 +82,23 @@ class TrainingRun:
             from fastcifar.tensorboard_log import TensorBoardLog
 
             self.tensorboard = TensorBoardLog(self.folder / "tensorboard")
+            self._log_range_test(state)
+        if state.epoch or state.step_in_epoch:
+            self.last_checkpoint = self.position(state)
+        self.elapsed_before = state.elapsed  # a resumed run counts its earlier processes too
         try:
             evaluation = self._train(state)
             return self._finish(state, evaluation)
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
+
+    def _log_range_test(self, state: TrainingState) -> None:
+        """The range test this run's bounds came from (its folder's, or its multi-run's)."""
+        folders = [self.folder.path] + ([self.folder.parent.path] if self.folder.parent else [])
+        curve = next((c for c in map(read_range_test, folders) if c is not None), None)
+        if curve is not None and not (state.epoch or state.step_in_epoch):
+            self.tensorboard.range_test(curve.lrs, curve.losses, curve.smoothed)
 
     def _train(self, state: TrainingState) -> Evaluation:
         ctx = self.experiment.step_context(state.scheduler)
@@ -191,9 +145,10 @@ class TrainingRun:
         dist = self.experiment.dist
         if not dist.enabled:
             return self.stop.requested
-        if steps_done % STOP_CHECK_INTERVAL:
+        interval = 1 if self.experiment.device.type == "cpu" else GPU_STOP_CHECK_INTERVAL
+        if steps_done % interval:
             return False
-        return dist.any(self.stop.requested, self.experiment.device)
+        return dist.any(self.stop.requested)
 
     def _check_finite(self, totals: EpochTotals, state: TrainingState) -> None:
         bad = totals.first_non_finite_step
@@ -201,13 +156,13 @@ class TrainingRun:
             return
         step = state.epoch * self.steps_per_epoch + bad
         kept = (
-            f"epoch {state.epoch} is kept in {self.folder.path}"
-            if state.epoch
-            else "none was saved"
+            f"the last good checkpoint ({self.last_checkpoint}) is kept in {self.folder.final}"
+            if self.last_checkpoint
+            else "no checkpoint had been saved"
         )
         raise Diverged(
             f"diverged: the training loss became non-finite at step {bad + 1} of epoch "
-            f"{state.epoch + 1} (LR {self._lr(step):.4g}); the last good checkpoint: {kept}"
+            f"{state.epoch + 1} (LR {self._lr(step):.4g}); {kept}"
         )
 
     def _end_epoch(self, state: TrainingState, totals: EpochTotals, row: dict[str, Any]) -> None:
@@ -223,27 +178,35 @@ class TrainingRun:
             self.tensorboard.steps(first_step, lrs, totals.step_losses)
             self.tensorboard.epoch(state.epoch, row)
         say(report.epoch_line(row, self.config.epochs, self._seconds_left(state)))
-        if not last and self.experiment.dist.any(self.stop.requested, self.experiment.device):
+        if not last and self.experiment.dist.any(self.stop.requested):
             if state.epoch % self.config.checkpoint_every:
                 self.save_checkpoint(state)
             raise self._interrupt(state)
 
+    def wall_seconds(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.timings.started
+
     def save_checkpoint(self, state: TrainingState) -> None:
+        state.elapsed = self.wall_seconds()
         payload = {
             "fastcifar": __version__,
             "config": self.config.to_dict(),
             "state": state.state_dict(),
         }
         self.folder.save_checkpoint(lambda buffer: torch.save(payload, buffer))
+        self.last_checkpoint = self.position(state)
+
+    def position(self, state: TrainingState) -> str:
+        if state.step_in_epoch:
+            return f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{self.steps_per_epoch}"
+        return f"epoch {state.epoch}"
 
     def _interrupt(self, state: TrainingState):
         if state.step_in_epoch:
             self.save_checkpoint(state)
-        where = f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{self.steps_per_epoch}"
-        if not state.step_in_epoch:
-            where = f"epoch {state.epoch}"
         return self.stop.interrupted(
-            f" after {where}: resume with python -m fastcifar.train --resume {self.folder.final}"
+            f" after {self.position(state)}",
+            f": resume with python -m fastcifar.train --resume {self.folder.final}",
         )
 
     def _lr(self, step: int) -> float:
@@ -271,7 +234,7 @@ class TrainingRun:
         summary = report.run_summary(self.experiment, state, evaluation, compile_seconds)
         if self.folder.writes:
             self._write_outputs(state, evaluation)
-        summary["wall_seconds"] = time.perf_counter() - self.timings.started
+        summary["wall_seconds"] = self.wall_seconds()
         self.folder.write_json("summary.json", summary)  # last: the run is complete now
         if self.folder.writes:
             (self.folder / "checkpoint.pt").unlink(missing_ok=True)  # model.pt is the result
@@ -307,9 +270,3 @@ class TrainingRun:
         if self.tensorboard is not None:
             names = [p.stem for p in sorted(self.folder.path.glob("*.png"))]
             self.tensorboard.images({name: self.folder / f"{name}.png" for name in names})
-
-
-def announce(experiment: Experiment) -> None:
-    """The one line about precision that a user of --amp on a slow-bf16 CPU must see."""
-    if experiment.precision.fallback_note:
-        warn(experiment.precision.fallback_note)

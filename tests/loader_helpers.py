@@ -9,6 +9,7 @@ so the two can never be confused.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -23,6 +24,17 @@ from fastcifar.loaders import BatchLoader, LoaderOptions, MissingBackendError, m
 SIZE, PAD, CUT = SPEC.image_size, SPEC.pad, SPEC.cutout_size
 # CI sets this so that a broken FFCV/DALI install fails the tests instead of skipping them.
 REQUIRE_ENV = "FASTCIFAR_REQUIRE_BACKENDS"
+
+
+def import_backend(module: str):
+    """Import the module of an optional back end; when it cannot load, skip the calling test
+    module (fail instead under $FASTCIFAR_REQUIRE_BACKENDS)."""
+    try:
+        return importlib.import_module(module)
+    except MissingBackendError as error:
+        if os.environ.get(REQUIRE_ENV):
+            raise
+        pytest.skip(str(error), allow_module_level=True)
 
 
 def build_loader(name: str, split: CifarSplit, **options) -> BatchLoader:

@@ -46,7 +46,13 @@ def torchrun(launcher: list[str], folder: Path, log_name: str) -> subprocess.Pop
 
 
 def finish(process: subprocess.Popen, log: Path) -> None:
-    assert process.wait() == 0, log.read_text()[-4000:]
+    # The timeout only keeps a deadlock from hanging CI; the run takes about 20 s on 2 cores.
+    try:
+        code = process.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"torchrun hung: {log.read_text()[-4000:]}") from None
+    assert code == 0, log.read_text()[-4000:]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fastcifar.engine import StepContext
+from fastcifar.errors import RangeTestError
 from fastcifar.lr_range_test import lr_range_test, suggest_bounds
 
 
@@ -116,23 +117,51 @@ def test_a_stop_request_ends_the_sweep_and_still_restores_the_weights():
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    steps = []
+    asked = []
 
-    def check_stop():
-        steps.append(1)
-        if len(steps) == 3:
-            raise KeyboardInterrupt
+    def stop_requested():
+        asked.append(1)
+        return len(asked) == 3
 
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="stopped"):
         sweep(
             model,
             optimizer,
             batches,
             torch.nn.functional.cross_entropy,
             steps=20,
-            check_stop=check_stop,
+            stop_requested=stop_requested,
+            interrupted=lambda: RuntimeError("stopped"),
         )
-    assert len(steps) == 3
+    assert len(asked) == 3
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_a_sweep_that_diverges_at_once_is_one_clear_error():
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def exploding(prediction, target):
+        return ((prediction - target) ** 2).mean() * float("inf")
+
+    with pytest.raises(RangeTestError, match="diverged at its first step"):
+        sweep(model, optimizer, [(torch.ones(4, 1), torch.zeros(4, 1))], exploding, steps=5)
+
+
+def test_the_sweep_trains_even_when_the_model_was_left_in_eval_mode():
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
+    model.eval()
+    modes = []
+
+    def forward(inputs, targets):
+        modes.append(model.training)
+        return torch.nn.functional.cross_entropy(model(inputs), targets), torch.zeros(())
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    lr_range_test(StepContext(forward, optimizer), batches, restore=model, steps=3)
+    assert modes == [True, True, True]

@@ -148,3 +148,44 @@ def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatc
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
     assert (out / "seed-0" / "model.pt").stat().st_mtime_ns == first  # not trained again
     assert json.loads((out / "seed-1" / "summary.json").read_text())["status"] == "complete"
+
+
+def test_a_diverging_run_of_a_sweep_is_recorded_and_the_others_go_on(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    train_main([*TINY, "--epochs", "2", "--lr-max", "0.05,1e6", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    good, bad = summary["groups"]
+    assert good["accuracy"]["count"] == 1 and good["diverged_seeds"] == []
+    assert bad["accuracy"] is None and bad["diverged_seeds"] == [0]
+    child = json.loads((out / "lr-1e+06" / "seed-0" / "summary.json").read_text())
+    assert child["status"] == "diverged"
+    assert "the other runs go on" in capsys.readouterr().err
+
+
+def test_overwrite_of_a_multi_run_puts_the_new_one_in_place(two_seeds, tmp_path):
+    import shutil
+
+    target = tmp_path / "runs"
+    shutil.copytree(two_seeds, target)
+    train_main([*TINY, "--seeds", "2", "--seed", "8", "--lr-max", "0.05", "--overwrite",
+                "--out", str(target)])  # fmt: skip
+    assert sorted(p.name for p in target.iterdir() if p.name.startswith("seed-")) == [
+        "seed-8",
+        "seed-9",
+    ]
+    assert json.loads((target / "summary.json").read_text())["status"] == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # no hidden staging folder left
+
+
+def test_a_complete_multi_run_is_not_resumed(two_seeds, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--resume", str(two_seeds)])
+    assert exit_info.value.code == 2
+    assert "is complete: there is nothing to resume" in capsys.readouterr().err
+
+
+def test_seeds_beyond_the_seed_range_are_refused_before_training(capsys):
+    with pytest.raises(SystemExit):
+        train_main([*TINY, "--seed", "4294967295", "--seeds", "2", "--lr-max", "0.05"])
+    assert "seed must be an integer from 0 to 4294967295" in capsys.readouterr().err

@@ -36,9 +36,12 @@ import pytest
 import torch
 
 from fastcifar import atomic_file, evaluate, experiment, predict
+from fastcifar.errors import RunFolderError
 from fastcifar.run_folder import RunFolder, strict_json
-from fastcifar.train import main as train_main
+from fastcifar.saved_run import load_checkpoint
 from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code as run
+from tests.runs import finished_run
 
 TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
         "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
@@ -51,21 +54,9 @@ def synthetic_data(monkeypatch):
     monkeypatch.setattr("fastcifar.data_source.load_cifar10", lambda _dir: data)
 
 
-def run(argv: list[str]) -> int:
-    try:
-        train_main(argv)
-    except SystemExit as exit_info:
-        return exit_info.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("finished") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-        train_main([*TINY, "--out", str(out)])
-    return out
+    return finished_run(tmp_path_factory, "finished", TINY)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -307,3 +298,53 @@ def test_predict_refuses_an_enormous_image_before_decoding_it(tmp_path):
     Image.new("1", (20000, 20000)).save(path)
     with pytest.raises(predict.ImageInputError, match="larger than 50,000,000 pixels"):
         predict.read_image(str(path))
+
+
+def test_a_second_process_cannot_write_the_same_run(finished, tmp_path):
+    target = copy_run(finished, tmp_path / "run")
+    in_use = pytest.raises(RunFolderError, match="is in use by another fastcifar process")
+    with RunFolder.reopen(target), in_use:
+        RunFolder.reopen(target)
+    RunFolder.reopen(target).release()  # free again once the first one is done
+
+
+def test_an_explicit_out_under_runs_keeps_its_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    folder = RunFolder.claim("runs/mine")
+    folder.create()
+    assert folder.path == Path("runs/mine")
+
+
+def test_a_range_test_of_one_step_is_one_line(tmp_path, capsys):
+    assert (
+        run(
+            [*TINY[:-5], "--device", "cpu", "--range-test-steps", "1", "--out", str(tmp_path / "r")]
+        )
+        == 2
+    )
+    assert "range_test_steps must be at least 2, got 1" in capsys.readouterr().err
+
+
+def test_wall_time_counts_every_process_of_a_resumed_run(tmp_path, monkeypatch):
+    import signal
+
+    from fastcifar import engine
+
+    original, done = engine.training_step, []
+
+    def step_then_stop(*args):
+        result = original(*args)
+        done.append(1)
+        if len(done) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(engine, "training_step", step_then_stop)
+    assert run([*TINY, "--out", str(out)]) == 143
+    elapsed = load_checkpoint(out / "checkpoint.pt")["state"]["elapsed"]
+    monkeypatch.setattr(engine, "training_step", original)
+    assert run(["--resume", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wall_seconds"] > elapsed > 0

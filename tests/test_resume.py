@@ -16,8 +16,9 @@ import torch
 from fastcifar import engine, experiment
 from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.saved_run import load_checkpoint
-from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code as run
+from tests.runs import finished_run
 
 # 3 steps per epoch, 2 epochs; evaluation on 32 images.
 ORIGINAL_STEP = engine.training_step
@@ -52,21 +53,9 @@ def metrics_without_timings(folder: Path) -> list[dict[str, str]]:
         ]
 
 
-def run(argv: list[str]) -> int:
-    try:
-        train_main(argv)
-    except SystemExit as exit_info:
-        return exit_info.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("whole") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-        train_main([*ARGS, "--out", str(out)])
-    return out
+    return finished_run(tmp_path_factory, "whole", ARGS)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +96,7 @@ def test_a_stopped_and_resumed_run_ends_bit_identical(
 
 def test_resuming_a_complete_run_is_refused(uninterrupted, capsys):
     assert run(["--resume", str(uninterrupted)]) == 2
-    assert "is a complete run: there is nothing to resume" in capsys.readouterr().err
+    assert "is complete: there is nothing to resume" in capsys.readouterr().err
 
 
 def test_a_checkpoint_holds_the_whole_state(tmp_path, monkeypatch):

@@ -15,20 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import tqdm
 
-from fastcifar.loaders import MissingBackendError
 from tests.cifar_files import synthetic_cifar
-from tests.loader_helpers import REQUIRE_ENV, build_loader, random_split
+from tests.loader_helpers import build_loader, import_backend, random_split
 
-try:
-    from fastcifar import beton
-except MissingBackendError as error:
-    if os.environ.get(REQUIRE_ENV):
-        raise
-    pytest.skip(str(error), allow_module_level=True)
+beton = import_backend("fastcifar.beton")
+psutil = pytest.importorskip("psutil")  # installed with FFCV
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run once, in the parent, by the next fork of this process (FFCV starting a worker).

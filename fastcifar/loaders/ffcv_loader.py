@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, DRAW_NAMES, AugmentationSpec
+from fastcifar.augmentation import DRAW_NAMES, AugmentationSpec
 from fastcifar.beton import verify_beton, write_beton
 from fastcifar.data_source import CifarSplit
 from fastcifar.loaders import EpochCounter, LoaderOptions
-from fastcifar.loaders.torch_loader import normalise
+from fastcifar.loaders.torch_loader import normalisation, normalise
 
 # isort: split
 # After fastcifar.beton, which turns a missing FFCV into MissingBackendError naming the extra.
@@ -133,8 +133,7 @@ class CifarFfcvLoader:
         self.beton_path = self._beton_for(split)
         self.augmentation = SpecAugmentation(options.spec) if options.augment else None
         device = options.device
-        self.mean = torch.tensor(CIFAR10_MEAN, device=device)
-        self.inv_std = 1.0 / torch.tensor(CIFAR10_STD, device=device)
+        self.mean, self.inv_std = normalisation(device)
         self.counter = EpochCounter()
         self.loader = Loader(
             str(self.beton_path),
@@ -202,6 +201,10 @@ class CifarFfcvLoader:
             verify_beton(path, split)
             return path
         return write_beton(split, path)
+
+    def close(self) -> None:
+        """End the epoch in progress, if any (a loader about to be replaced)."""
+        self._stop_running_epoch()
 
     def _stop_running_epoch(self) -> None:
         """Stop FFCV's producer thread of an unfinished epoch before another one starts: two

@@ -26,6 +26,14 @@ if not torch.cuda.is_available():
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
+def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, 1 / std) per channel on `device`, for `normalise`."""
+    return (
+        torch.tensor(CIFAR10_MEAN, device=device),
+        1.0 / torch.tensor(CIFAR10_STD, device=device),
+    )
+
+
 def normalise(
     pixels: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor, keep: torch.Tensor | None
 ) -> torch.Tensor:
@@ -89,8 +97,7 @@ class CifarTensorLoader:
         device = options.device
         self.images = torch.from_numpy(split.images).to(device)  # (N, 32, 32, 3) uint8
         self.labels = torch.from_numpy(split.labels).to(device)
-        self.mean = torch.tensor(CIFAR10_MEAN, device=device)
-        self.inv_std = 1.0 / torch.tensor(CIFAR10_STD, device=device)
+        self.mean, self.inv_std = normalisation(device)
         self.counter = EpochCounter()
         self._augment: Callable = (
             _compiled_augment_batch if options.compile_augmentation else augment_batch
@@ -108,7 +115,7 @@ class CifarTensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, first = self.counter.start()
-        draws, order = self.options.epoch(len(self.labels), epoch)
+        draws, order = self.options.epoch(len(self.labels), epoch)  # as epoch_indices says
         device = self.images.device
         # One copy per epoch of the order and every image's draws; nothing per batch.
         order = torch.from_numpy(order).to(device)

@@ -1,0 +1,29 @@
+"""Running `python -m fastcifar.train` in-process on synthetic data, for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fastcifar import experiment
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+
+
+def exit_code(argv: list[str]) -> int:
+    """Train with `argv`; the exit status the command line would give (0 when it returns)."""
+    try:
+        train_main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+def finished_run(factory: pytest.TempPathFactory, name: str, argv: list[str]) -> Path:
+    """A complete run on 64 synthetic training and 32 test images, for module-scoped fixtures."""
+    out = factory.mktemp(name) / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+        train_main([*argv, "--out", str(out)])
+    return out
