@@ -78,7 +78,9 @@ def hardware_name(device: torch.device) -> str:
     """The name the peak table and result files are keyed by."""
     if device.type == "cuda":
         return device_name(device)
-    return f"cpu {cpu_model_name()} {os.cpu_count()} cores"
+    # The capability is part of the name: two CPUs of one model name can differ in it (AVX2
+    # only, or AVX-512 with bf16), and with it the speed by a factor of several.
+    return f"cpu {cpu_model_name()} {cpu_capability()} {os.cpu_count()} cores"
 
 
 def slug(text: str) -> str:
