@@ -42,13 +42,16 @@ $(VENV)/.all-installed: $(VENV)/.core-installed
 
 # apt's own progress lines are kept out of the output (in $(VENV)/apt.log), unless it fails.
 system-packages:
-	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+	  echo "== system packages: $(SYSTEM_PACKAGES) already installed"; \
+	else \
 	  command -v apt-get >/dev/null || { echo "error: FFCV needs $(SYSTEM_PACKAGES); install them with your package manager" >&2; exit 2; }; \
 	  start=$$(date +%s); echo "== system packages: $(SYSTEM_PACKAGES)"; mkdir -p $(VENV); \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends $(SYSTEM_PACKAGES); } > $(VENV)/apt.log 2>&1 \
 	    || { cat $(VENV)/apt.log >&2; exit 2; }; \
-	  echo "== system packages: $$(( $$(date +%s) - start )) s"; }
+	  echo "== system packages: $$(( $$(date +%s) - start )) s"; \
+	fi
 
 train: $(VENV)/.core-installed
 	$(BIN)/python -m fastcifar.train $(ARGS)

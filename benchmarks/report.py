@@ -200,6 +200,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if "amp" in meta:  # older result files do not say
         parts.append(f"- Mixed precision (AMP rows): {amp_note(meta)}")
+        parts.append(
+            "- World size 1: the suite times one process; no machine with several GPUs has "
+            "measured torchrun yet"
+        )
     parts += target_lines(report, rows)
     if rows:
         parts += ["", headline(rows), "", "### Training epoch", "", epoch_table(rows, meta["name"])]
