@@ -50,10 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # Imported here so that a missing FFCV is reported as one line by run_main.
-    from fastcifar.beton import STOP_SIGNALS
+    # Imported here so that a missing FFCV is reported as one line by run_main, before any work.
+    import fastcifar.beton  # noqa: F401
+    from fastcifar.signals import HANDLED
 
-    with signals_raise(STOP_SIGNALS):
+    with signals_raise(HANDLED):
         try:
             write_betons(args)
         except Signalled as stop:

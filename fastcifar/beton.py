@@ -10,22 +10,12 @@ the hidden `.<name>.*.partial` file, so the process can exit at once.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import secrets
-import signal
-import sys
-import threading
-from collections.abc import Callable
-from contextlib import suppress
-from multiprocessing.queues import Queue
-from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fastcifar.data_source import CifarSplit
 from fastcifar.errors import BetonError
@@ -35,7 +25,6 @@ from fastcifar.loaders import MissingBackendError
 # torch.set_num_threads(1) at import time); undo that for everything else in the process.
 _torch_threads = torch.get_num_threads()
 try:
-    import ffcv.writer as ffcv_writer
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, HeaderType
@@ -48,10 +37,11 @@ except (ImportError, OSError) as error:  # OSError: ffcv's C extension misses li
 finally:
     torch.set_num_threads(_torch_threads)
 
+# isort: split
+from fastcifar.supervised_write import SupervisedWrite  # noqa: E402
+
 IMAGE_SHAPE = (32, 32, 3)
 RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
-# The signals that stop a write; FFCV's workers leave them to the main process, which ends them.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Examples:
@@ -91,7 +81,7 @@ def write_beton(split: CifarSplit, path: str | os.PathLike, *, workers: int = -1
     try:
         fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
         writer = DatasetWriter(str(partial), fields, num_workers=workers)
-        with _SupervisedWrite(writer, label=f"writing {path.name}"):
+        with SupervisedWrite(writer, label=f"writing {path.name}"):
             writer.from_indexed_dataset(_Examples(split))
         verify_beton(partial, split)
         with open(partial, "rb") as written:
@@ -176,125 +166,6 @@ def _compare_images(path: Path, pointers: np.ndarray, images: np.ndarray) -> Non
                 f"{path} holds other images than this split (record {record:,} differs): "
                 "rewrite it with --force"
             )
-
-
-class _SupervisedWrite:
-    """One FFCV write, made to end cleanly. The block stands in for ffcv.writer's `Process`,
-    `tqdm` and `sleep` (its main loop's poll) to label the bar, know the workers and hold stop
-    signals: the exception of the handler that was there (Ctrl-C: KeyboardInterrupt) is raised at
-    the poll, because raised elsewhere, e.g. in logging's after-fork hook as a worker starts,
-    Python drops it and the write runs on. A second signal raises at once. On any exception the
-    block ends the workers, lets their queues go and unlinks FFCV's shared memory, all of which
-    FFCV leaves behind. Signals are held only when writing from the main thread."""
-
-    def __init__(self, writer: DatasetWriter, label: str) -> None:
-        self.writer, self.label = writer, label
-        self.workers: list[_Worker] = []
-        self.queues: list[Queue] = []
-        self.bars: list[tqdm] = []
-        self.replaced: dict[str, Callable] = {}
-        self.handlers: dict[int, object] = {}
-        self.stop: BaseException | None = None
-        self.stopping = False
-
-    def __enter__(self) -> None:
-        ours = {"Process": self._worker, "tqdm": self._progress_bar, "sleep": self._poll}
-        self.replaced = {name: getattr(ffcv_writer, name) for name in ours}
-        for name, replacement in ours.items():
-            setattr(ffcv_writer, name, replacement)
-        if threading.current_thread() is threading.main_thread():
-            self.handlers = {number: signal.signal(number, self._hold) for number in STOP_SIGNALS}
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        try:
-            if kind is not None or self.stop is not None:
-                self.stopping = True
-                self._stop()
-        finally:
-            for name, original in self.replaced.items():
-                setattr(ffcv_writer, name, original)
-            for number, handler in self.handlers.items():
-                signal.signal(number, signal.SIG_DFL if handler is None else handler)
-        if self.stop is not None and kind is None:
-            raise self.stop  # it came after the last poll: the beton is complete but unwanted
-
-    def _hold(self, number: int, frame: FrameType | None) -> None:
-        if self.stopping:
-            return  # the cleanup takes at most a few seconds: let it finish
-        if self.stop is not None:
-            raise self.stop
-        handler = self.handlers[number]
-        if handler == signal.SIG_IGN:
-            return
-        if not callable(handler):  # the default action, termination, once the cleanup is done
-            self.stop = SystemExit(128 + number)
-            return
-        try:
-            handler(number, frame)
-        except BaseException as error:
-            self.stop = error
-
-    def _poll(self, seconds: float) -> None:
-        self.replaced["sleep"](seconds)
-        if self.stop is not None:
-            raise self.stop
-
-    def _worker(self, target: Callable, args: tuple) -> _Worker:
-        worker = _Worker(target=target, args=args, daemon=True)
-        self.workers.append(worker)
-        self.queues = [arg for arg in args if isinstance(arg, Queue)]
-        return worker
-
-    def _progress_bar(self, total: int, **options: object) -> tqdm:
-        # A bar redrawn with carriage returns is noise in a log file or CI: one line there.
-        quiet = not sys.stderr.isatty()
-        if quiet:
-            print(f"{self.label}: {total:,} records", file=sys.stderr, flush=True)
-        bar = tqdm(total=total, desc=self.label, unit="record", disable=quiet, **options)
-        self.bars.append(bar)
-        return bar
-
-    def _stop(self) -> None:
-        for bar in self.bars:
-            bar.close()  # so that whatever is printed next starts on a line of its own
-        for worker in self.workers:
-            _end(worker)
-        for queue in self.queues:
-            queue.cancel_join_thread()  # nobody will read its chunks: exit must not wait on them
-        memory = getattr(self.writer, "metadata_sm", None)
-        if isinstance(memory, SharedMemory):
-            with suppress(BufferError):
-                memory.close()
-            with suppress(FileNotFoundError):
-                memory.unlink()
-
-
-class _Worker(multiprocessing.Process):
-    """An FFCV writer worker that leaves SIGINT and SIGTERM to the main process, which ends it:
-    Ctrl-C reaches the whole process group, and each worker would print a traceback of its own."""
-
-    def start(self) -> None:
-        # Blocked across the fork, so that neither reaches the child before run() sets them up.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            super().start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-    def run(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends it at once, silently
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        super().run()
-
-
-def _end(worker: multiprocessing.Process) -> None:
-    if worker.is_alive():  # also reaps one that has exited; False for one never started
-        worker.terminate()
-        worker.join(timeout=2)
-    if worker.is_alive():
-        worker.kill()
-        worker.join()
 
 
 def _reserve_partial(path: Path) -> Path:
