@@ -75,8 +75,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by train and find_lr; defaults come from TrainConfig."""
+def add_common_arguments(parser: argparse.ArgumentParser, evaluates: bool = True) -> None:
+    """Flags shared by train and find_lr (which `evaluates` nothing); defaults: TrainConfig."""
     add_data_arguments(parser)
     parser.add_argument(
         "--loader",
@@ -95,7 +95,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.batch_size,
         help="global training batch, split evenly across torchrun ranks (default: %(default)s)",
     )
-    for split, total in (("train", "50,000"), ("test", "10,000")):
+    for split, total in (("train", "50,000"), ("test", "10,000"))[: 2 if evaluates else 1]:
         parser.add_argument(
             f"--{split}-subset",
             type=positive_int,
@@ -105,7 +105,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         )
     _add_speed_arguments(parser)
     parser.add_argument(
-        "--seed", type=seed_value, default=DEFAULTS.seed, help="(default: %(default)s)"
+        "--seed",
+        type=seed_value,
+        default=DEFAULTS.seed,
+        help="seeds the weights, the sample order and the augmentation (default: %(default)s)",
     )
     parser.add_argument("--out", default=None, help="run folder (default: runs/<date>-<time>-<id>)")
     parser.add_argument(

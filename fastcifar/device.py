@@ -54,7 +54,8 @@ def pick_device(name: str | None = None) -> torch.device:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {cpu_model_name()} ({torch.get_num_threads()} threads, {cpu_capability()})"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu_model_name()} ({threads} thread{'s' * (threads != 1)}, {cpu_capability()})"
 
 
 def cpu_model_name() -> str:

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"per_class_accuracy{key}": dict(zip(names, per_class.tolist(), strict=True)),
                 f"confusion_matrix{key}": matrix.tolist(),
             }
-        atomic_write(Path(args.run_dir) / "evaluation.json", strict_json(report))
+        written = atomic_write(Path(args.run_dir) / "evaluation.json", strict_json(report))
+        say(f"wrote {written}")
 
     run_main(run)
 

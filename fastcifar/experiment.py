@@ -20,7 +20,7 @@ from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
 from fastcifar.distributed import Distributed, from_environment, local_device_name, setup
-from fastcifar.engine import StepContext, TrainForward, training_step
+from fastcifar.engine import StepContext, TrainForward, mark_step_begin, training_step
 from fastcifar.errors import ConfigError
 from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
@@ -207,7 +207,14 @@ def _beton_path(config: TrainConfig) -> Path | None:
 def warm_up(experiment: Experiment, steps: int = WARM_UP_STEPS) -> float:
     """Compile (and record CUDA graphs for) the training and evaluation graphs before anything
     is timed, the range test included; then restore the initial weights and optimizer state.
-    Returns the seconds it took."""
+    An eager CPU run only draws one batch, which compiles the torch loader's augmentation (it
+    made a first range test twice as slow per step). Returns the seconds it took."""
+    if not experiment.needs_warm_up:
+        start = time.perf_counter()
+        batches = iter(experiment.train_loader)
+        next(batches, None)
+        del batches  # ends the epoch
+        return time.perf_counter() - start
     saved_model = copy.deepcopy(experiment.model.state_dict())
     saved_optimizer = copy.deepcopy(experiment.optimizer.state_dict())
     start = time.perf_counter()
@@ -217,7 +224,13 @@ def warm_up(experiment: Experiment, steps: int = WARM_UP_STEPS) -> float:
     for _ in range(min(steps, len(experiment.train_loader))):
         training_step(context, *next(batches))
     del batches  # ends the warm-up's epoch
-    experiment.evaluate()  # every evaluation batch has one shape: one graph
+    # Every evaluation batch has one shape (the last is padded): one batch compiles the graph.
+    first = next(iter(experiment.eval_batches))
+    experiment.eval_forward.eval()
+    with torch.no_grad():
+        for _ in range(steps):  # CUDA-graph trees warm up, then record, then replay
+            mark_step_begin()
+            experiment.eval_forward(*first)
     synchronize(experiment.device)
     experiment.model.load_state_dict(saved_model)
     experiment.optimizer.load_state_dict(saved_optimizer)

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, evaluates=False)
     parser.add_argument(
         "--epochs",
         type=positive_int,
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=f"range_test_{name}_lr",
             type=positive_float,
             default=default,
+            metavar="LR",
             help="(default: %(default)s)",
         )
     return parser
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> None:
         options = RunOptions(out=args.out)
         with (
             ranks(config) as (device, dist),
-            claim_folder(options, dist, occupied="choose another --out") as folder,
+            claim_folder(
+                options,
+                dist,
+                occupied="choose another --out",
+                occupied_complete="choose another --out",
+            ) as folder,
         ):
             experiment = prepare(config, device, dist)
             folder.create()
@@ -69,13 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             base = {**base_summary("running", experiment.config.to_dict()), "kind": "range_test"}
             folder.write_json("summary.json", base)
             with StopSignals() as stop, recorded_outcome(folder, base):
-                if experiment.needs_warm_up:
-                    warm_up(experiment)
+                warm_up(experiment)
                 bounds = find_bounds(experiment, folder, stop)
             result = {"lr_min": bounds.lr_min, "lr_max": bounds.lr_max, "lr_source": bounds.source}
             folder.write_json("summary.json", {**base, "status": "complete", **result})
-        say(f"LRMIN {bounds.lr_min:.4g}  ({bounds.source['lr_min']})")
-        say(f"LRMAX {bounds.lr_max:.4g}  ({bounds.source['lr_max']})")
         say(f"plot: {folder / 'lr_range_test.png'}  curve: {folder / 'lr_range_test.json'}")
 
     run_main(run)

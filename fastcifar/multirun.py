@@ -105,7 +105,7 @@ def run_plan(experiment: Experiment, parent: RunFolder, plan: Plan, sweep: bool)
 def _warm_up(experiment: Experiment) -> float:
     from fastcifar.experiment import warm_up
 
-    return warm_up(experiment) if experiment.needs_warm_up else 0.0
+    return warm_up(experiment)
 
 
 def _range_test(experiment: Experiment, parent: RunFolder, stop, needed: bool) -> LrBounds | None:

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...)")
     parser.add_argument("--top", type=positive_int, default=3, help="(default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
     parser.add_argument(
         "--allow-incomplete", action="store_true", help="use an unfinished run's last checkpoint"
     )

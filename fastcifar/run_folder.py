@@ -121,6 +121,10 @@ class RunFolder:
         overwrite: bool = False,
         writes: bool = True,
         occupied: str = "pass --resume {out} to continue it, or --overwrite to replace it",
+        occupied_complete: str = (
+            "choose another --out, or pass --overwrite to replace it "
+            "(--resume continues only unfinished runs)"
+        ),
     ) -> RunFolder:
         """Check that `out` may take a new run (creating nothing yet); None: a fresh name."""
         if out is None:
@@ -132,7 +136,7 @@ class RunFolder:
             raise RunFolderError(f"--out {final} is a file, not a folder")
         status = run_status(final) if final.is_dir() else None
         if status is not None and not overwrite:
-            hint = occupied.format(out=final)
+            hint = (occupied_complete if status == "complete" else occupied).format(out=final)
             raise RunFolderError(f"{final} already holds a run (status: {status}): {hint}")
         if status is None and final.is_dir() and any(p.name != LOCK_NAME for p in final.iterdir()):
             raise RunFolderError(

@@ -74,9 +74,9 @@ def load_run(
             f"{': ' + summary['reason'] if summary.get('reason') else ''}); resume it with "
             f"python -m fastcifar.train --resume {folder}, or pass --allow-incomplete"
         )
+    state, source = _weights(folder)
     config = _config_of(summary, folder)
     _check_class_names(summary, folder)
-    state, source = _weights(folder)
     model = build_model(device, config.logit_scale, config.channels_last)
     try:
         model.load_state_dict(state)

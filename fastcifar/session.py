@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fastcifar.config import TrainConfig
+from fastcifar.device import device_name
 from fastcifar.distributed import Distributed, teardown
 from fastcifar.errors import RunFolderError, RunStopped
 from fastcifar.experiment import Experiment, build_experiment, start_ranks, warm_up
@@ -99,9 +100,18 @@ def prepare(config: TrainConfig, device: torch.device, dist: Distributed) -> Exp
         from fastcifar.gradcam import import_grad_cam
 
         import_grad_cam()
+    if config.tensorboard:
+        from fastcifar.tensorboard_log import import_summary_writer
+
+        import_summary_writer()
     experiment = build_experiment(config, device, dist)
     if experiment.precision.fallback_note:
         warn(experiment.precision.fallback_note)
+    say(
+        f"{device_name(experiment.device)}, world size {dist.world_size}; precision "
+        f"{experiment.precision.name}: {experiment.precision.reason}; "
+        f"{'compiled (' + experiment.compile_mode + ')' if experiment.compiled else 'eager'}"
+    )
     return experiment
 
 
@@ -130,19 +140,22 @@ def run_in_folder(
 ) -> dict[str, Any]:
     """Train (or continue) one run in `folder`, its status recorded whatever happens."""
     config = experiment.config
-    base = base_summary("running", config.to_dict())
+    base = {
+        **base_summary("running", config.to_dict()),
+        "class_names": list(experiment.data.class_names),  # predict can use a checkpoint
+    }
     folder.write_json("summary.json", base)
     with StopSignals() as stop, recorded_outcome(folder, base):
         if timings is None:
             timings = Timings()
-            if experiment.needs_warm_up:
-                timings.compile_seconds = warm_up(experiment)
+            timings.compile_seconds = warm_up(experiment)
         run = TrainingRun(experiment, folder, stop, timings)
         if checkpoint is not None:
             state = checkpoint["state"]
             training = run.new_state(LrBounds(state["lr_min"], state["lr_max"], state["lr_source"]))
             training.load_state_dict(state)
-            say(f"resuming {folder.path} after {run.position(training)}")
+            run.resumed = True
+            say(f"resuming {folder.path} {run.position(training)}")
         else:
             bounds = bounds or given_bounds(config) or _found(experiment, folder, stop, run)
             training = run.new_state(bounds)

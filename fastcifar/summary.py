@@ -1,4 +1,5 @@
-"""`python -m fastcifar.summary`: the model's layer table in the seed's format."""
+"""`python -m fastcifar.summary`: the model's layer table (layer, output shape, parameters), in
+the form the assignment gives it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """An optional TensorBoard log of a run, in RUN_DIR/tensorboard/: the LR range test, the LR and
 loss of every step, the per-epoch metrics and the run's plots.
 
-TensorBoard is an extra (`pip install .[tensorboard]`), imported only when a log is opened. The
+TensorBoard is an extra (`pip install '.[tensorboard]'`), imported only when a log is opened. The
 run folder's CSV and JSON files stay the record of a run; this log is for browsing it. Its event
 files are the one exception to the run folder's atomic writes: they are append-only streams
 that TensorBoard reads up to the last complete record, so a crash loses only the unflushed tail.
@@ -26,19 +26,25 @@ FOLDER_NAME = "tensorboard"  # the log's folder inside a run folder
 LR_STEP_SCALE = 1e6
 
 
+def import_summary_writer() -> type:
+    """torch's SummaryWriter; MissingBackendError when TensorBoard cannot load (called before a
+    run starts when --tensorboard is asked for, not after its LR range test)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise MissingBackendError(
+            f"TensorBoard is not installed or cannot load ({error}): pip install '.[tensorboard]'"
+        ) from error
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """Scalars and images for TensorBoard in `folder` (RUN_DIR / FOLDER_NAME for a run); use as
     `with TensorBoardLog(folder) as log:` so that the log is flushed and closed."""
 
     def __init__(self, folder: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:
-            raise MissingBackendError(
-                f"TensorBoard is not installed or cannot load ({error}): pip install .[tensorboard]"
-            ) from error
         self.folder = Path(folder)
-        self._writer = SummaryWriter(log_dir=str(self.folder))
+        self._writer = import_summary_writer()(log_dir=str(self.folder))
 
     def range_test(
         self, lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float]

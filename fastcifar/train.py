@@ -96,12 +96,12 @@ def _add_reporting_arguments(evaluation: argparse._ArgumentGroup) -> None:
     evaluation.add_argument(
         "--gradcam",
         action="store_true",
-        help="Grad-CAM grid of misclassified test images (pip install .[gradcam])",
+        help="Grad-CAM grid of misclassified test images (pip install '.[gradcam]')",
     )
     evaluation.add_argument(
         "--tensorboard",
         action="store_true",
-        help="TensorBoard log in RUN_DIR/tensorboard (pip install .[tensorboard])",
+        help="TensorBoard log in RUN_DIR/tensorboard (pip install '.[tensorboard]')",
     )
 
 

@@ -53,6 +53,7 @@ class TrainingRun:
         self.tensorboard = None
         self.last_checkpoint: str | None = None  # where the newest checkpoint stands
         self.elapsed_before = 0.0
+        self.resumed = False  # continued from a checkpoint
 
     def new_state(self, bounds: LrBounds) -> TrainingState:
         ctx = self.experiment.step_context()
@@ -197,15 +198,17 @@ class TrainingRun:
         self.last_checkpoint = self.position(state)
 
     def position(self, state: TrainingState) -> str:
+        """Where `state` stands: "after epoch 3", or "at step 12/97 of epoch 4"."""
         if state.step_in_epoch:
-            return f"epoch {state.epoch + 1}, step {state.step_in_epoch}/{self.steps_per_epoch}"
-        return f"epoch {state.epoch}"
+            steps = f"{state.step_in_epoch}/{self.steps_per_epoch}"
+            return f"at step {steps} of epoch {state.epoch + 1}"
+        return f"after epoch {state.epoch}"
 
     def _interrupt(self, state: TrainingState):
         if state.step_in_epoch:
             self.save_checkpoint(state)
         return self.stop.interrupted(
-            f" after {self.position(state)}",
+            f" {self.position(state)}",
             f": resume with python -m fastcifar.train --resume {self.folder.final}",
         )
 
@@ -232,6 +235,7 @@ class TrainingRun:
     def _finish(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
         compile_seconds = self.timings.compile_seconds
         summary = report.run_summary(self.experiment, state, evaluation, compile_seconds)
+        summary["resumed"] = self.resumed
         if self.folder.writes:
             self._write_outputs(state, evaluation)
         summary["wall_seconds"] = self.wall_seconds()

@@ -72,8 +72,8 @@ def test_out_of_a_finished_run_is_refused_and_left_untouched(finished, capsys):
     before = snapshot(finished)
     assert run([*TINY, "--out", str(finished)]) == 2
     error = capsys.readouterr().err
-    assert "already holds a run (status: complete)" in error
-    assert f"--resume {finished}" in error and "--overwrite" in error
+    assert "already holds a run (status: complete): choose another --out" in error
+    assert "--overwrite" in error and "--resume continues only unfinished runs" in error
     assert snapshot(finished) == before
 
 
@@ -348,3 +348,21 @@ def test_wall_time_counts_every_process_of_a_resumed_run(tmp_path, monkeypatch):
     assert run(["--resume", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["wall_seconds"] > elapsed > 0
+
+
+def test_an_unfinished_run_in_out_is_refused_naming_resume(finished, tmp_path, capsys):
+    target = copy_run(finished, tmp_path / "run")
+    summary = json.loads((target / "summary.json").read_text())
+    (target / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    assert run([*TINY, "--out", str(target)]) == 2
+    error = capsys.readouterr().err
+    assert f"pass --resume {target} to continue it, or --overwrite to replace it" in error
+
+
+def test_a_missing_tensorboard_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert run([*TINY, "--tensorboard", "--out", str(tmp_path / "run")]) == 2
+    assert "TensorBoard is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -62,7 +62,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     ("steps", "number", "code", "where"),
     [
         (3, signal.SIGTERM, 143, "after epoch 1"),  # the last step of epoch 1
-        (4, signal.SIGINT, 130, "after epoch 2, step 1/3"),  # inside epoch 2
+        (4, signal.SIGINT, 130, "at step 1/3 of epoch 2"),  # inside epoch 2
     ],
 )
 def test_a_stopped_and_resumed_run_ends_bit_identical(

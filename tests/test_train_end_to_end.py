@@ -201,8 +201,6 @@ def test_find_lr_prints_both_bounds_and_writes_its_plot(data_args, tmp_path, cap
             "16",
             "--range-test-steps",
             "6",
-            "--test-subset",
-            "16",
             "--device",
             "cpu",
             "--out",
