@@ -4,6 +4,7 @@ cleanly when interrupted; and its CLI. Signals sent to the real script: test_bet
 from __future__ import annotations
 
 import _thread
+import contextlib
 import importlib.util
 import io
 import multiprocessing
@@ -11,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -164,42 +165,79 @@ def test_an_interrupted_write_ends_ffcv_workers_and_frees_its_shared_memory(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@contextlib.contextmanager
+def signal_handled_by(number: int, handler: object) -> Iterator[None]:
+    """The process's own disposition of `number` is inherited: a shell starts a background job
+    with SIGINT ignored, and a test that needs Python's default must set it."""
+    previous = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        signal.signal(number, previous)
+
+
+def stalled_and_counted_polls(monkeypatch) -> list[float]:
+    """FFCV's workers never finish, so only a signal ends the write; returns the main loop's
+    polls, of which more than 100 mean the signal was lost (instead of a hang)."""
+    polls: list[float] = []
+    original = supervised_write.ffcv_writer.sleep
+
+    def poll(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) > 100:
+            raise AssertionError("the signal was lost: the write went on")
+        original(seconds)
+
+    monkeypatch.setattr(beton._Examples, "__getitem__", lambda examples, index: time.sleep(60))
+    monkeypatch.setattr(supervised_write.ffcv_writer, "sleep", poll)
+    return polls
+
+
 @pytest.mark.parametrize(
-    ("number", "raised"),
-    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)],  # SIGTERM: no handler
+    ("number", "handler", "raised"),
+    [
+        (signal.SIGINT, signal.default_int_handler, KeyboardInterrupt),
+        (signal.SIGTERM, signal.SIG_DFL, SystemExit),  # no Python handler: held, then exit 143
+    ],
     ids=["SIGINT", "SIGTERM"],
 )
 def test_a_stop_signal_while_ffcv_starts_a_worker_is_not_lost_and_ends_the_write(
-    tmp_path, monkeypatch, number, raised
+    tmp_path, monkeypatch, number, handler, raised
 ):
     # Python prints and drops an exception raised in an after-fork hook: the write then ran on
-    # (8 s here) as if the signal had never come.
+    # as if the signal had never come.
     segments: set[Path] = set()
 
     def stop() -> None:
         segments.update(shared_memory_segments())
         # As when another thread (FFCV's queue feeder) catches the signal: the main thread
-        # runs the handler at its next step, which is inside this hook. A signal with no
-        # Python handler (SIGTERM's default) is held too, and does nothing here otherwise.
+        # runs the handler at its next step, which is inside this hook.
         _thread.interrupt_main(number)
 
-    fetch = beton._Examples.__getitem__
-    monkeypatch.setattr(
-        beton._Examples,
-        "__getitem__",
-        lambda examples, index: time.sleep(2) or fetch(examples, index),
-    )
+    polls = stalled_and_counted_polls(monkeypatch)
     children = set(psutil.Process().children())
     AFTER_NEXT_FORK.append(stop)
-    start = time.monotonic()
-    with pytest.raises(raised) as stopped:
-        beton.write_beton(random_split(4), tmp_path / "split.beton", workers=2)
-    assert time.monotonic() - start < 4
+    with signal_handled_by(number, handler):
+        with pytest.raises(raised) as stopped:
+            beton.write_beton(random_split(4), tmp_path / "split.beton", workers=2)
+        assert signal.getsignal(number) == handler  # the write put it back
+    assert len(polls) == 1  # raised at the main loop's first poll after the workers started
     assert raised is not SystemExit or stopped.value.code == 143
     new = set(psutil.Process().children()) - children
     assert all("resource_tracker" in " ".join(child.cmdline()) for child in new)
     assert len(segments) == 1 and not any(segment.exists() for segment in segments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sigint_the_process_ignores_leaves_the_write_to_finish(tmp_path):
+    # A job a shell starts in the background ignores SIGINT: the write keeps to that.
+    split = random_split(4)
+    AFTER_NEXT_FORK.append(lambda: _thread.interrupt_main(signal.SIGINT))
+    with signal_handled_by(signal.SIGINT, signal.SIG_IGN):
+        path = beton.write_beton(split, tmp_path / "split.beton", workers=2)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert not AFTER_NEXT_FORK  # the signal did come, while a worker started
+    assert beton.beton_holds(path, split)
 
 
 def test_a_file_left_by_a_killed_write_never_passes_as_complete(tmp_path):
