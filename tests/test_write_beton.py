@@ -155,12 +155,13 @@ def test_an_interrupted_write_ends_ffcv_workers_and_frees_its_shared_memory(tmp_
 
     monkeypatch.setattr(beton._Examples, "__getitem__", stalled_fetch)
     monkeypatch.setattr(supervised_write.ffcv_writer, "sleep", interrupt_the_main_loop)
-    start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         beton.write_beton(random_split(300), tmp_path / "split.beton", workers=2)
-    assert time.monotonic() - start < 10
     assert len(running["workers"]) >= 2 and len(running["segments"]) == 1
-    assert not any(worker.is_alive() for worker in running["workers"])
+    # Ended by the cleanup, not waited for (each would run a minute): a wall-clock bound instead
+    # would depend on the machine.
+    ended = {-signal.SIGTERM, -signal.SIGKILL}
+    assert all(worker.exitcode in ended for worker in running["workers"])
     assert not any(segment.exists() for segment in running["segments"])
     assert list(tmp_path.iterdir()) == []
 
