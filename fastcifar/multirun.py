@@ -18,7 +18,7 @@ from typing import Any
 from fastcifar import plots
 from fastcifar.config import TrainConfig
 from fastcifar.errors import Diverged, RunFolderError, RunStopped
-from fastcifar.experiment import Experiment
+from fastcifar.experiment import Experiment, warm_up
 from fastcifar.lr_bounds import LrBounds, find_bounds, given_bounds, recorded_bounds
 from fastcifar.progress import say, warn
 from fastcifar.report import base_summary
@@ -87,9 +87,15 @@ def run_plan(experiment: Experiment, parent: RunFolder, plan: Plan, sweep: bool)
     hint = f": resume all runs with python -m fastcifar.train --resume {parent.final}"
     with StopSignals() as stop, recorded_outcome(parent, base):
         try:
-            compile_seconds = _warm_up(experiment)
+            compile_seconds = warm_up(experiment)
             found = _range_test(experiment, parent, stop, sweep or base_config.lr_max is None)
-            results = [_one_run(experiment, parent, run, found, sweep) for run in plan]
+            results = []
+            for run in plan:
+                if experiment.dist.any(stop.requested):  # all ranks stop before the same run
+                    raise stop.interrupted(f" before run {run[2]}")
+                results.append(_one_run(experiment, parent, run, found, sweep, stop))
+            if parent.replaces:  # --overwrite, and not one run reached a checkpoint
+                raise Diverged("every run diverged")
         except RunStopped as stopped:
             raise stopped.with_hint(hint) from None
     summary = _aggregate(base, results, found, compile_seconds)
@@ -102,12 +108,6 @@ def run_plan(experiment: Experiment, parent: RunFolder, plan: Plan, sweep: bool)
     return summary
 
 
-def _warm_up(experiment: Experiment) -> float:
-    from fastcifar.experiment import warm_up
-
-    return warm_up(experiment)
-
-
 def _range_test(experiment: Experiment, parent: RunFolder, stop, needed: bool) -> LrBounds | None:
     if not needed:
         return None
@@ -115,7 +115,9 @@ def _range_test(experiment: Experiment, parent: RunFolder, stop, needed: bool) -
     return recorded_bounds(parent.path) or find_bounds(experiment, parent, stop)
 
 
-def _one_run(experiment: Experiment, parent: RunFolder, run, found, sweep: bool) -> dict[str, Any]:
+def _one_run(
+    experiment: Experiment, parent: RunFolder, run, found, sweep: bool, stop: StopSignals
+) -> dict[str, Any]:
     lr_max, seed, name = run
     folder = parent.child(name)
     checkpoint = None
@@ -133,7 +135,7 @@ def _one_run(experiment: Experiment, parent: RunFolder, run, found, sweep: bool)
     bounds = _bounds_for(experiment.config, found, sweep)
     try:
         return run_in_folder(
-            experiment, folder, checkpoint=checkpoint, bounds=bounds, timings=Timings()
+            experiment, folder, checkpoint=checkpoint, bounds=bounds, timings=Timings(), stop=stop
         )
     except Diverged as diverged:
         warn(f"{name}: {diverged}; the other runs go on")

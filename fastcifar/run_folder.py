@@ -143,6 +143,8 @@ class RunFolder:
                 f"{final} is not empty and holds no fastcifar run: choose another --out"
             )
         _check_writable(final)
+        if status is not None:  # --overwrite: never of a run another process still writes
+            os.close(_lock_folder(final, final))
         return cls(final, replaces=status is not None, writes=writes)
 
     @classmethod
@@ -170,15 +172,7 @@ class RunFolder:
     def lock(self) -> None:
         if not self.writes or self.parent is not None or self._lock is not None:
             return
-        descriptor = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise RunFolderError(
-                f"{self.final} is in use by another fastcifar process: wait for it, or stop it"
-            ) from None
-        self._lock = descriptor
+        self._lock = _lock_folder(self.path, self.final)
 
     def release(self) -> None:
         """Let another process write here (the run is over, however it ended)."""
@@ -226,8 +220,13 @@ class RunFolder:
 
     def _swap_in(self) -> None:
         old = self.final.with_name(f".{self.final.name}.old-{secrets.token_hex(3)}")
-        os.replace(self.final, old)
-        os.replace(self._path, self.final)
+        # Held across the renames: a --resume of the old run started since the claim refuses.
+        held = _lock_folder(self.final, self.final)
+        try:
+            os.replace(self.final, old)
+            os.replace(self._path, self.final)
+        finally:
+            os.close(held)
         self._path, self.replaces = self.final, False
         shutil.rmtree(old, ignore_errors=True)
 
@@ -246,6 +245,20 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return ""
     return value
+
+
+def _lock_folder(folder: Path, name: Path) -> int:
+    """An exclusive lock on `folder`'s .lock file, as an open descriptor (closing it releases
+    the lock); RunFolderError when another process holds it."""
+    descriptor = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise RunFolderError(
+            f"{name} is in use by another fastcifar process: wait for it, or stop it"
+        ) from None
+    return descriptor
 
 
 def _check_writable(folder: Path) -> None:

@@ -19,7 +19,7 @@ import torch
 from fastcifar.config import TrainConfig
 from fastcifar.device import device_name
 from fastcifar.distributed import Distributed, teardown
-from fastcifar.errors import RunFolderError, RunStopped
+from fastcifar.errors import Diverged, RunFolderError, RunStopped
 from fastcifar.experiment import Experiment, build_experiment, start_ranks, warm_up
 from fastcifar.lr_bounds import LrBounds, find_bounds, given_bounds
 from fastcifar.progress import say, silence, warn
@@ -137,15 +137,19 @@ def run_in_folder(
     checkpoint: dict[str, Any] | None = None,
     bounds: LrBounds | None = None,
     timings: Timings | None = None,
+    stop: StopSignals | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue) one run in `folder`, its status recorded whatever happens."""
+    """Train (or continue) one run in `folder`, its status recorded whatever happens. `stop`:
+    the signals of a caller already holding them (a multi-run), so that none is lost between
+    runs."""
     config = experiment.config
     base = {
         **base_summary("running", config.to_dict()),
         "class_names": list(experiment.data.class_names),  # predict can use a checkpoint
     }
     folder.write_json("summary.json", base)
-    with StopSignals() as stop, recorded_outcome(folder, base):
+    signals = contextlib.nullcontext(stop) if stop is not None else StopSignals()
+    with signals as stop, recorded_outcome(folder, base):
         if timings is None:
             timings = Timings()
             timings.compile_seconds = warm_up(experiment)
@@ -191,7 +195,7 @@ def recorded_outcome(folder: RunFolder, base: dict[str, Any]) -> Iterator[None]:
                 f" — before the new run's first checkpoint, so {folder.final} still holds "
                 "the previous run, unchanged"
             ) from None
-        status = "diverged" if stopped.exit_code == 3 else "interrupted"
+        status = "diverged" if isinstance(stopped, Diverged) else "interrupted"
         _record(folder, {**base, "status": status, "reason": str(stopped)})
         raise
     except BaseException as error:

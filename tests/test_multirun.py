@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcifar import engine, experiment
+from fastcifar import engine, experiment, multirun, trainer
 from fastcifar.device import Precision
 from fastcifar.evaluation import EvalForward
 from fastcifar.model import build_model
@@ -176,6 +176,52 @@ def test_overwrite_of_a_multi_run_puts_the_new_one_in_place(two_seeds, tmp_path)
     ]
     assert json.loads((target / "summary.json").read_text())["status"] == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # no hidden staging folder left
+
+
+def test_overwrite_by_a_multi_run_whose_runs_all_diverge_keeps_the_old_one(
+    two_seeds, tmp_path, capsys
+):
+    import shutil
+
+    target = tmp_path / "runs"
+    shutil.copytree(two_seeds, target)
+    before = (target / "summary.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TINY, "--seeds", "2", "--lr-max", "1e30", "--overwrite", "--out", str(target)])
+    assert exit_info.value.code == 3
+    assert f"so {target} still holds the previous run, unchanged" in capsys.readouterr().err
+    assert (target / "summary.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # no hidden staging folder left
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "stopped_before"),
+    [
+        # With --lr-max there is no range test: the warm-up is all that runs before seed 0.
+        (multirun, "warm_up", "seed-0"),
+        # After seed 0's last epoch, where its own loop no longer looks for a stop.
+        (trainer.TrainingRun, "_write_outputs", "seed-1"),
+    ],
+    ids=["during the warm-up", "while a run writes its outputs"],
+)
+def test_a_signal_between_the_runs_of_a_multi_run_is_not_lost(
+    tmp_path, monkeypatch, capsys, target, name, stopped_before
+):
+    out = tmp_path / "runs"
+    original = getattr(target, name)
+
+    def signal_after(*args):
+        result = original(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(target, name, signal_after)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TINY, "--seeds", "2", "--lr-max", "0.05", "--out", str(out)])
+    assert exit_info.value.code == 143
+    assert f"interrupted by SIGTERM before run {stopped_before}" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    assert not (out / stopped_before).exists()
 
 
 def test_a_complete_multi_run_is_not_resumed(two_seeds, capsys):

@@ -308,6 +308,22 @@ def test_a_second_process_cannot_write_the_same_run(finished, tmp_path):
     RunFolder.reopen(target).release()  # free again once the first one is done
 
 
+def test_overwrite_never_replaces_a_run_another_process_writes(finished, tmp_path):
+    target = copy_run(finished, tmp_path / "run")
+    before = snapshot(target)
+    in_use = pytest.raises(RunFolderError, match="is in use by another fastcifar process")
+    with RunFolder.reopen(target), in_use:  # refused at once, before any work
+        RunFolder.claim(str(target), overwrite=True)
+    replacing = RunFolder.claim(str(target), overwrite=True)
+    replacing.create()
+    with RunFolder.reopen(target), in_use:  # a --resume of it started since the claim
+        replacing.save_checkpoint(lambda file: file.write(b"new weights"))
+    assert snapshot(target) == before
+    replacing.save_checkpoint(lambda file: file.write(b"new weights"))  # free again: swapped
+    assert (target / "checkpoint.pt").read_bytes() == b"new weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
 def test_an_explicit_out_under_runs_keeps_its_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "mine").mkdir(parents=True)
