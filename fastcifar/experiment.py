@@ -8,6 +8,7 @@ between seeds so that its compiled graphs stay valid.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,9 +159,24 @@ def _train_forward(model, loss_fn, precision, config, dist, mode) -> nn.Module:
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
-        forward = DistributedDataParallel(forward, device_ids=device_ids)
+        device = model_device(model)
+        device_ids = [device] if device.type == "cuda" else None
+        # No buffer broadcast before every forward (a collective per step): in training,
+        # BatchNorm normalises with the batch's statistics; its running statistics are used
+        # only by evaluation, which broadcasts rank 0's first (Experiment.evaluate), and by the
+        # checkpoints, which rank 0 writes.
+        no_sync = {_buffer_sync_flag(): False}
+        forward = DistributedDataParallel(forward, device_ids=device_ids, **no_sync)
     return _maybe_compile(forward, mode)
+
+
+def _buffer_sync_flag() -> str:
+    """DDP's flag for the per-forward buffer broadcast: renamed in torch 2.14, whose old name
+    warns (the GPU machines have torch 2.11)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    names = inspect.signature(DistributedDataParallel).parameters
+    return "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"
 
 
 def model_device(model: nn.Module) -> torch.device:

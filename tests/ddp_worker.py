@@ -37,8 +37,10 @@ def main() -> None:
             "model": run.model.state_dict(),
             "indices": [loader.epoch_indices(epoch) for epoch in range(run.config.epochs)],
             "rank": run.dist.rank,
-            "world_size": run.dist.world_size,
-            "threads": torch.get_num_threads(),
+            # DDP's buffer broadcast before every forward, which training does without
+            "syncs_buffers": getattr(
+                run.train_forward, "_orig_mod", run.train_forward
+            ).will_sync_module_buffers(),
         },
         Path(os.environ["FASTCIFAR_TEST_DUMP"]) / f"rank{run.dist.rank}.pt",
     )

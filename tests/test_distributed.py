@@ -76,6 +76,7 @@ def test_the_ranks_end_with_identical_weights(ddp):
     first = torch.load(ddp / "rank0.pt", weights_only=True)
     second = torch.load(ddp / "rank1.pt", weights_only=True)
     assert (first["rank"], second["rank"]) == (0, 1)
+    assert not first["syncs_buffers"]  # yet the BatchNorm statistics below agree
     for key, value in first["model"].items():
         assert torch.equal(value, second["model"][key]), key
     saved = torch.load(ddp / "run" / "model.pt", weights_only=True)
