@@ -95,6 +95,22 @@ def test_each_image_draws_its_own_augmentation(augmented):
         start += size
 
 
+def test_each_image_gets_the_draws_its_epoch_assigns_to_it(augmented):
+    # The draws belong to the image, not to where it is served: so the three back ends (and
+    # a rank of torchrun) augment an image alike. The served order is the epoch's as well.
+    augmented.set_epoch(3)
+    images, labels, _ = one_epoch(augmented)
+    assigned, order = augmented.options.epoch(STATS_IMAGES, 3)
+    assert labels.tolist() == order.tolist()
+    decoded, mine = decode_augmented(images), labels.numpy()
+    assert np.array_equal(decoded.crop_row, assigned.crop_row[mine])
+    assert np.array_equal(decoded.crop_col, assigned.crop_col[mine])
+    assert np.array_equal(decoded.flip, assigned.flip[mine])
+    whole = ~decoded.cut_clipped  # a square the padding clips has no visible corner to check
+    assert np.array_equal(decoded.cut_row[whole], assigned.cutout_row[mine][whole])
+    assert np.array_equal(decoded.cut_col[whole], assigned.cutout_col[mine][whole])
+
+
 def test_each_epoch_draws_new_augmentations(augmented):
     def draws_by_example():
         images, labels, _ = one_epoch(augmented)

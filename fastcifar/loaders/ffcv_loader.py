@@ -58,12 +58,15 @@ class SharedOrder(TraversalOrder):
 
     def __init__(self, options: LoaderOptions, count: int) -> None:
         self.options, self.count = options, count
+        self.drawn: tuple[int, np.ndarray] | None = None  # (epoch, order) the loader drew
 
     def __call__(self, loader: Loader) -> SharedOrder:
         super().__init__(loader)
         return self
 
     def sample_order(self, epoch: int) -> np.ndarray:
+        if self.drawn is not None and self.drawn[0] == epoch:
+            return self.drawn[1]
         return self.options.epoch(self.count, epoch)[1]
 
 
@@ -135,12 +138,13 @@ class CifarFfcvLoader:
         device = options.device
         self.mean, self.inv_std = normalisation(device)
         self.counter = EpochCounter()
+        self.order = SharedOrder(options, self.count)
         self.loader = Loader(
             str(self.beton_path),
             batch_size=options.batch_size,
             # As many threads as torch uses: FFCV sets torch's thread count to this number.
             num_workers=torch.get_num_threads(),
-            order=SharedOrder(options, self.count),
+            order=self.order,
             drop_last=options.drop_last,
             pipelines=self._pipelines(),
         )
@@ -156,8 +160,9 @@ class CifarFfcvLoader:
         self._stop_running_epoch()
         epoch, first = self.counter.start()
         self.loader.next_epoch = epoch  # the epoch FFCV's order (SharedOrder) is drawn for
+        draws, order = self.options.epoch(self.count, epoch)  # once, for FFCV's order too
+        self.order.drawn = (epoch, order)
         if self.augmentation is not None:
-            draws = self.options.epoch(self.count, epoch)[0]
             self.augmentation.draws = [getattr(draws, name) for name in DRAW_NAMES]
         running = self._running = iter(self.loader)
         try:

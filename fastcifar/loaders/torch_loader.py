@@ -117,19 +117,22 @@ class CifarTensorLoader:
         epoch, first = self.counter.start()
         draws, order = self.options.epoch(len(self.labels), epoch)  # as epoch_indices says
         device = self.images.device
-        # One copy per epoch of the order and every image's draws; nothing per batch.
-        order = torch.from_numpy(order).to(device)
+        # One copy per epoch of the order and of the draws and labels in serving order: a
+        # batch then slices them (views), and gathers only its images.
         params = None
         if self.options.augment:
-            params = {k: torch.from_numpy(v).to(device) for k, v in draws.params().items()}
+            drawn = draws.params()
+            params = [torch.from_numpy(drawn[k][order]).to(device) for k in DRAW_NAMES]
+        order = torch.from_numpy(order).to(device)
+        labels = self.labels.index_select(0, order)
         for batch in range(first, len(self)):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            pixels = self.images.index_select(0, indices)
+            served = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            pixels = self.images.index_select(0, order[served])
             if params is None:
                 images = normalise(pixels, self.mean, self.inv_std, None)
             else:
-                images = self._augment_pixels(pixels, [params[k][indices] for k in DRAW_NAMES])
-            yield images, self.labels.index_select(0, indices)
+                images = self._augment_pixels(pixels, [p[served] for p in params])
+            yield images, labels[served]
 
     def _augment_pixels(self, pixels: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         spec = self.options.spec
