@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks import gpu_summary, publish
 from fastcifar.statistics import aggregate
+from tests.conftest import real_cifar_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +62,8 @@ def test_the_summary_table_reports_every_stage(tmp_path):
 
 
 def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
-    data = os.environ.get("FASTCIFAR_DATA")
-    if not data or not (Path(data) / "cifar-10-batches-bin").is_dir():
+    data = real_cifar_dir()
+    if data is None:
         pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10 to dry-run benchmarks/run_gpu.sh")
     env = {
         **os.environ,
@@ -77,7 +78,7 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "PYTHON": sys.executable,
     }
     result = subprocess.run(
-        ["bash", "benchmarks/run_gpu.sh", data, str(tmp_path)],
+        ["bash", "benchmarks/run_gpu.sh", str(data), str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -37,9 +37,10 @@ def import_backend(module: str):
         pytest.skip(str(error), allow_module_level=True)
 
 
-def build_loader(name: str, split: CifarSplit, **options) -> BatchLoader:
-    """`make_loader` on CPU; a missing FFCV/DALI skips (fails under $FASTCIFAR_REQUIRE_BACKENDS)."""
-    loader_options = LoaderOptions(device=torch.device("cpu"), **options)
+def build_loader(name: str, split: CifarSplit, device: str = "cpu", **options) -> BatchLoader:
+    """`make_loader` (on CPU unless told); a missing FFCV/DALI skips (fails under
+    $FASTCIFAR_REQUIRE_BACKENDS); any other error fails."""
+    loader_options = LoaderOptions(device=torch.device(device), **options)
     try:
         return make_loader(name, split, loader_options)
     except MissingBackendError as error:

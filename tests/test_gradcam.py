@@ -105,6 +105,7 @@ def test_maps_can_be_asked_for_inside_a_bfloat16_autocast(resnet):
 
 
 @needs_grad_cam
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_maps_on_cuda_are_valid_and_leave_no_hooks():
     model = build_model(torch.device("cuda"))

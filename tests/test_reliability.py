@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def test_a_damaged_model_file_is_one_line_naming_it(finished, tmp_path, capsys, 
         state["fc.weight"] = torch.zeros(3, 3)
         torch.save(state, weights)
     elif damage == "code":
-        torch.save({"payload": Exploit()}, weights)
+        torch.save({"payload": Exploit(tmp_path / "exploit-ran")}, weights)
     else:
         torch.save([1, 2, 3], weights)
     for command in (evaluate.main, lambda argv: predict.main([*argv, str(weights)])):
@@ -225,11 +226,15 @@ def test_a_damaged_model_file_is_one_line_naming_it(finished, tmp_path, capsys, 
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and str(weights) in error, error
+    assert not (tmp_path / "exploit-ran").exists()  # the pickle's code never ran
 
 
 class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch /tmp/fastcifar-exploit-ran",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
 @pytest.mark.parametrize(
