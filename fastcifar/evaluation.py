@@ -35,8 +35,12 @@ class EvalBatches:
     ) -> None:
         total = len(split)
         per_rank = -(-total // dist.world_size)
+        # Real (not padding) images of each rank's shard; this rank's start at rank * per_rank.
+        self.shard_counts = [
+            min(per_rank, max(0, total - rank * per_rank)) for rank in range(dist.world_size)
+        ]
         start = min(dist.rank * per_rank, total)
-        self.count = min(total, start + per_rank) - start  # real images of this rank
+        self.count = self.shard_counts[dist.rank]
         self.batch_size = max(1, min(batch_size, per_rank))
         self.batches = -(-per_rank // self.batch_size)  # the same on every rank
         padded = self.batches * self.batch_size
@@ -121,19 +125,18 @@ def evaluate(
     variants = []
     for index, (loss_sum, correct) in enumerate(totals.tolist()):
         local = torch.cat([p[index] for p in predictions])
-        ordered = _gather_predictions(local, batches, len(labels), dist)
+        ordered = _gather_predictions(local, batches, dist)
         variants.append(Scores(loss_sum / len(labels), correct / len(labels), ordered))
     return Evaluation(variants[0], variants[1] if len(variants) > 1 else None, labels)
 
 
 def _gather_predictions(
-    local: torch.Tensor, batches: EvalBatches, total: int, dist: Distributed
+    local: torch.Tensor, batches: EvalBatches, dist: Distributed
 ) -> torch.Tensor:
     """Every rank's real predictions (padding dropped), concatenated in test-set order."""
     shards = dist.all_gather(local)
-    per_rank = -(-total // dist.world_size)
-    real = [min(per_rank, max(0, total - rank * per_rank)) for rank in range(dist.world_size)]
-    return torch.cat([shard[:count] for shard, count in zip(shards, real, strict=True)]).cpu()
+    counts = batches.shard_counts
+    return torch.cat([shard[:count] for shard, count in zip(shards, counts, strict=True)]).cpu()
 
 
 def evaluate_split(

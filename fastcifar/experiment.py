@@ -57,10 +57,9 @@ class Experiment:
         anything is timed; an eager CPU run has nothing to warm up."""
         return self.compiled or self.device.type == "cuda"
 
-    def step_context(self, scheduler=None) -> StepContext:
-        return StepContext(
-            self.train_forward, self.optimizer, self.precision.make_scaler(), scheduler
-        )
+    def step_context(self) -> StepContext:
+        """A context with a fresh scaler and no LR schedule (warm-up, range test)."""
+        return StepContext(self.train_forward, self.optimizer, self.precision.make_scaler())
 
     def evaluate(self) -> Evaluation:
         # Ranks updated their BatchNorm statistics from their own samples; evaluate rank 0's.

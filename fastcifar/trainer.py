@@ -17,7 +17,7 @@ import torch
 
 from fastcifar import __version__, report
 from fastcifar.device import synchronize
-from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps
+from fastcifar.engine import EpochAccumulator, EpochTotals, StepContext, run_steps
 from fastcifar.errors import Diverged
 from fastcifar.evaluation import Evaluation
 from fastcifar.experiment import Experiment
@@ -56,7 +56,6 @@ class TrainingRun:
         self.resumed = False  # continued from a checkpoint
 
     def new_state(self, bounds: LrBounds) -> TrainingState:
-        ctx = self.experiment.step_context()
         scheduler = one_cycle_schedule(
             self.experiment.optimizer,
             lr_min=bounds.lr_min,
@@ -71,7 +70,7 @@ class TrainingRun:
             self.experiment.model,
             self.experiment.optimizer,
             scheduler,
-            ctx.scaler,
+            self.experiment.precision.make_scaler(),
             bounds.lr_min,
             bounds.lr_max,
             bounds.source,
@@ -102,8 +101,10 @@ class TrainingRun:
             self.tensorboard.range_test(curve.lrs, curve.losses, curve.smoothed)
 
     def _train(self, state: TrainingState) -> Evaluation:
-        ctx = self.experiment.step_context(state.scheduler)
-        ctx.scaler = state.scaler
+        experiment = self.experiment
+        ctx = StepContext(
+            experiment.train_forward, experiment.optimizer, state.scaler, state.scheduler
+        )
         evaluation = None
         while state.epoch < self.config.epochs:
             totals = self._epoch(ctx, state)
