@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastcifar.cli import Parser, run_main
+from fastcifar.cli import Parser, add_data_dir_argument, run_main
 from fastcifar.data_source import default_data_dir, load_cifar10
 
 
@@ -33,12 +33,7 @@ class Signalled(KeyboardInterrupt):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding cifar-10-batches-bin/ (default: $FASTCIFAR_DATA, else "
-        "~/.cache/fastcifar; downloaded there if missing)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--out-dir", default=None, help="where the betons go (default: the data folder)"
     )

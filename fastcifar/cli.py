@@ -64,12 +64,20 @@ def _number(text: str, kind: type, name: str):
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_dir_argument(parser)
+    add_device_argument(parser)
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
         help="folder holding cifar-10-batches-bin/ (default: $FASTCIFAR_DATA, "
         "else ~/.cache/fastcifar; downloaded there if missing)",
     )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
     )

@@ -48,7 +48,7 @@ class RunStopped(Exception):  # noqa: N818 (an outcome, not an error)
 
     def __init__(self, headline: str, exit_code: int, hint: str = "") -> None:
         super().__init__(headline + hint)
-        self.headline, self.exit_code, self.hint = headline, exit_code, hint
+        self.headline, self.exit_code = headline, exit_code
 
     def with_hint(self, hint: str) -> RunStopped:
         return type(self)(self.headline, self.exit_code, hint)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcifar.cli import Parser, add_data_arguments, positive_int, run_main
+from fastcifar.cli import DEFAULTS, Parser, add_data_arguments, positive_int, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
     add_data_arguments(parser)
     parser.add_argument(
-        "--batch-size", type=positive_int, default=1000, help="(default: %(default)s)"
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULTS.eval_batch_size,
+        help="(default: %(default)s)",
     )
     parser.add_argument(
         "--test-subset",

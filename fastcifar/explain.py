@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         evaluation = evaluate_split(model, data.test, device)
         path = Path(args.out) if args.out else Path(args.run_dir) / "gradcam.png"
         explain_mistakes(model, data, evaluation, path, args.count)
-        say(f"Grad-CAM of {args.count} mistakes: {path}")
+        wrong = int((evaluation.labels != evaluation.headline().predictions).sum())
+        say(f"Grad-CAM of {min(args.count, wrong)} of {wrong:,} mistakes: {path}")
 
     run_main(run)
 

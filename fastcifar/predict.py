@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcifar.cli import Parser, positive_int, run_main
+from fastcifar.cli import Parser, add_device_argument, positive_int, run_main
 from fastcifar.errors import ImageInputError
 
 # Larger images are refused before they are decoded: a small file can expand to gigabytes.
@@ -23,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...)")
     parser.add_argument("--top", type=positive_int, default=3, help="(default: %(default)s)")
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--allow-incomplete", action="store_true", help="use an unfinished run's last checkpoint"
     )

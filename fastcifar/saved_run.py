@@ -19,6 +19,7 @@ from fastcifar.config import TrainConfig
 from fastcifar.errors import CheckpointError, ConfigError, RunFolderError
 from fastcifar.model import ResNet9, build_model
 from fastcifar.run_folder import SUMMARY_SCHEMA
+from fastcifar.state import CHECKPOINT_SCHEMA
 
 LOAD_ERRORS = (
     RuntimeError,
@@ -95,8 +96,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} not found") from None
     except LOAD_ERRORS as error:
         raise CheckpointError(f"{path} cannot be read as a checkpoint ({_short(error)})") from None
-    if not isinstance(checkpoint, dict) or "state" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state"), dict):
         raise CheckpointError(f"{path} is not a fastcifar checkpoint")
+    schema = checkpoint["state"].get("schema")
+    if not isinstance(schema, int) or schema > CHECKPOINT_SCHEMA:
+        raise CheckpointError(
+            f"{path} has schema {schema!r}; "
+            f"this fastcifar reads schema {CHECKPOINT_SCHEMA} or older"
+        )
     return checkpoint
 
 

@@ -60,6 +60,10 @@ def resume_training(path: Path) -> dict[str, Any]:
     summary = read_summary(path)
     if summary["status"] == "complete":
         raise RunFolderError(f"{path} is complete: there is nothing to resume")
+    if summary.get("kind") == "range_test":
+        raise RunFolderError(
+            f"{path} holds an LR range test (find_lr), not a training run: run find_lr again"
+        )
     if summary.get("kind") == "multi":
         from fastcifar.multirun import resume_many
 

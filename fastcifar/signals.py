@@ -14,7 +14,6 @@ from types import FrameType, TracebackType
 from fastcifar.errors import Interrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
 class StopSignals:
@@ -52,4 +51,6 @@ class StopSignals:
     def interrupted(self, where: str, hint: str = "") -> Interrupted:
         """Interrupted("interrupted by SIGTERM" + where, the shell's exit status, hint)."""
         number = self.received or signal.SIGINT
-        return Interrupted(f"interrupted by {NAMES.get(number, number)}{where}", 128 + number, hint)
+        return Interrupted(
+            f"interrupted by {signal.Signals(number).name}{where}", 128 + number, hint
+        )

@@ -13,6 +13,7 @@ Under torchrun (--nproc_per_node, --nnodes) every rank runs this command unchang
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from fastcifar.cli import (
     DEFAULTS,
@@ -157,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             config = config_from_args(args)
             for lr_max in args.lr_maxes[1:]:  # every LRMAX of a sweep must pass the checks
-                TrainConfig(**{**config.to_dict(), "lr_max": lr_max})
+                replace(config, lr_max=lr_max)
             if args.seeds > 1:  # and so must the last seed
-                TrainConfig(**{**config.to_dict(), "seed": config.seed + args.seeds - 1})
+                replace(config, seed=config.seed + args.seeds - 1)
         options = RunOptions(**{name: getattr(args, name) for name in RUN_FLAGS})
         run_training(config, options)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,13 +58,20 @@ def test_tensorboard_logs_every_step_and_every_epoch(reported_run):
     assert "plots/curves" in events.Tags()["images"] and "plots/gradcam" in events.Tags()["images"]
 
 
-def test_explain_command_writes_the_grid_of_a_finished_run(reported_run, tmp_path, monkeypatch):
+def test_explain_command_writes_the_grid_of_a_finished_run(
+    reported_run, tmp_path, monkeypatch, capsys
+):
     from fastcifar import explain
 
     monkeypatch.setattr("fastcifar.data_source.load_cifar10", lambda _dir: synthetic_cifar(64, 32))
     out = tmp_path / "grid.png"
-    explain.main([str(reported_run), "--count", "4", "--device", "cpu", "--out", str(out)])
+    explain.main([str(reported_run), "--count", "100", "--device", "cpu", "--out", str(out)])
     assert out.stat().st_size > 1000
+    # More asked for than there are mistakes among the 32 test images: it says how many it shows.
+    shown, wrong = re.search(
+        r"Grad-CAM of (\d+) of (\d+) mistakes", capsys.readouterr().out
+    ).groups()
+    assert shown == wrong and 0 < int(wrong) <= 32
 
 
 def test_output_to_a_file_has_one_line_per_epoch_and_no_cursor_moves(tmp_path):

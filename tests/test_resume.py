@@ -110,3 +110,30 @@ def test_a_checkpoint_holds_the_whole_state(tmp_path, monkeypatch):
     assert state["step_in_epoch"] == 2 and len(state["partial"]["step_losses"]) == 2
     assert checkpoint["config"]["lr_max"] == 0.05
     assert state["optimizer"]["state"], "momentum buffers are part of the checkpoint"
+
+
+@pytest.fixture
+def interrupted(tmp_path, monkeypatch) -> Path:
+    out = tmp_path / "run"
+    signal_after(monkeypatch, 2)
+    assert run([*ARGS, "--out", str(out)]) == 143
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    return out
+
+
+def test_a_checkpoint_of_a_newer_schema_is_refused_in_one_line(interrupted, capsys):
+    checkpoint = load_checkpoint(interrupted / "checkpoint.pt")
+    checkpoint["state"]["schema"] = 99
+    torch.save(checkpoint, interrupted / "checkpoint.pt")
+    assert run(["--resume", str(interrupted)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "has schema 99; this fastcifar reads schema 1" in error
+
+
+def test_an_unfinished_range_test_is_not_resumed_as_a_training_run(interrupted, capsys):
+    summary = json.loads((interrupted / "summary.json").read_text())
+    (interrupted / "summary.json").write_text(json.dumps({**summary, "kind": "range_test"}))
+    before = sorted(p.name for p in interrupted.iterdir())
+    assert run(["--resume", str(interrupted)]) == 2
+    assert "holds an LR range test (find_lr), not a training run" in capsys.readouterr().err
+    assert sorted(p.name for p in interrupted.iterdir()) == before
