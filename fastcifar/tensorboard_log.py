@@ -82,9 +82,6 @@ class TensorBoardLog:
                 pixels = np.asarray(image.convert("RGB"))
             self._writer.add_image(f"plots/{name}", pixels, dataformats="HWC")
 
-    def flush(self) -> None:
-        self._writer.flush()
-
     def close(self) -> None:
         self._writer.close()
 

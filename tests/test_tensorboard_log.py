@@ -115,17 +115,6 @@ def test_the_plots_are_logged_as_images(tmp_path):
         np.testing.assert_array_equal(stored, array[..., :3])
 
 
-@needs_tensorboard
-def test_flush_makes_the_scalars_readable_before_close(tmp_path):
-    log = TensorBoardLog(tmp_path)
-    try:
-        log.epoch(1, {"test_accuracy": 0.5})
-        log.flush()
-        assert scalars(read_back(tmp_path), "epoch/test_accuracy") == [(1, 0.5)]
-    finally:
-        log.close()
-
-
 def test_a_missing_tensorboard_names_the_extra_to_install(tmp_path, monkeypatch):
     prefixes = ("tensorboard", "torch.utils.tensorboard")
     loaded = [name for name in sys.modules if name.startswith(prefixes)]
