@@ -60,12 +60,8 @@ def device_name(device: torch.device) -> str:
 
 def cpu_model_name() -> str:
     """The CPU's model name as `lscpu` prints it (from /proc/cpuinfo), else the platform's."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    name = _cpuinfo_value(("model name",))
+    return name.strip() if name is not None else platform.processor() or platform.machine()
 
 
 def cpu_capability() -> str:
@@ -107,13 +103,19 @@ def _cpu_flag(linux_flag: str, torch_check: str | None) -> bool:
     if check is not None:
         with contextlib.suppress(Exception):
             return bool(check())
+    flags = _cpuinfo_value(("flags", "Features"))  # x86, ARM
+    return flags is not None and linux_flag in flags.split()
+
+
+def _cpuinfo_value(keys: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of `keys` (Linux)."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
-        return False
+        return None
     for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith(("flags", "Features")):
-            return linux_flag in line.split(":", 1)[1].split()
-    return False
+        if line.startswith(keys):
+            return line.split(":", 1)[1]
+    return None
 
 
 @dataclass(frozen=True)
