@@ -8,8 +8,10 @@ GPU never waits for Python. The model, the loss and the correct count are one mo
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -157,3 +159,16 @@ def run_steps(
         accumulator.add(loss, correct, labels.shape[0])
         if should_stop(accumulator.steps_done):
             return
+
+
+@contextlib.contextmanager
+def state_restored(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Trial steps (warm-up, LR range test) inside the block leave no trace: the weights,
+    buffers and optimizer state are put back as they were, whatever happens."""
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_optimizer)

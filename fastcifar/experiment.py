@@ -21,7 +21,13 @@ from fastcifar.config import TrainConfig
 from fastcifar.data_source import Cifar10, default_data_dir, load_cifar10
 from fastcifar.device import Precision, pick_device, synchronize
 from fastcifar.distributed import Distributed, from_environment, local_device_name, setup
-from fastcifar.engine import StepContext, TrainForward, mark_step_begin, training_step
+from fastcifar.engine import (
+    StepContext,
+    TrainForward,
+    mark_step_begin,
+    state_restored,
+    training_step,
+)
 from fastcifar.errors import ConfigError
 from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
@@ -230,23 +236,20 @@ def warm_up(experiment: Experiment, steps: int = WARM_UP_STEPS) -> float:
         next(batches, None)
         del batches  # ends the epoch
         return time.perf_counter() - start
-    saved_model = copy.deepcopy(experiment.model.state_dict())
-    saved_optimizer = copy.deepcopy(experiment.optimizer.state_dict())
     start = time.perf_counter()
-    context = experiment.step_context()
-    experiment.train_forward.train()
-    batches = iter(experiment.train_loader)
-    for _ in range(min(steps, len(experiment.train_loader))):
-        training_step(context, *next(batches))
-    del batches  # ends the warm-up's epoch
-    # Every evaluation batch has one shape (the last is padded): one batch compiles the graph.
-    first = next(iter(experiment.eval_batches))
-    experiment.eval_forward.eval()
-    with torch.no_grad():
-        for _ in range(steps):  # CUDA-graph trees warm up, then record, then replay
-            mark_step_begin()
-            experiment.eval_forward(*first)
-    synchronize(experiment.device)
-    experiment.model.load_state_dict(saved_model)
-    experiment.optimizer.load_state_dict(saved_optimizer)
+    with state_restored(experiment.model, experiment.optimizer):
+        context = experiment.step_context()
+        experiment.train_forward.train()
+        batches = iter(experiment.train_loader)
+        for _ in range(min(steps, len(experiment.train_loader))):
+            training_step(context, *next(batches))
+        del batches  # ends the warm-up's epoch
+        # Every evaluation batch has one shape (the last is padded): one batch compiles it.
+        first = next(iter(experiment.eval_batches))
+        experiment.eval_forward.eval()
+        with torch.no_grad():
+            for _ in range(steps):  # CUDA-graph trees warm up, then record, then replay
+                mark_step_begin()
+                experiment.eval_forward(*first)
+        synchronize(experiment.device)
     return time.perf_counter() - start

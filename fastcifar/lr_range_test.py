@@ -22,7 +22,6 @@ not finite. Model weights, BatchNorm statistics and optimizer state are restored
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from fastcifar.engine import StepContext, training_step
+from fastcifar.engine import StepContext, state_restored, training_step
 from fastcifar.errors import RangeTestError
 from fastcifar.progress import progress
 
@@ -102,18 +101,13 @@ def lr_range_test(
     and stops at the same step: `interrupted()` is raised on all of them together."""
     if steps < 2:
         raise ValueError(f"the LR range test needs at least 2 steps, got {steps}")
-    saved_model = copy.deepcopy(restore.state_dict())
-    saved_optimizer = copy.deepcopy(ctx.optimizer.state_dict())
     if isinstance(ctx.forward, torch.nn.Module):
         ctx.forward.train()  # an evaluation may have left the model in eval mode
     else:
         restore.train()
     sweep = _Sweep(ctx, lambda values: sum_over_ranks(values).tolist(), ranks)
-    try:
+    with state_restored(restore, ctx.optimizer):
         reason = sweep.run(_repeat(batches), start_lr, end_lr, steps, stop_requested, interrupted)
-    finally:
-        restore.load_state_dict(saved_model)
-        ctx.optimizer.load_state_dict(saved_optimizer)
     if len(sweep.lrs) < 2:
         raise RangeTestError(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
