@@ -16,12 +16,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from fastcifar.atomic_file import atomic_save
 from fastcifar.errors import MissingBackendError
 from fastcifar.model import ResNet9
-from fastcifar.plots import mistakes_shown
+from fastcifar.plots import GRID_COLUMNS, image_grid, mistakes_shown, save_figure
 
-GRID_COLUMNS = 6
 HEAT_OPACITY = 0.45  # enough colour to read the map, enough image left to recognise the object
 
 
@@ -135,29 +133,14 @@ def plot_gradcam_grid(
             f"{len(predictions)} predictions: give one of each per image"
         )
     title = grid_title(len(images), total_wrong, total)
-    # A bare Figure needs no pyplot backend and no plt.close, so nothing outlives this call.
     if len(images) == 0:
         figure = Figure(figsize=(GRID_COLUMNS * 1.6, 0.8))
         figure.text(0.5, 0.5, title, ha="center", va="center", fontsize=9)
-        return _save_png(figure, path)
-    rows = -(-len(images) // GRID_COLUMNS)
-    figure = Figure(figsize=(GRID_COLUMNS * 1.6, rows * 1.8 + 0.6))
-    grid = figure.subplots(rows, GRID_COLUMNS, squeeze=False)
-    for axes in grid.flat:
-        axes.axis("off")
-    for axes, image, heat, label, prediction in zip(
-        grid.flat, images, heatmaps, labels, predictions, strict=False
-    ):
-        axes.imshow(image)
-        axes.imshow(heat, cmap="jet", alpha=HEAT_OPACITY, vmin=0.0, vmax=1.0)
-        axes.set_title(f"{class_names[label]}\n→ {class_names[prediction]}", fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return _save_png(figure, path)
-
-
-def _save_png(figure: Figure, path: Path) -> Path:
-    return atomic_save(path, lambda buffer: figure.savefig(buffer, format="png", dpi=110))
+        return save_figure(figure, path)
+    figure = image_grid(
+        images, labels, predictions, class_names, title, heatmaps, overlay_opacity=HEAT_OPACITY
+    )
+    return save_figure(figure, path)
 
 
 def grid_title(shown: int, total_wrong: int, total: int) -> str:

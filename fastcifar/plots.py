@@ -11,12 +11,15 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from fastcifar.atomic_file import atomic_save
 from fastcifar.lr_range_test import RangeTestResult
 
+GRID_COLUMNS = 6
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+
+def save_figure(figure: Figure, path: Path) -> Path:
     """Through the run folder's one atomic writer: a crash never leaves half a PNG."""
     figure.tight_layout()
     atomic_save(path, lambda buffer: figure.savefig(buffer, format="png", dpi=110))
@@ -39,7 +42,7 @@ def plot_range_test(result: RangeTestResult, path: Path) -> Path:
     finite = np.asarray(result.smoothed)
     axes.set_ylim(finite.min() * 0.9, min(finite.max(), 4 * finite.min()) * 1.1)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_schedule(
@@ -50,7 +53,7 @@ def plot_schedule(
     axes.plot(epochs, lrs, color="C0")
     axes.set(xlabel="epoch", ylabel="learning rate", title="One Cycle schedule (per batch)")
     axes.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curves(history: list[dict], path: Path) -> Path:
@@ -65,7 +68,7 @@ def plot_curves(history: list[dict], path: Path) -> Path:
     for axes in (loss_axes, accuracy_axes):
         axes.grid(alpha=0.3)
         axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_mistakes(
@@ -79,18 +82,36 @@ def plot_mistakes(
     """A grid of misclassified test images (uint8 HWC), titled 'true -> predicted'."""
     all_wrong = np.flatnonzero(labels != predictions)
     wrong = all_wrong[:count]
-    columns = 6
-    rows = max(1, -(-len(wrong) // columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)
+    counts = mistakes_shown(len(wrong), len(all_wrong), len(labels))
+    title = f"misclassified test images: {counts}; true → predicted"
+    figure = image_grid(images[wrong], labels[wrong], predictions[wrong], class_names, title)
+    return save_figure(figure, path)
+
+
+def image_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    overlays: np.ndarray | None = None,
+    overlay_opacity: float = 0.5,
+) -> Figure:
+    """Images (uint8 HWC), six to a row, each titled 'true → predicted' and optionally under
+    its overlay (a heat map in 0..1). A bare Figure: no pyplot state outlives it."""
+    rows = max(1, -(-len(images) // GRID_COLUMNS))
+    figure = Figure(figsize=(GRID_COLUMNS * 1.6, rows * 1.8 + 0.6))
+    grid = figure.subplots(rows, GRID_COLUMNS, squeeze=False)
     for axes in grid.flat:
         axes.axis("off")
-    for axes, index in zip(grid.flat, wrong, strict=False):
+    for index, axes in enumerate(grid.flat[: len(images)]):
         axes.imshow(images[index])
+        if overlays is not None:
+            axes.imshow(overlays[index], cmap="jet", alpha=overlay_opacity, vmin=0.0, vmax=1.0)
         true_name, predicted_name = class_names[labels[index]], class_names[predictions[index]]
         axes.set_title(f"{true_name}\n→ {predicted_name}", fontsize=7)
-    counts = mistakes_shown(len(wrong), len(all_wrong), len(labels))
-    figure.suptitle(f"misclassified test images: {counts}; true → predicted")
-    return _save(figure, path)
+    figure.suptitle(title, fontsize=9)
+    return figure
 
 
 def mistakes_shown(shown: int, wrong: int, total: int) -> str:
@@ -117,7 +138,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
         axes.text(column, row, str(value), ha="center", va="center", fontsize=7, color=color)
     axes.set(xlabel="predicted", ylabel="true", title="confusion matrix (test set)")
     figure.colorbar(image)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_seed_accuracies(names: Sequence[str], accuracies: Sequence[float], path: Path) -> Path:
@@ -133,7 +154,7 @@ def plot_seed_accuracies(names: Sequence[str], accuracies: Sequence[float], path
     axes.set(ylabel="test accuracy (%)", title=f"{len(values)} seeds")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_lr_sweep(
@@ -155,4 +176,4 @@ def plot_lr_sweep(
     axes.set(xscale="log", xlabel="LRMAX", ylabel="final test accuracy (%)", title="LR sweep")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
