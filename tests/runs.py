@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fastcifar import experiment
+from fastcifar import engine, experiment
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 
@@ -27,3 +30,21 @@ def finished_run(factory: pytest.TempPathFactory, name: str, argv: list[str]) ->
         patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
         train_main([*argv, "--out", str(out)])
     return out
+
+
+def signal_after(
+    monkeypatch: pytest.MonkeyPatch, steps: int, number: int = signal.SIGTERM
+) -> Callable:
+    """Deliver `number` to this process once `steps` training steps have run; returns the
+    plain training step, to put back before a resume."""
+    original, done = engine.training_step, []
+
+    def step_then_signal(*args):
+        result = original(*args)
+        done.append(1)
+        if len(done) == steps:
+            os.kill(os.getpid(), number)
+        return result
+
+    monkeypatch.setattr(engine, "training_step", step_then_signal)
+    return original

@@ -20,6 +20,7 @@ from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.statistics import aggregate, t_quantile
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
+from tests.runs import signal_after
 
 TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
         "--no-plots", "--device", "cpu"]  # fmt: skip
@@ -126,16 +127,7 @@ def test_an_lr_sweep_trains_each_lrmax_and_marks_the_range_test(tmp_path):
 
 def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatch, capsys):
     out = tmp_path / "runs"
-    done = []
-
-    def step_then_stop(*args):
-        result = ORIGINAL_STEP(*args)
-        done.append(1)
-        if len(done) == 4:  # the first step of the second seed
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(engine, "training_step", step_then_stop)
+    signal_after(monkeypatch, 4)  # the first step of the second seed
     with pytest.raises(SystemExit) as exit_info:
         train_main([*TINY, "--seeds", "2", "--lr-max", "0.05", "--out", str(out)])
     assert exit_info.value.code == 143

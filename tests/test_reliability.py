@@ -36,13 +36,13 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar import atomic_file, evaluate, experiment, predict
+from fastcifar import atomic_file, engine, evaluate, experiment, predict
 from fastcifar.errors import RunFolderError
 from fastcifar.run_folder import RunFolder, strict_json
 from fastcifar.saved_run import load_checkpoint
 from tests.cifar_files import synthetic_cifar
 from tests.runs import exit_code as run
-from tests.runs import finished_run
+from tests.runs import finished_run, signal_after
 
 TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
         "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
@@ -348,24 +348,11 @@ def test_a_range_test_of_one_step_is_one_line(tmp_path, capsys):
 
 
 def test_wall_time_counts_every_process_of_a_resumed_run(tmp_path, monkeypatch):
-    import signal
-
-    from fastcifar import engine
-
-    original, done = engine.training_step, []
-
-    def step_then_stop(*args):
-        result = original(*args)
-        done.append(1)
-        if len(done) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
     out = tmp_path / "run"
-    monkeypatch.setattr(engine, "training_step", step_then_stop)
+    plain_step = signal_after(monkeypatch, 2)
     assert run([*TINY, "--out", str(out)]) == 143
     elapsed = load_checkpoint(out / "checkpoint.pt")["state"]["elapsed"]
-    monkeypatch.setattr(engine, "training_step", original)
+    monkeypatch.setattr(engine, "training_step", plain_step)
     assert run(["--resume", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["wall_seconds"] > elapsed > 0

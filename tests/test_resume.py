@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.saved_run import load_checkpoint
 from tests.cifar_files import synthetic_cifar
 from tests.runs import exit_code as run
-from tests.runs import finished_run
+from tests.runs import finished_run, signal_after
 
 # 3 steps per epoch, 2 epochs; evaluation on 32 images.
 ORIGINAL_STEP = engine.training_step
@@ -29,20 +28,6 @@ ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-s
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch):
     monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-
-
-def signal_after(monkeypatch, steps: int, number: int = signal.SIGTERM) -> None:
-    """Deliver `number` to this process once `steps` training steps have run."""
-    original, done = engine.training_step, []
-
-    def step_then_signal(*args):
-        result = original(*args)
-        done.append(1)
-        if len(done) == steps:
-            os.kill(os.getpid(), number)
-        return result
-
-    monkeypatch.setattr(engine, "training_step", step_then_signal)
 
 
 def metrics_without_timings(folder: Path) -> list[dict[str, str]]:
