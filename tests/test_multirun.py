@@ -20,7 +20,7 @@ from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.statistics import aggregate, t_quantile
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
-from tests.runs import signal_after
+from tests.runs import finished_run, signal_after
 
 TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
         "--no-plots", "--device", "cpu"]  # fmt: skip
@@ -79,13 +79,11 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("seeds") / "runs"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-        train_main(
-            [*TINY, "--seeds", "2", "--seed", "5", "--lr-max", "0.05", "--tta", "--out", str(out)]
-        )
-    return out
+    return finished_run(
+        tmp_path_factory,
+        "seeds",
+        [*TINY, "--seeds", "2", "--seed", "5", "--lr-max", "0.05", "--tta"],
+    )
 
 
 def test_seed_k_of_a_multi_seed_run_equals_a_fresh_run_with_seed_k(two_seeds, tmp_path):

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcifar import experiment
-from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
+from tests.runs import finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
@@ -27,11 +26,8 @@ TINY = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-s
 def reported_run(tmp_path_factory) -> Path:
     pytest.importorskip("pytorch_grad_cam", reason="pip install .[gradcam]")
     pytest.importorskip("tensorboard", reason="pip install .[tensorboard]")
-    out = tmp_path_factory.mktemp("reported") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-        train_main([*TINY, "--lr-max", "0.05", "--gradcam", "--tensorboard", "--out", str(out)])
-    return out
+    argv = [*TINY, "--lr-max", "0.05", "--gradcam", "--tensorboard"]
+    return finished_run(tmp_path_factory, "reported", argv)
 
 
 def test_gradcam_grid_of_the_mistakes_is_written(reported_run):
