@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--bench-results",
         default=None,
-        help="folder for the results JSON/markdown (default: benchmarks/results)",
+        help="folder for the results JSON/markdown (default: benchmarks/results; given, a "
+        "smoke run writes there too, marked as smoke)",
     )
     group.addoption(
         "--bench-autotune",
@@ -78,7 +80,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def bench_env(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> BenchEnv:
     device = session_device(pytestconfig)
-    # As fastcifar.experiment does: cuDNN picks the fastest convolution algorithm per shape.
+    # As fastcifar.trainer.build does: cuDNN picks the fastest convolution algorithm per shape.
     torch.backends.cudnn.benchmark = device.type == "cuda"
     sizes = choose_sizes(device.type, full=pytestconfig.getoption("fastcifar_benchmark"))
     report = pytestconfig.stash[REPORT] = new_report(pytestconfig, device, sizes)
@@ -93,9 +95,21 @@ def bench_env(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture
-def bench_report(pytestconfig: pytest.Config, bench_env: BenchEnv) -> dict[str, Any]:
-    """The session's report; tests append their result dicts to "epochs" or "loaders"."""
-    return pytestconfig.stash[REPORT]
+def bench_report(pytestconfig: pytest.Config, bench_env: BenchEnv) -> Iterator[dict[str, Any]]:
+    """The session's report; tests append their result dicts to "epochs" or "loaders". In
+    measuring mode it is saved after every test, so that a suite stopped at a time limit
+    still leaves the rows it finished."""
+    report = pytestconfig.stash[REPORT]
+    yield report
+    asked = report["sizes"]["full"] or pytestconfig.getoption("bench_results")
+    if asked and (report["epochs"] or report["loaders"]):
+        report["meta"]["load_end"] = load_average()
+        save_report(report, results_folder(pytestconfig))
+
+
+def results_folder(config: pytest.Config) -> Path:
+    folder = config.getoption("bench_results")
+    return Path(folder) if folder else RESULTS_DIR
 
 
 def new_report(config: pytest.Config, device: torch.device, sizes: BenchSizes) -> dict[str, Any]:
@@ -132,6 +146,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "fastcifar benchmarks")
     terminalreporter.write_line(render_markdown(report))
     if report["sizes"]["full"]:
-        folder = config.getoption("bench_results")
-        paths = save_report(report, Path(folder) if folder else RESULTS_DIR)
+        paths = save_report(report, results_folder(config))
         terminalreporter.write_line("saved " + " and ".join(str(p) for p in paths))

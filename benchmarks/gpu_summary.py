@@ -1,21 +1,18 @@
-"""`python -m benchmarks.gpu_summary OUT_DIR`: the one table that ends benchmarks/run_gpu.sh.
-
-It reads what the stages left in OUT_DIR: the CUDA tests' outcome, the multi-seed run (mean ±
-std, 95% t-interval, flip TTA), the LR sweep and the suite's report. It prints one markdown
-table, writes it to OUT_DIR/summary.md, and saves OUT_DIR/results/<device>-<date>-training.json
-for `python -m benchmarks.publish` (copy it into benchmarks/results/ first).
+"""The table and the results file that end benchmarks/run_gpu.sh, from what its stages left in
+the working folder: how each stage ended, the CUDA tests (which ran, which skipped, which
+failed), the multi-seed run (mean ± std, 95% t-interval, flip TTA, per-run rows), the LR sweep
+and the suite's rows, with the provenance of every number (commit, GPU, driver, versions).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import statistics
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
-from benchmarks.hardware import slug
 from benchmarks.report import epoch_row
 from fastcifar.statistics import Aggregate
 
@@ -26,28 +23,47 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def device_of(parent: Path) -> str | None:
-    for summary in sorted(parent.glob("**/summary.json")):
-        name = json.loads(summary.read_text()).get("device_name")
-        if name:
-            return name
-    return None
+def stages_rows(stages: list[dict[str, Any]]) -> list[str]:
+    cells = []
+    for stage in stages:
+        note = f" ({stage['note']})" if stage["note"] else ""
+        took = f" in {stage['seconds']:.0f} s" if stage["status"] != "skipped" else ""
+        cells.append(f"{stage['name']}: {stage['status']}{took}{note}")
+    return [f"| Stages | {'; '.join(cells)} |"] if cells else []
 
 
-def tests_row(out: Path) -> list[str]:
-    status = out / "cuda-tests.status"
-    if not status.is_file():
+def test_outcomes(junit: Path) -> dict[str, list[str]] | None:
+    """Each CUDA test's name under passed, skipped or failed (from pytest's JUnit XML)."""
+    if not junit.is_file():
+        return None
+    outcomes: dict[str, list[str]] = {"passed": [], "skipped": [], "failed": []}
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "?")
+        if case.find("skipped") is not None:
+            outcomes["skipped"].append(name)
+        elif case.find("failure") is not None or case.find("error") is not None:
+            outcomes["failed"].append(name)
+        else:
+            outcomes["passed"].append(name)
+    return outcomes
+
+
+def tests_rows(outcomes: dict[str, list[str]] | None, stage: dict[str, Any] | None) -> list[str]:
+    if stage is None:
         return []
-    code = int(status.read_text().strip() or 1)
-    log = (out / "cuda-tests.log").read_text() if (out / "cuda-tests.log").is_file() else ""
-    last = next((line.strip("= ") for line in reversed(log.splitlines()) if " in " in line), "")
-    return [f"| CUDA tests (`pytest -m cuda`) | {'passed' if code == 0 else 'FAILED'}: {last} |"]
+    if outcomes is None:
+        return [f"| CUDA tests (`pytest -m cuda`) | {stage['status']}: no test report |"]
+    cells = [f"{key} {len(names)}: {', '.join(names)}" for key, names in outcomes.items() if names]
+    verdict = "FAILED" if outcomes["failed"] or stage["status"] != "passed" else "passed"
+    return [f"| CUDA tests (`pytest -m cuda`) | {verdict}; {'; '.join(cells) or 'none ran'} |"]
 
 
 def seeds_rows(summary: dict[str, Any] | None) -> list[str]:
     if summary is None or summary.get("status") != "complete":
         return ["| Accuracy over seeds | not run or not complete |"] if summary else []
     (group,) = summary["groups"]
+    if not group["accuracy"]:
+        return ["| Accuracy over seeds | no run completed |"]
     plain = Aggregate(**group["accuracy"])
     found = summary.get("range_test") or {}
     lr = f"LRMAX {found['lr_max']:.4g} found by the range test" if found else "LRMAX given"
@@ -55,9 +71,11 @@ def seeds_rows(summary: dict[str, Any] | None) -> list[str]:
     if group.get("accuracy_tta"):
         rows.append(f"| … with flip TTA | {Aggregate(**group['accuracy_tta']).describe()} |")
     seconds = [run["total_train_seconds"] for run in group["runs"]]
+    walls = [run.get("wall_seconds") for run in group["runs"]]
+    wall = f"; wall per run median {statistics.median(walls):.2f} s" if None not in walls else ""
     rows.append(
         f"| Training time per run (epochs only) | median {statistics.median(seconds):.2f} s "
-        f"(min {min(seconds):.2f}, max {max(seconds):.2f}) |"
+        f"(min {min(seconds):.2f}, max {max(seconds):.2f}){wall} |"
     )
     return rows
 
@@ -68,6 +86,9 @@ def sweep_rows(summary: dict[str, Any] | None) -> list[str]:
     found = (summary.get("range_test") or {}).get("lr_max")
     cells = []
     for group in summary["groups"]:
+        if not group["accuracy"]:
+            cells.append(f"{group['lr_max']:g}: diverged")
+            continue
         accuracy = Aggregate(**group["accuracy"])
         cells.append(f"{group['lr_max']:g}: {100 * accuracy.mean:.2f}% ± {100 * accuracy.std:.2f}")
     marked = f" (range test LRMAX {found:.4g})" if found else ""
@@ -81,51 +102,89 @@ def suite_rows(suite: dict[str, Any] | None) -> list[str]:
     fastest = min(rows, key=lambda row: row.epoch_seconds)
     reference = next((row.epoch_seconds for row in rows if row.is_reference), None)
     ratio = f", {reference / fastest.epoch_seconds:.1f}× the in-run reference" if reference else ""
+    smoke = "" if suite["sizes"]["full"] else " (smoke mode: not a measurement)"
     return [
-        f"| Fastest suite row: {fastest.label} | {fastest.epoch_seconds:.3f} s/epoch, "
+        f"| Fastest suite row{smoke}: {fastest.label} | {fastest.epoch_seconds:.3f} s/epoch, "
         f"{fastest.images_per_second:,.0f} img/s; × {RECIPE_EPOCHS} epochs = "
         f"{RECIPE_EPOCHS * fastest.epoch_seconds:.2f} s{ratio} |"
     ]
 
 
-def render(out: Path) -> tuple[str, str]:
-    """(markdown, device name) of everything the stages left in `out`."""
+def per_run_rows(parent: Path) -> list[dict[str, Any]]:
+    """Every run of a multi-run folder: its seed, LRMAX, accuracy and times."""
+    rows = []
+    for path in sorted(parent.glob("**/seed-*/summary.json")):
+        summary = json.loads(path.read_text())
+        keys = (
+            "status",
+            "final_test_accuracy",
+            "final_test_accuracy_tta",
+            "lr_min",
+            "lr_max",
+            "total_train_seconds",
+            "total_eval_seconds",
+            "warm_up_seconds",
+            "wall_seconds",
+        )
+        rows.append(
+            {
+                "run": str(path.parent.relative_to(parent)),
+                "seed": summary["config"]["seed"],
+                **{key: summary.get(key) for key in keys},
+            }
+        )
+    return rows
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+
+    from fastcifar.device import device_name
+    from fastcifar.provenance import source_commit, versions
+
+    device = "cpu"
+    if torch.cuda.is_available():
+        device = device_name(torch.device("cuda"))
+    return {"source": source_commit(), "device": device, "versions": versions()}
+
+
+def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[str, dict]:
+    """(summary.md, results.json's content) of everything in `work`."""
     seeds, sweep = (
-        read_json(out / "seeds" / "summary.json"),
-        read_json(out / "sweep" / "summary.json"),
+        read_json(work / "seeds" / "summary.json"),
+        read_json(work / "sweep" / "summary.json"),
     )
-    suites = sorted((out / "suite").glob("*.json")) if (out / "suite").is_dir() else []
+    suites = sorted((work / "suite").glob("*.json")) if (work / "suite").is_dir() else []
     suite = read_json(suites[-1]) if suites else None
-    device = device_of(out) or (suite or {}).get("meta", {}).get("name") or "unknown device"
-    lines = [f"GPU check on {device}", "", "| What | Result |", "|---|---|"]
-    lines += tests_row(out) + seeds_rows(seeds) + sweep_rows(sweep) + suite_rows(suite)
-    return "\n".join(lines) + "\n", device
-
-
-def save(markdown: str, device: str, folder: Path, command: str) -> Path:
+    outcomes = test_outcomes(work / "cuda-tests.xml")
+    by_name = {stage["name"]: stage for stage in stages}
+    origin = provenance()
+    device = (seeds or {}).get("device_name") or origin["device"]
+    commit = origin["source"]["commit"] + ("+dirty" if origin["source"].get("dirty") else "")
+    lines = [
+        f"GPU check on {device} (commit {commit}, torch {origin['versions']['torch']}, "
+        f"CUDA {origin['versions']['cuda']}, driver {origin['versions']['gpu_driver']})",
+        "",
+        "| What | Result |",
+        "|---|---|",
+    ]
+    lines += stages_rows(stages) + seeds_rows(seeds) + sweep_rows(sweep) + suite_rows(suite)
+    lines += tests_rows(outcomes, by_name.get("tests"))
+    markdown = "\n".join(lines) + "\n"
     date = datetime.date.today().isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{slug(device)}-{date}-training.json"
     payload = {
-        "kind": "training",
-        "meta": {"name": device, "date": date, "command": command},
-        "markdown": markdown,
+        "meta": {**meta, "date": date, **origin},
+        "stages": stages,
+        "seeds": seeds,
+        "seed_runs": per_run_rows(work / "seeds") if seeds else [],
+        "sweep": sweep,
+        "sweep_runs": per_run_rows(work / "sweep") if sweep else [],
+        "suite": suite,
+        "tests": outcomes,
+        "training": {
+            "kind": "training",
+            "markdown": markdown,
+            "meta": {"name": device, "date": date, "command": meta["command"]},
+        },
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_summary", description=__doc__)
-    parser.add_argument("out", type=Path, help="the OUT_DIR of benchmarks/run_gpu.sh")
-    parser.add_argument("--command", default="benchmarks/run_gpu.sh", help="recorded with it")
-    args = parser.parse_args(argv)
-    markdown, device = render(args.out)
-    print(markdown)
-    (args.out / "summary.md").write_text(markdown)
-    print(f"saved {save(markdown, device, args.out / 'results', args.command)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return markdown, payload

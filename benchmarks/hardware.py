@@ -97,13 +97,8 @@ def load_average() -> float | None:
 
 
 def git_commit() -> str:
-    """Short commit of the working tree, marked "+dirty" when files differ from it."""
-    import subprocess
+    """Short commit of the source, marked "+dirty" when files differ from it; from git, or
+    where there is none, from $FASTCIFAR_COMMIT or .provenance.json (fastcifar.provenance)."""
+    from fastcifar.provenance import describe_commit, source_commit
 
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=False, timeout=10
-        ).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain") else "")
+    return describe_commit(source_commit())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.hardware import slug
-from benchmarks.report import render_markdown
+from benchmarks.report import render_markdown, save_report
 
 RESULTS_DIR = Path(__file__).parent / "results"
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
@@ -26,7 +26,8 @@ How to measure on your machine:
 
 ```bash
 pytest benchmarks --benchmark           # the suite; writes benchmarks/results/<device>-<date>.*
-benchmarks/run_gpu.sh DATA OUT           # GPU: CUDA tests, 5 seeds, LR sweep, suite rows
+benchmarks/run_gpu.sh DATA OUT           # GPU: 5 seeds, suite rows, LR sweep, CUDA tests
+python -m benchmarks.publish --import OUT/results.json   # file a GPU run's results, refresh
 python -m benchmarks.publish            # refresh this file
 ```
 
@@ -94,11 +95,37 @@ def render(folder: Path) -> str:
     return "\n".join(parts)
 
 
+def import_gpu_results(results_json: Path, folder: Path) -> list[Path]:
+    """File the results.json of benchmarks/run_gpu.sh: its training table and its suite rows."""
+    payload = json.loads(results_json.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    training = payload["training"]
+    if payload.get("seeds") or payload.get("sweep"):
+        meta = training["meta"]
+        path = folder / f"{slug(meta['name'])}-{meta['date']}-training.json"
+        path.write_text(json.dumps(training, indent=2) + "\n")
+        written.append(path)
+    if payload.get("suite") and payload["suite"]["sizes"]["full"]:
+        written += save_report(payload["suite"], folder)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.publish", description=__doc__)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--out", type=Path, default=BENCHMARKS_MD)
+    parser.add_argument(
+        "--import",
+        dest="import_json",
+        type=Path,
+        default=None,
+        help="the results.json of benchmarks/run_gpu.sh, to file first",
+    )
     args = parser.parse_args(argv)
+    if args.import_json is not None:
+        for path in import_gpu_results(args.import_json, args.results):
+            print(f"filed {path}")
     args.out.write_text(render(args.results))
     print(f"wrote {args.out}")
 

@@ -18,8 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, SPEC, AugmentationSpec
-from fastcifar.data_source import CifarSplit
+from fastcifar.augmentation import SPEC, AugmentationSpec
+from fastcifar.dataset import CifarSplit
+from fastcifar.normalisation import CIFAR10_MEAN, CIFAR10_STD
 
 
 def reference_workers() -> int:

@@ -1,8 +1,9 @@
-"""Timed training epochs and loader-only epochs, built from fastcifar's own parts.
+"""Timed training epochs and loader-only epochs, through fastcifar's own engine.
 
-The step is fastcifar's (`engine.run_steps` over `TrainForward`: augmentation + forward + loss +
-backward + SGD step + LR schedule, then the epoch's one read-back), so the suite times what
-`python -m fastcifar.train` runs. Each timed region starts and
+A row's trainer is the one `python -m fastcifar.train` builds (`fastcifar.trainer.build`), with
+its One Cycle state, and an epoch is the engine's (`engine.run_steps`: augmentation + forward +
+loss + backward + SGD step + LR schedule, then the epoch's one read-back), so the suite times
+what a run runs. Each timed region starts and
 ends with a device synchronisation; warm-up epochs (compilation, autotuning, CUDA-graph recording,
 worker start-up) are timed on their own and never mixed into the epoch figure.
 """
@@ -20,24 +21,21 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
-from fastcifar.compilation import CompileCounts, compile_counts, compile_model
+from fastcifar.compilation import CompileCounts, compile_counts
 from fastcifar.config import TrainConfig
-from fastcifar.data_source import CifarSplit
-from fastcifar.device import Precision, synchronize
-from fastcifar.engine import EpochAccumulator, StepContext, TrainForward, run_steps
+from fastcifar.dataset import CifarSplit, Dataset
+from fastcifar.device import synchronize
+from fastcifar.distributed import Distributed
+from fastcifar.engine import EpochAccumulator, run_steps
 from fastcifar.loaders import LoaderOptions, make_loader
-from fastcifar.model import build_model
-from fastcifar.optimizer import make_optimizer
-from fastcifar.schedule import one_cycle_schedule
+from fastcifar.trainer import Trainer, build, given_bounds
+from fastcifar.training_run import new_state
 
-PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-# Speed does not depend on the learning rate; these keep synthetic-data training finite.
+# Speed does not depend on the learning rate; this keeps synthetic-data training finite.
 LR_MAX = 0.4
-LR_MIN = LR_MAX / TrainConfig.lr_min_divisor
+CLASS_NAMES = tuple(str(index) for index in range(10))
 
 
 def synthetic_split(count: int, seed: int = 0) -> CifarSplit:
@@ -72,10 +70,41 @@ class ContiguousBatches:
             yield images.contiguous(), labels
 
 
+def train_config(
+    config: BenchConfig, sizes: BenchSizes, device: torch.device, beton_dir: Path
+) -> TrainConfig:
+    """The TrainConfig of a row: its loader, precision, layout and compile mode; the recipe's
+    other settings; LR bounds given (speed does not depend on them)."""
+    return TrainConfig(
+        loader=config.loader if config.loader != REFERENCE else "torch",
+        beton_dir=str(beton_dir),
+        batch_size=sizes.batch_size,
+        epochs=sizes.warmup_epochs + sizes.timed_epochs,
+        lr_max=LR_MAX,
+        amp=config.amp,
+        channels_last=config.channels_last,
+        compile=config.compile_mode is not None,
+        compile_mode=config.compile_mode,
+        device=str(device),
+        plots=False,
+    )
+
+
+def _batches(
+    config: BenchConfig, trainer: Trainer, split: CifarSplit, sizes: BenchSizes, device
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The trainer's own loader; the reference pipeline for its row; plain NCHW batches for
+    the NCHW rows (the model of those rows is NCHW too)."""
+    if config.loader == REFERENCE:
+        return build_batches(config, split, sizes.batch_size, device, Path())
+    loader = trainer.train_loader
+    return loader if config.channels_last else ContiguousBatches(loader)
+
+
 def build_batches(
     config: BenchConfig, split: CifarSplit, batch_size: int, device: torch.device, beton_dir: Path
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """The training batches of `config`: augmented, shuffled, last partial batch dropped."""
+    """The augmented, shuffled batches of a loader-only row (no model)."""
     if config.loader == REFERENCE:
         from benchmarks.reference_pipeline import ReferenceBatches
 
@@ -88,8 +117,7 @@ def build_batches(
         drop_last=True,
         beton_path=beton_dir / f"synthetic-{len(split)}.beton",
     )
-    batches = make_loader(config.loader, split, options)
-    return batches if config.channels_last else ContiguousBatches(batches)
+    return make_loader(config.loader, split, options)
 
 
 @contextlib.contextmanager
@@ -169,7 +197,8 @@ class TimedEpochs:
 
 
 class EpochRunner(TimedEpochs):
-    """A fresh model, optimizer and schedule for one configuration: full training epochs."""
+    """One configuration's training epochs, through fastcifar's own engine: the trainer that
+    `python -m fastcifar.train` builds (`trainer.build`), its One Cycle state, its step."""
 
     def __init__(
         self,
@@ -184,49 +213,23 @@ class EpochRunner(TimedEpochs):
             # Each compiled row starts as a fresh process would: a dozen compiled models in one
             # process exceed Dynamo's recompile limit (8) and would silently fall back to eager.
             torch._dynamo.reset()
-        self.batches = build_batches(config, split, sizes.batch_size, device, beton_dir)
-        precision = Precision.choose(device, config.amp)
-        self.ctx = self._step_context(
-            config,
-            precision,
-            total_steps=len(self.batches) * (sizes.warmup_epochs + sizes.timed_epochs),
+        trainer = build(
+            train_config(config, sizes, device, beton_dir / f"synthetic-{len(split)}"),
+            Dataset(split, CifarSplit(split.images[:64], split.labels[:64]), CLASS_NAMES),
+            device,
+            Distributed(),
         )
+        state = new_state(trainer, given_bounds(trainer.config))
+        self.ctx = trainer.step_context(state.scheduler, state.scaler)
+        self.batches = _batches(config, trainer, split, sizes, device)
         self.result = EpochResult(
             config,
             images_per_epoch=len(self.batches) * sizes.batch_size,
             batch_size=sizes.batch_size,
-            precision=PRECISION_NAMES[precision.dtype],
+            precision=trainer.precision.name,
             workers=getattr(self.batches, "workers", None),
         )
         self.counts_after_warm_up = compile_counts()
-
-    def _step_context(
-        self, config: BenchConfig, precision: Precision, total_steps: int
-    ) -> StepContext:
-        defaults = TrainConfig()
-        model = build_model(self.device, defaults.logit_scale, config.channels_last)
-        optimizer = make_optimizer(
-            model,
-            lr=LR_MAX,
-            momentum=defaults.momentum,
-            nesterov=defaults.nesterov,
-            weight_decay=defaults.weight_decay,
-        )
-        forward = TrainForward(
-            model, nn.CrossEntropyLoss(label_smoothing=defaults.label_smoothing), precision
-        )
-        return StepContext(
-            forward=compile_model(forward, config.compile_mode) if config.compile_mode else forward,
-            optimizer=optimizer,
-            scaler=precision.make_scaler(),
-            scheduler=one_cycle_schedule(
-                optimizer,
-                lr_min=LR_MIN,
-                lr_max=LR_MAX,
-                total_steps=total_steps,
-                peak_fraction=defaults.peak_fraction,
-            ),
-        )
 
     def warm_up(self, epochs: int) -> None:
         super().warm_up(epochs)

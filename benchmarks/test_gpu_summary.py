@@ -1,91 +1,218 @@
-"""The table that ends benchmarks/run_gpu.sh, built from the files its stages leave behind, and
-the prepared command itself, dry-run end to end on the CPU with tiny sizes."""
+"""benchmarks/run_gpu.sh against the conditions of a lent GPU machine: stages that cannot take
+each other down, a time budget, what comes back (at most 8 files, 16 MiB each, no deeper than 2
+folders, safe names), a commit without git; the table built from what the stages leave; and
+the whole command dry-run end to end on the CPU with a CUDA-tests stage that fails."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_summary, publish
+from benchmarks import gpu_run, gpu_summary, publish
 from fastcifar.statistics import aggregate
 from tests.conftest import real_cifar_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def multi_run(folder: Path, groups: list[tuple[float, list[float]]], found: float | None) -> None:
     folder.mkdir(parents=True)
     summary = {
         "status": "complete",
+        "device_name": "NVIDIA H100",
         "range_test": {"lr_min": 0.01, "lr_max": found} if found else None,
         "groups": [
             {
                 "lr_max": lr,
                 "accuracy": aggregate(values).to_dict(),
                 "accuracy_tta": aggregate([v + 0.005 for v in values]).to_dict(),
-                "runs": [{"total_train_seconds": 7.0 + i} for i, _ in enumerate(values)],
+                "runs": [
+                    {"total_train_seconds": 7.0 + i, "wall_seconds": 9.0 + i}
+                    for i, _ in enumerate(values)
+                ],
             }
             for lr, values in groups
         ],
     }
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "seed-0").mkdir()
-    (folder / "seed-0" / "summary.json").write_text(json.dumps({"device_name": "NVIDIA H100"}))
+    run = {"config": {"seed": 0}, "status": "complete", "final_test_accuracy": 0.94}
+    (folder / "seed-0" / "summary.json").write_text(json.dumps(run))
+
+
+JUNIT = """<testsuites><testsuite>
+<testcase classname="tests.test_cuda" name="test_a"/>
+<testcase classname="tests.test_cuda" name="test_b"><skipped message="needs two GPUs"/></testcase>
+<testcase classname="tests.test_cuda" name="test_c"><failure message="x"/></testcase>
+</testsuite></testsuites>"""
 
 
 def test_the_summary_table_reports_every_stage(tmp_path):
-    (tmp_path / "cuda-tests.status").write_text("0\n")
-    (tmp_path / "cuda-tests.log").write_text("....\n===== 7 passed in 60.1s =====\n")
     multi_run(tmp_path / "seeds", [(0.4, [0.94, 0.941, 0.939, 0.942, 0.938])], found=0.4)
     multi_run(tmp_path / "sweep", [(0.1, [0.93, 0.931]), (0.4, [0.94, 0.942])], found=0.4)
-    markdown, device = gpu_summary.render(tmp_path)
-    assert device == "NVIDIA H100"
-    assert "| CUDA tests (`pytest -m cuda`) | passed: 7 passed in 60.1s |" in markdown
+    (tmp_path / "cuda-tests.xml").write_text(JUNIT)
+    stages = [
+        {"name": "seeds", "status": "passed", "seconds": 140.0, "exit_code": 0, "note": ""},
+        {
+            "name": "suite",
+            "status": "timed out",
+            "seconds": 240.0,
+            "exit_code": -15,
+            "note": "stopped at its limit of 240 s",
+        },
+        {
+            "name": "sweep",
+            "status": "skipped",
+            "seconds": 0.0,
+            "exit_code": None,
+            "note": "needs ~90 s, 12 s of the budget left",
+        },
+        {"name": "tests", "status": "failed", "seconds": 80.0, "exit_code": 1, "note": ""},
+    ]
+    markdown, payload = gpu_summary.collect(tmp_path, stages, {"command": "run_gpu.sh"})
+    assert markdown.startswith("GPU check on NVIDIA H100 (commit ")
+    assert "suite: timed out in 240 s (stopped at its limit of 240 s)" in markdown
+    assert "sweep: skipped (needs ~90 s, 12 s of the budget left)" in markdown
     assert (
         "| Test accuracy, 5 seeds (LRMAX 0.4 found by the range test) | 94.00% ± 0.16%" in markdown
     )
     assert "| … with flip TTA | 94.50% ± 0.16%" in markdown
-    assert (
-        "| Training time per run (epochs only) | median 9.00 s (min 7.00, max 11.00) |" in markdown
-    )
+    assert "median 9.00 s (min 7.00, max 11.00); wall per run median 11.00 s" in markdown
     assert "0.1: 93.05% ± 0.07; 0.4: 94.10% ± 0.14" in markdown
-    assert gpu_summary.main([str(tmp_path)]) == 0
-    (saved,) = (tmp_path / "results").glob("nvidia-h100-*-training.json")
-    text = publish.render(tmp_path / "results")
+    assert (
+        "| CUDA tests (`pytest -m cuda`) | FAILED; passed 1: test_a; skipped 1: test_b; "
+        "failed 1: test_c |"
+    ) in markdown
+    assert payload["seed_runs"][0]["final_test_accuracy"] == 0.94
+    assert payload["tests"]["skipped"] == ["test_b"]
+    assert payload["meta"]["source"]["commit"] and payload["meta"]["versions"]["torch"]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(payload))
+    filed = publish.import_gpu_results(results, tmp_path / "filed")
+    assert [p.name for p in filed] == [f"nvidia-h100-{payload['meta']['date']}-training.json"]
+    text = publish.render(tmp_path / "filed")
     assert "### Full 24-epoch training" in text and "94.00% ± 0.16%" in text
-    assert json.loads(saved.read_text())["kind"] == "training"
+
+
+def test_a_stage_that_does_not_fit_the_budget_is_skipped_and_says_so(tmp_path):
+    result = gpu_run.run_stage("tests", ["true"], left=10.0, log=tmp_path / "tests.log")
+    assert result.status == "skipped" and result.note == "needs ~90 s, 10 s of the budget left"
+    assert not (tmp_path / "tests.log").exists()
+
+
+def test_a_stage_past_its_limit_is_stopped_with_all_it_started(tmp_path, monkeypatch):
+    monkeypatch.setitem(gpu_run.CAPS, "suite", 1)
+    marker = tmp_path / "grandchild.pid"
+    command = ["bash", "-c", f"sleep 300 & echo $! > {marker}; wait"]
+    result = gpu_run.run_stage("suite", command, left=1000.0, log=tmp_path / "suite.log")
+    assert result.status == "timed out" and result.note == "stopped at its limit of 1 s"
+    grandchild = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):  # the stage's whole process group was ended
+        for _ in range(50):
+            os.kill(grandchild, 0)
+            import time
+
+            time.sleep(0.1)
+
+
+def test_a_wrong_data_dir_fails_before_anything_compiles(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = gpu_run.main(
+        [
+            str(tmp_path / "nowhere"),
+            str(out),
+            "--allow-cpu",
+            "--python",
+            sys.executable,
+            "--work",
+            str(tmp_path / "work"),
+        ]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("run_gpu.sh: DATA_DIR: CIFAR-10 not found")
+    assert "preflight: failed" in (out / "summary.md").read_text()
+
+
+def standin_python(folder: Path) -> Path:
+    """A python whose CUDA tests fail (like a GPU that fails them), otherwise the real one."""
+    script = folder / "python-standin"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ " $* " == *" -m pytest tests -m cuda "* ]]; then\n'
+        '    echo "stand-in: every CUDA test fails"; exit 1\nfi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def without_git(folder: Path) -> str:
+    """A PATH with every program of this one but git."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            target = bin_dir / program.name
+            if not program.name.startswith("git") and not target.exists():
+                target.symlink_to(program)
+    assert shutil.which("git", path=str(bin_dir)) is None
+    return str(bin_dir)
 
 
 def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     data = real_cifar_dir()
     if data is None:
         pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10 to dry-run benchmarks/run_gpu.sh")
+    out, work = tmp_path / "out", tmp_path / "work"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "PATH": without_git(tmp_path),
+        "FASTCIFAR_COMMIT": "feedbee",
         "ALLOW_CPU": "1",
+        "PYTHON": str(standin_python(tmp_path)),
+        "WORK": str(work),
         "SEEDS": "2",
         "SWEEP": "0.02,0.05",
-        "SWEEP_SEEDS": "1",
         "SUITE_ARGS": "",
         "SUITE_K": "reference",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
-        "--test-subset 32 --range-test-steps 4 --no-plots",
-        "PYTHON": sys.executable,
+        "--test-subset 32 --range-test-steps 4",
     }
     result = subprocess.run(
-        ["bash", "benchmarks/run_gpu.sh", str(data), str(tmp_path)],
-        cwd=ROOT,
+        ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out)],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = (tmp_path / "summary.md").read_text()
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # tests failed
+    summary = (out / "summary.md").read_text()
     assert "| Test accuracy, 2 seeds" in summary and "| LR sweep" in summary
-    assert json.loads((tmp_path / "seeds" / "summary.json").read_text())["status"] == "complete"
-    assert list((tmp_path / "results").glob("*-training.json"))
+    assert "| CUDA tests (`pytest -m cuda`) | failed: no test report |" in summary
+    assert "seeds: passed" in summary and "tests: failed" in summary
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["meta"]["source"] == {"commit": "feedbee", "dirty": False, "from": "environment"}
+    assert payload["suite"]["epochs"], "the suite's rows"
+    assert [row["seed"] for row in payload["seed_runs"]] == [0, 1]
+    # What comes back: at most 8 files of at most 16 MiB, no deeper than 2 folders, safe names.
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == sorted(gpu_run.OUT_FILES)
+    for path in files:
+        assert path.stat().st_size <= 16 * 2**20 and len(path.relative_to(out).parts) <= 3
+        assert all(SAFE_NAME.fullmatch(part) for part in path.relative_to(out).parts)
+    with tarfile.open(out / "runs.tgz") as tar:
+        names = tar.getnames()
+        run = json.load(tar.extractfile("seeds/seed-0/summary.json"))
+    assert not any(name.endswith((".pt", ".png")) for name in names)
+    assert run["provenance"]["commit"] == "feedbee"  # the training JSON, without git
+    assert run["checkpoints_written"] == 1  # an epoch of seconds: one checkpoint, at the end

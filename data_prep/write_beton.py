@@ -3,7 +3,8 @@
     python data_prep/write_beton.py [--data-dir D] [--out-dir O] [--force]
 
 Reads CIFAR-10 through fastcifar's data source (downloading it if needed), writes
-cifar10_train.beton and cifar10_test.beton atomically, checks every record of each against the
+cifar10_train.beton and cifar10_test.beton atomically (by default into fastcifar's cache, where
+--loader ffcv looks for them; the data folder is only read), checks every record of each against the
 source, and skips files that already hold their split unless --force. Ctrl-C (SIGINT) and SIGTERM
 stop it at once with exit status 130 or 143, leaving no partial file, worker process or shared
 memory behind. The logic lives in fastcifar.beton.
@@ -19,8 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastcifar.cli import Parser, add_data_dir_argument, run_main
-from fastcifar.data_source import default_data_dir, load_cifar10
+from fastcifar.cli import Parser, run_main
 
 
 class Signalled(KeyboardInterrupt):
@@ -33,9 +33,17 @@ class Signalled(KeyboardInterrupt):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = Parser(description=__doc__.splitlines()[0])
-    add_data_dir_argument(parser)
     parser.add_argument(
-        "--out-dir", default=None, help="where the betons go (default: the data folder)"
+        "--data-dir",
+        default=None,
+        help="folder holding cifar-10-batches-bin/ "
+        "(default: $FASTCIFAR_DATA, else the cache; downloaded there if missing)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where the betons go (default: a cache folder named by the data's checksums, "
+        "where --loader ffcv finds them)",
     )
     parser.add_argument(
         "--force", action="store_true", help="rewrite betons that are already complete"
@@ -43,15 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, data: object = None) -> None:
+    """The command; `data`: a fastcifar Dataset to write instead of CIFAR-10 (tests)."""
     args = parse_args(argv)
     # Imported here so that a missing FFCV is reported as one line by run_main, before any work.
-    import fastcifar.beton  # noqa: F401
+    import fastcifar.loaders.beton  # noqa: F401
     from fastcifar.signals import HANDLED
 
     with signals_raise(HANDLED):
         try:
-            write_betons(args)
+            write_betons(args, data)
         except Signalled as stop:
             print(
                 "interrupted before every beton was written (no partial file is left): "
@@ -61,12 +70,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(stop.exit_status)
 
 
-def write_betons(args: argparse.Namespace) -> None:
-    from fastcifar.beton import ensure_beton
+def write_betons(args: argparse.Namespace, data: object = None) -> None:
+    from fastcifar.data_source import beton_cache_folder, load_cifar10
     from fastcifar.loaders import BETON_NAMES
+    from fastcifar.loaders.beton import ensure_beton
 
-    data = load_cifar10(args.data_dir)
-    out_dir = Path(args.out_dir).expanduser() if args.out_dir else default_data_dir(args.data_dir)
+    data = data or load_cifar10(args.data_dir)
+    out_dir = Path(args.out_dir).expanduser() if args.out_dir else beton_cache_folder()
     for name, split in (("train", data.train), ("test", data.test)):
         path = out_dir / BETON_NAMES[name]
         start = time.perf_counter()

@@ -7,12 +7,18 @@ truncated mix, even when the disk fills up mid-write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+# The names of the temporary files: a folder's sole writer may remove any it finds (a killed
+# process's), see RunFolder.lock.
+TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 @contextlib.contextmanager
@@ -26,6 +32,10 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # name the file meant, not ours
+            raise OSError(error.errno, os.strerror(error.errno), str(path)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

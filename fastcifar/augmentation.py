@@ -20,10 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Per-channel mean and std of the 50,000 CIFAR-10 training images, on the 0..255 scale
-# (the values used by the DAWNBench/Page recipe).
-CIFAR10_MEAN = (125.31, 122.95, 113.87)
-CIFAR10_STD = (62.99, 62.09, 66.70)
 DRAW_NAMES = ("crop_row", "crop_col", "flip", "cutout_row", "cutout_col")
 
 

@@ -1,98 +1,282 @@
-"""The one typed place for every default of a training run; CLI flags map onto these fields.
+"""The one typed place for every setting: `TrainConfig` (what to train, recorded with every run)
+and `RunOptions` (how this invocation runs it). Each field is declared once, with the help text,
+choices and value type that the command-line flags are generated from (`fastcifar.cli`), and
+read from and written to TOML files (`--config`, `--print-config`).
 
 Nothing here imports torch, so that `--help` and flag errors answer in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass, fields
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+from fastcifar.config_checks import COMPILE_MODES, LOADER_NAMES, PARALLEL_MODES, check_config
 from fastcifar.errors import ConfigError
 
-LOADER_NAMES = ("torch", "ffcv", "dali")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
-MAX_EPOCHS = 10_000
-MAX_BATCH_SIZE = 50_000  # the whole CIFAR-10 training split
-MAX_RANGE_TEST_STEPS = 10_000
-MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 # The range test's default length: as many steps as the training run has, within these bounds.
 RANGE_TEST_MIN_STEPS, RANGE_TEST_MAX_STEPS = 10, 100
-DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def option(default: Any, help: str, **flag: Any) -> Any:
+    """A field with what its command-line flag needs: `help`, and optionally `group`, `parse`
+    (a value parser of fastcifar.cli), `choices`, `metavar`, `aliases`, `find_lr` (False: the
+    range-test command has no such flag)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
+DATA, RECIPE, RANGE, EVALUATION, SPEED, RUNS = (
+    "data",
+    "recipe",
+    "LR range test",
+    "evaluation and reporting",
+    "speed",
+    "runs",
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Data
-    data_dir: str | None = (
-        None  # None: $FASTCIFAR_DATA, else ~/.cache/fastcifar (recorded resolved)
+    """What to train. Recorded resolved in config.json; `--print-config` prints it as TOML."""
+
+    data_dir: str | None = option(
+        None,
+        "folder holding cifar-10-batches-bin/ (default: $FASTCIFAR_DATA, else "
+        "~/.cache/fastcifar; downloaded there if missing)",
+        group=DATA,
     )
-    loader: str = "torch"  # torch | ffcv | dali; all three apply the same augmentation spec
-    train_subset: int | None = None  # first N training images, for quick runs
-    test_subset: int | None = None  # first N test images, for quick runs
-    beton_dir: str | None = None  # FFCV .beton files (written if missing); None: the data folder
-    # Recipe (DAWNBench ResNet-9, Page's "How to train your ResNet")
-    epochs: int = 24
-    batch_size: int = 512  # the global batch: split evenly across ranks under torchrun
-    eval_batch_size: int = 1000  # the last batch is padded, so any size keeps one compiled shape
-    peak_fraction: float = 5 / 24  # One Cycle peaks at epoch 5 of 24 (scaled for other lengths)
-    lr_max: float | None = None  # None: found by the LR range test
-    lr_min: float | None = None  # None: found by the LR range test (or lr_max / lr_min_divisor)
-    lr_min_divisor: float = 25.0  # OneCycleLR's default div_factor, used when no onset is found
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    cycle_momentum: bool = False  # True: momentum cycles max_momentum -> base_momentum -> max
-    base_momentum: float = 0.85
-    max_momentum: float = 0.95
-    # Page's recipe scales logits by 1/8 so the softmax starts soft; it is worth ~0.5% accuracy.
-    logit_scale: float = 0.125
-    label_smoothing: float = 0.0
-    # LR range test
-    range_test_steps: int | None = None  # None: see `resolved_range_test_steps`
-    range_test_start_lr: float = 1e-4
-    range_test_end_lr: float = 10.0
-    # Evaluation
-    tta: bool = False  # also evaluate with flip test-time augmentation, and headline it
-    # Speed
-    amp: bool | None = None  # None: on where the device runs bf16/fp16 natively (device.py)
-    channels_last: bool = True
-    compile: bool | None = None  # None: on when CUDA is present
-    # None: "reduce-overhead" (CUDA graphs), or "default" under torchrun (experiment.py says
-    # why). CUDA graphs were measured outside fastcifar, by a plain reference script of this
-    # recipe on an H200 (torch 2.11, batch 512): 3.40 ms/step against 5.68 ms in mode default.
-    compile_mode: str | None = None
-    sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA only)
-    # Run
-    seed: int = 0
-    device: str | None = None  # None: cuda if available, else cpu
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always has one)
-    plots: bool = True
-    gradcam: bool = False  # Grad-CAM grid of misclassified test images (extra: gradcam)
-    tensorboard: bool = False  # RUN_DIR/tensorboard/ event files (extra: tensorboard)
+    loader: str = option("torch", "batch loader back end", group=DATA, choices=LOADER_NAMES)
+    train_subset: int | None = option(
+        None,
+        "use the first N training images (quick runs)",
+        group=DATA,
+        parse="count",
+        metavar="N",
+    )
+    test_subset: int | None = option(
+        None,
+        "use the first N test images (quick runs)",
+        group=DATA,
+        parse="count",
+        metavar="N",
+        find_lr=False,
+    )
+    beton_dir: str | None = option(
+        None,
+        "folder of the FFCV .beton files, written there if missing (default: a cache folder "
+        "keyed by the data's checksums, never the data folder)",
+        group=DATA,
+    )
+    # The recipe: DAWNBench ResNet-9, Page's "How to train your ResNet".
+    epochs: int = option(24, "training epochs", group=RECIPE, parse="count")
+    batch_size: int = option(
+        512,
+        "global training batch, split evenly across torchrun ranks",
+        group=RECIPE,
+        parse="count",
+    )
+    peak_fraction: float = option(
+        5 / 24,
+        "where One Cycle peaks, as a fraction of the run (epoch 5 of 24)",
+        group=RECIPE,
+        parse="fraction",
+        find_lr=False,
+    )
+    lr_max: float | tuple[float, ...] | None = option(
+        None,
+        "peak LR (default: found by the LR range test); several, comma-separated: an LR sweep",
+        group=RECIPE,
+        parse="learning_rates",
+        metavar="LR[,LR...]",
+        find_lr=False,
+    )
+    lr_min: float | None = option(
+        None,
+        "start and end LR (default: found by the range test, or LRMAX / lr_min_divisor)",
+        group=RECIPE,
+        parse="learning_rate",
+        metavar="LR",
+        find_lr=False,
+    )
+    lr_min_divisor: float = option(
+        25.0,
+        "LRMIN = LRMAX / this when no onset is found (OneCycleLR's div_factor)",
+        group=RECIPE,
+        parse="positive",
+    )
+    momentum: float = option(0.9, "SGD momentum", group=RECIPE, parse="fraction")
+    nesterov: bool = option(True, "Nesterov momentum", group=RECIPE)
+    weight_decay: float = option(5e-4, "L2 weight decay", group=RECIPE, parse="non_negative")
+    cycle_momentum: bool = option(
+        False, "cycle momentum max -> base -> max against the LR", group=RECIPE, find_lr=False
+    )
+    base_momentum: float = option(
+        0.85, "lowest momentum of a cycle", group=RECIPE, parse="fraction", find_lr=False
+    )
+    max_momentum: float = option(
+        0.95, "highest momentum of a cycle", group=RECIPE, parse="fraction", find_lr=False
+    )
+    # Page scales the logits by 1/8 so that the softmax starts soft: worth ~0.5% accuracy.
+    logit_scale: float = option(
+        0.125, "logits x this (ResNet-9 only)", group=RECIPE, parse="positive"
+    )
+    label_smoothing: float = option(0.0, "label smoothing", group=RECIPE, parse="fraction")
+    seed: int = option(
+        0,
+        "seeds the weights, the sample order and the augmentation",
+        group=RECIPE,
+        parse="seed",
+    )
+    seeds: int = option(
+        1,
+        "train N seeds (from --seed on) and report mean ± std",
+        group=RECIPE,
+        parse="count",
+        metavar="N",
+        find_lr=False,
+    )
+    range_test_steps: int | None = option(
+        None,
+        f"steps of the LR range test (default: as many as the training run has, at least "
+        f"{RANGE_TEST_MIN_STEPS} and at most {RANGE_TEST_MAX_STEPS}; 100 for the recipe)",
+        group=RANGE,
+        parse="count",
+        metavar="N",
+    )
+    range_test_start_lr: float = option(
+        1e-4,
+        "the sweep's first LR",
+        group=RANGE,
+        parse="learning_rate",
+        metavar="LR",
+        aliases=("--start-lr",),
+    )
+    range_test_end_lr: float = option(
+        10.0,
+        "the sweep's last LR",
+        group=RANGE,
+        parse="learning_rate",
+        metavar="LR",
+        aliases=("--end-lr",),
+    )
+    range_test: bool | None = option(
+        None,
+        "run the LR range test (default: only when LRMAX is not given; with --range-test a "
+        "sweep's plot marks the range test's LRMAX)",
+        group=RANGE,
+        find_lr=False,
+    )
+    eval_batch_size: int = option(
+        1000,
+        "test images per evaluation batch",
+        group=EVALUATION,
+        parse="count",
+        find_lr=False,
+    )
+    tta: bool = option(
+        False,
+        "also evaluate with flip test-time augmentation, and headline it",
+        group=EVALUATION,
+        find_lr=False,
+    )
+    plots: bool = option(True, "write the PNG plots", group=EVALUATION)
+    gradcam: bool = option(
+        False,
+        "Grad-CAM grid of misclassified test images (pip install '.[gradcam]')",
+        group=EVALUATION,
+        find_lr=False,
+    )
+    tensorboard: bool = option(
+        False,
+        "TensorBoard log in RUN_DIR/tensorboard (pip install '.[tensorboard]')",
+        group=EVALUATION,
+        find_lr=False,
+    )
+    amp: bool | None = option(
+        None,
+        "mixed precision as the device runs it natively: bf16, or fp16 + GradScaler on GPUs "
+        "without bf16; a CPU without native bf16 trains fp32, which is faster there "
+        "(default: on with CUDA and on CPUs with native bf16)",
+        group=SPEED,
+    )
+    channels_last: bool = option(True, "channels_last memory format", group=SPEED)
+    compile: bool | None = option(
+        None, "torch.compile the model (default: on when CUDA is present)", group=SPEED
+    )
+    # None: "reduce-overhead" (CUDA graphs), or "default" under DDP (distributed.py says why).
+    # Measured outside fastcifar by a plain reference script of this recipe on an H200
+    # (torch 2.11, batch 512): 3.40 ms/step with CUDA graphs against 5.68 ms in mode default.
+    compile_mode: str | None = option(
+        None,
+        "torch.compile mode (default: reduce-overhead; default under DDP)",
+        group=SPEED,
+        choices=COMPILE_MODES,
+    )
+    sync_bn: bool = option(
+        False, "SyncBatchNorm across torchrun ranks (CUDA)", group=SPEED, find_lr=False
+    )
+    device: str | None = option(
+        None, "cpu, cuda or cuda:N (default: cuda if present, else cpu)", group=SPEED
+    )
+    checkpoint_every: int | None = option(
+        None,
+        "epochs between checkpoints (default: by time, see --checkpoint-seconds)",
+        group=RUNS,
+        parse="count",
+        metavar="N",
+        find_lr=False,
+    )
+    # A checkpoint is 53 MB written with fsync: 0.13-0.3 s on the development machine, which
+    # per epoch would double an 8-second GPU run. By time, a fast run writes one (at the end).
+    checkpoint_seconds: float = option(
+        60.0,
+        "at most one checkpoint per this many seconds of training (plus the last epoch and a stop)",
+        group=RUNS,
+        parse="positive",
+        metavar="S",
+        find_lr=False,
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.lr_max, list):  # from JSON or TOML
+            object.__setattr__(self, "lr_max", tuple(self.lr_max))
         self.validate()
 
     def validate(self) -> None:
-        _require(
-            self.loader in LOADER_NAMES,
-            f"unknown loader {self.loader!r}: choose one of {', '.join(LOADER_NAMES)}",
-        )
-        _check_integers(self)
-        _check_learning_rates(self)
-        _check_fractions(self)
-        _require(
-            self.compile_mode is None or self.compile_mode in COMPILE_MODES,
-            f"unknown compile mode {self.compile_mode!r}: choose one of {', '.join(COMPILE_MODES)}",
-        )
-        _require(
-            self.device is None or DEVICE_PATTERN.fullmatch(self.device) is not None,
-            f"unknown device {self.device!r}: fastcifar runs on cpu, cuda or cuda:N",
-        )
+        check_config(self)
+
+    @property
+    def lr_maxes(self) -> tuple[float | None, ...]:
+        """Every LRMAX of the plan: (None,) when it is to be found, several for a sweep."""
+        if isinstance(self.lr_max, tuple):
+            return self.lr_max
+        return (self.lr_max,)
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.lr_maxes) > 1
+
+    @property
+    def runs(self) -> int:
+        """How many runs the plan holds: seeds x LRMAX values."""
+        return self.seeds * len(self.lr_maxes)
+
+    @property
+    def needs_range_test(self) -> bool:
+        return self.range_test if self.range_test is not None else self.lr_max is None
+
+    def one_run(self, seed: int, lr_max: float | None) -> TrainConfig:
+        """The config of one run of the plan."""
+        return replace(self, seed=seed, lr_max=lr_max, seeds=1, range_test=None)
 
     def resolved_range_test_steps(self, training_steps: int) -> int:
         """The range test's length: as given, else as many steps as the training run has,
@@ -101,105 +285,131 @@ class TrainConfig:
             return self.range_test_steps
         return min(max(training_steps, RANGE_TEST_MIN_STEPS), RANGE_TEST_MAX_STEPS)
 
+    def training_steps(self, train_images: int) -> int:
+        """Steps of one run on `train_images` images (the last partial batch is dropped);
+        ConfigError when One Cycle would have fewer than 3."""
+        per_epoch = train_images // self.batch_size
+        steps = self.epochs * per_epoch
+        if steps < 3:  # One Cycle needs a first, a peak and a last step
+            raise ConfigError(
+                f"{self.epochs} epoch(s) of {per_epoch} batch(es) make {steps} training steps; "
+                "One Cycle needs at least 3: raise --epochs or --train-subset"
+            )
+        return steps
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if isinstance(values["lr_max"], tuple):
+            values["lr_max"] = list(values["lr_max"])
+        return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], where: str = "the recorded config") -> TrainConfig:
         """Rebuild from a recorded config, ignoring keys that newer versions dropped."""
         if not isinstance(values, dict):
-            raise ConfigError(
-                f"a recorded config must be a JSON object, got {type(values).__name__}"
-            )
+            raise ConfigError(f"{where} must be a table of settings, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         try:
             return cls(**{key: value for key, value in values.items() if key in known})
         except TypeError as error:  # a value of the wrong type inside validate()
-            raise ConfigError(
-                f"the recorded config holds a value of the wrong type ({error})"
-            ) from None
+            raise ConfigError(f"{where} holds a value of the wrong type ({error})") from None
+
+    def to_toml(self) -> str:
+        """The config as TOML: every setting with its help as a comment; None (the default
+        of every optional setting) is left out, which TOML cannot write anyway."""
+        lines = ["# fastcifar training config: python -m fastcifar.train --config THIS_FILE", ""]
+        for item in fields(self):
+            value = getattr(self, item.name)
+            lines.append(f"# {item.metadata['help']}")
+            prefix = "# " if value is None else ""
+            lines.append(f"{prefix}{item.name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
 
 
-def _check_integers(config: TrainConfig) -> None:
-    bounds = {
-        "epochs": MAX_EPOCHS,
-        "batch_size": MAX_BATCH_SIZE,
-        "eval_batch_size": MAX_BATCH_SIZE,
-        "range_test_steps": MAX_RANGE_TEST_STEPS,
-        "checkpoint_every": MAX_EPOCHS,
-        "train_subset": None,
-        "test_subset": None,
-    }
-    for name, high in bounds.items():
-        value = getattr(config, name)
-        if value is None and name in ("range_test_steps", "train_subset", "test_subset"):
-            continue
-        if name == "range_test_steps":  # a curve needs two points
-            _require(
-                isinstance(value, int) and value >= 2,
-                f"range_test_steps must be at least 2, got {value!r}",
-            )
-        _require(
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            f"{name} must be a positive integer, got {value!r}",
-        )
-        if high is not None:
-            _require(value <= high, f"{name} must be at most {high:,}, got {value:,}")
-    _require(
-        isinstance(config.seed, int) and 0 <= config.seed <= MAX_SEED,
-        f"seed must be an integer from 0 to {MAX_SEED}, got {config.seed!r}",
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(default)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value)  # ints, and strings in TOML's basic-string escapes
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The settings of a TOML config file; unknown keys are one ConfigError with a suggestion."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"--config {path}: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config {path} is not valid TOML ({error})") from None
+    known = [f.name for f in fields(TrainConfig)]
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"--config {path}: unknown setting {key!r}{suggestion(key, known)}")
+    return values
+
+
+def suggestion(word: str, candidates: list[str]) -> str:
+    """ "; did you mean 'epochs'?" for the closest candidate, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs the config; never part of what a run records as its config."""
+
+    out: str | None = option(None, "run folder (default: runs/<date>-<time>-<id>)", group=RUNS)
+    overwrite: bool = option(
+        False,
+        "replace the run in --out (only once the new run has its first checkpoint)",
+        group=RUNS,
     )
-    if config.train_subset is not None:
-        _require(
-            config.train_subset >= config.batch_size,
-            f"train_subset ({config.train_subset}) must be at least batch_size "
-            f"({config.batch_size}): training drops the last partial batch",
-        )
-
-
-def _check_learning_rates(config: TrainConfig) -> None:
-    for name in ("lr_max", "lr_min"):
-        value = getattr(config, name)
-        _require(
-            value is None or (math.isfinite(value) and value > 0),
-            f"{name} must be a finite positive number, got {value}",
-        )
-    _require(
-        not (config.lr_min is not None and config.lr_max is None),
-        "lr_min needs lr_max too (or neither, to find both by the LR range test)",
+    resume: str | None = option(
+        None,
+        "continue an unfinished run with its recorded config",
+        group=RUNS,
+        metavar="RUN_DIR",
+        find_lr=False,
     )
-    if config.lr_min is not None and config.lr_max is not None:
-        _require(
-            config.lr_min <= config.lr_max,
-            f"lr_min ({config.lr_min}) must not exceed lr_max ({config.lr_max})",
-        )
-    _require(
-        math.isfinite(config.range_test_end_lr)
-        and 0 < config.range_test_start_lr < config.range_test_end_lr,
-        "range test needs 0 < range_test_start_lr < range_test_end_lr, both finite",
+    auto_resume: bool = option(
+        False,
+        "continue the unfinished run in --out if it has this config (on by itself after a "
+        "torchrun restart)",
+        group=RUNS,
+        find_lr=False,
     )
-    _require(
-        math.isfinite(config.lr_min_divisor) and config.lr_min_divisor >= 1,
-        "lr_min_divisor must be a finite number >= 1",
+    max_time: float | None = option(
+        None,
+        "stop cleanly after this long (90s, 15m, 2h, 1:30:00), resumable",
+        group=RUNS,
+        parse="duration",
+        metavar="TIME",
+        find_lr=False,
     )
-
-
-def _check_fractions(config: TrainConfig) -> None:
-    _require(
-        0 < config.peak_fraction < 1,
-        f"peak_fraction must lie in (0, 1), got {config.peak_fraction}",
+    max_steps: int | None = option(
+        None,
+        "stop cleanly after this many training steps of a run, resumable",
+        group=RUNS,
+        parse="count",
+        metavar="N",
+        find_lr=False,
     )
-    _require(
-        math.isfinite(config.weight_decay) and config.weight_decay >= 0,
-        f"weight_decay must be a finite number >= 0, got {config.weight_decay}",
-    )
-    _require(0 <= config.momentum < 1, f"momentum must lie in [0, 1), got {config.momentum}")
-    _require(
-        0 <= config.label_smoothing < 1,
-        f"label_smoothing must lie in [0, 1), got {config.label_smoothing}",
+    parallel: str = option(
+        "auto",
+        "under torchrun: 'runs' gives each rank whole runs of --seeds/--lr-max, 'data' "
+        "trains every run across all ranks (DDP); auto: runs for several runs, else data",
+        group=RUNS,
+        choices=PARALLEL_MODES,
+        find_lr=False,
     )
 
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+    # Options that may accompany --resume (they do not change what is trained).
+    BESIDE_RESUME = ("max_time", "max_steps", "parallel")

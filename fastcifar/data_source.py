@@ -8,22 +8,28 @@ files are removed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from fastcifar.errors import ConfigError, DataSourceError
+from fastcifar.dataset import CifarSplit, Dataset
+from fastcifar.errors import DataSourceError
+from fastcifar.normalisation import CIFAR10
 
-__all__ = ["Cifar10", "CifarSplit", "DataSourceError", "default_data_dir", "load_cifar10"]
+__all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10"]
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ARCHIVE_NAME = "cifar-10-binary.tar.gz"
@@ -43,34 +49,8 @@ FILE_SHA256 = {
 }
 RECORD_BYTES = 1 + 3 * 32 * 32
 DATA_ENV = "FASTCIFAR_DATA"
-
-
-@dataclass(frozen=True)
-class CifarSplit:
-    """One split: uint8 images (N, 32, 32, 3) in HWC order and int64 labels (N,)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, count: int | None, name: str = "subset") -> CifarSplit:
-        """The first `count` examples (all of them when `count` is None); more than the split
-        holds is a one-line error naming the flag (`name`)."""
-        if count is None:
-            return self
-        if count > len(self):
-            raise ConfigError(f"{name} ({count:,}) exceeds the {len(self):,} images of the split")
-        return CifarSplit(self.images[:count], self.labels[:count])
-
-
-@dataclass(frozen=True)
-class Cifar10:
-    train: CifarSplit
-    test: CifarSplit
-    class_names: tuple[str, ...]
-    folder: Path
+CACHE_ENV = "FASTCIFAR_CACHE"
+LOCK_NAME = ".fastcifar-download.lock"
 
 
 @dataclass(frozen=True)
@@ -81,13 +61,31 @@ class SourceChecksums:
     files: tuple[tuple[str, str], ...] = tuple(FILE_SHA256.items())
 
 
+def cache_dir() -> Path:
+    """fastcifar's own cache: $FASTCIFAR_CACHE, else $XDG_CACHE_HOME/fastcifar, else
+    ~/.cache/fastcifar. Written files (downloads, betons) go here, never into a data folder
+    that was only given to be read."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "fastcifar"
+    return Path.home() / ".cache" / "fastcifar"
+
+
+def beton_cache_folder() -> Path:
+    """Where the CIFAR-10 betons go unless told otherwise: the cache, in a folder named by the
+    data's checksums (betons of other data never meet them); never the data folder."""
+    key = hashlib.sha256("".join(FILE_SHA256[name] for name in sorted(FILE_SHA256)).encode())
+    return cache_dir() / "betons" / f"cifar10-{key.hexdigest()[:12]}"
+
+
 def default_data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """`explicit` if given, else $FASTCIFAR_DATA, else ~/.cache/fastcifar."""
+    """`explicit` if given, else $FASTCIFAR_DATA, else the cache folder."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
-    return Path.home() / ".cache" / "fastcifar"
+    return cache_dir()
 
 
 def sha256_of(path: Path) -> str:
@@ -104,31 +102,59 @@ def load_cifar10(
     download: bool = True,
     url: str = URL,
     checksums: SourceChecksums = SourceChecksums(),
-) -> Cifar10:
+) -> Dataset:
     """Find CIFAR-10 under `data_dir` (downloading and extracting it if allowed) and parse it."""
     root = default_data_dir(data_dir)
     folder = ensure_extracted(root, download=download, url=url, checksums=checksums)
     verify_folder(folder, checksums)
-    return Cifar10(
+    return Dataset(
         train=parse_batches([folder / name for name in TRAIN_FILES]),
         test=parse_batches([folder / name for name in TEST_FILES]),
         class_names=read_class_names(folder / META_FILE),
-        folder=folder,
+        normalisation=CIFAR10,
+        folder=folder.resolve(),
     )
 
 
 def ensure_extracted(root: Path, *, download: bool, url: str, checksums: SourceChecksums) -> Path:
-    """Return the `cifar-10-batches-bin` folder under `root`, extracting/downloading when absent."""
+    """Return the `cifar-10-batches-bin` folder under `root`, extracting/downloading when absent.
+
+    An existing folder is only read. Otherwise the work happens under a lock on the data
+    folder, so that the processes of one machine (torchrun's ranks) or of several sharing a
+    file system download and extract once, one after another, each finding the other's result."""
     folder = root / FOLDER_NAME
     if folder.is_dir():
         return folder
+    if not download and not (root / ARCHIVE_NAME).is_file():
+        raise DataSourceError(
+            f"CIFAR-10 not found in {root} (no {FOLDER_NAME}/ or {ARCHIVE_NAME}): "
+            "pass --data-dir to a folder that holds it, or allow the download"
+        )
+    if root.exists() and not root.is_dir():
+        raise DataSourceError(f"--data-dir {root} is a file, not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / LOCK_NAME):
+        if folder.is_dir():  # another process finished while this one waited
+            return folder
+        return _download_and_extract(root, url=url, checksums=checksums)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _download_and_extract(root: Path, *, url: str, checksums: SourceChecksums) -> Path:
+    folder = root / FOLDER_NAME
     archive = root / ARCHIVE_NAME
+    for stale in root.glob(f".{ARCHIVE_NAME}.*.part"):  # of a killed download: the lock is ours
+        stale.unlink(missing_ok=True)
     if not archive.is_file():
-        if not download:
-            raise DataSourceError(
-                f"CIFAR-10 not found in {root} (no {FOLDER_NAME}/ or {ARCHIVE_NAME}): "
-                "pass --data-dir to a folder that holds it, or allow the download"
-            )
         download_archive(url, archive, checksums.archive)
     actual = sha256_of(archive)
     if actual != checksums.archive:
@@ -144,7 +170,8 @@ def ensure_extracted(root: Path, *, download: bool, url: str, checksums: SourceC
 def download_archive(url: str, target: Path, expected_sha256: str) -> None:
     """Download to a temporary name, verify, then rename: an interrupted download never passes."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
+    # A name of its own: two processes that download at once never write into one file.
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None

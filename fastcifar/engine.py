@@ -161,6 +161,21 @@ def run_steps(
             return
 
 
+def state_is_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every floating-point weight, buffer and optimizer state (momentum) is finite:
+    reduced on the device, one host read (made once per epoch, never per step)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    tensors += [
+        value
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    ]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 @contextlib.contextmanager
 def state_restored(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Trial steps (warm-up, LR range test) inside the block leave no trace: the weights,

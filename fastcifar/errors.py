@@ -20,6 +20,10 @@ class DataSourceError(UserError, RuntimeError):
     """A one-line, actionable problem with the CIFAR-10 files."""
 
 
+class DataError(UserError, ValueError):
+    """Data of one's own (arrays, tensors) that cannot be trained on as given."""
+
+
 class MissingBackendError(UserError, RuntimeError):
     """An optional extra (FFCV, DALI, TensorBoard, grad-cam) is not installed or cannot load."""
 
@@ -30,6 +34,10 @@ class RunFolderError(UserError):
 
 class CheckpointError(UserError):
     """A model or checkpoint file that cannot be read, or does not fit this model."""
+
+
+class DiskFullError(UserError):
+    """The disk filled up while a run wrote a file: the message names it and the resume."""
 
 
 class ImageInputError(UserError, ValueError):
@@ -59,9 +67,17 @@ class Interrupted(RunStopped):
 
 
 class Diverged(RunStopped):
-    """The loss stopped being finite (exit 3); the last good checkpoint is kept."""
+    """A loss, a weight, a buffer or an optimizer state stopped being finite (exit 3); the last
+    good checkpoint is kept."""
 
     def __init__(self, headline: str, exit_code: int = 3, hint: str = "") -> None:
+        super().__init__(headline, exit_code, hint)
+
+
+class LimitReached(RunStopped):
+    """--max-time or --max-steps ended the run cleanly (exit 0): checkpointed, resumable."""
+
+    def __init__(self, headline: str, exit_code: int = 0, hint: str = "") -> None:
         super().__init__(headline, exit_code, hint)
 
 

@@ -1,37 +1,45 @@
 """`python -m fastcifar.evaluate RUN_DIR`: test accuracy, per-class accuracy and the confusion
 matrix of a trained run (written to RUN_DIR/evaluation.json as well).
 
-Only a complete run is evaluated unless --allow-incomplete (then the last checkpoint's weights).
-The evaluation runs in fp32: a run trained (and evaluated) under bf16 may differ in the last
-digit.
+It evaluates the test images the run itself was evaluated on (its --test-subset, if it had
+one); --test-subset N or all chooses others. Only a complete run is evaluated unless
+--allow-incomplete (then the last checkpoint's weights). The evaluation runs in fp32: a run
+trained (and evaluated) under bf16 may differ in the last digit.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fastcifar.cli import DEFAULTS, Parser, add_data_arguments, positive_int, run_main
+from fastcifar.cli import Parser, count, run_main
+
+
+def test_subset(text: str) -> int | str:
+    return "all" if text.strip().lower() == "all" else count(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.evaluate", description=__doc__)
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
-    add_data_arguments(parser)
     parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=DEFAULTS.eval_batch_size,
-        help="(default: %(default)s)",
+        "--data-dir",
+        default=None,
+        help="folder holding cifar-10-batches-bin/ (default: the run's own)",
     )
     parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
+    parser.add_argument("--batch-size", type=count, default=1000, help="(default: %(default)s)")
+    parser.add_argument(
         "--test-subset",
-        type=positive_int,
+        type=test_subset,
         default=None,
-        metavar="N",
-        help="the first N test images only",
+        metavar="N|all",
+        help="the first N test images, or all of them (default: those the run was evaluated on)",
     )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument(
@@ -61,31 +69,32 @@ def format_report(matrix: np.ndarray, class_names: list[str], title: str = "test
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, data: Any = None) -> None:
+    """The command; `data`: the data set of a run trained on data of one's own."""
     args = build_parser().parse_args(argv)
 
     def run() -> None:
         from fastcifar.atomic_file import atomic_write
-        from fastcifar.data_source import load_cifar10
         from fastcifar.device import pick_device
         from fastcifar.evaluation import evaluate_split
         from fastcifar.plots import confusion_matrix
         from fastcifar.progress import say
         from fastcifar.run_folder import strict_json
-        from fastcifar.saved_run import load_run
+        from fastcifar.saved_run import load_saved_run, test_split_of
 
         device = pick_device(args.device)
-        model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
-        data = load_cifar10(args.data_dir or summary["config"]["data_dir"])
-        test = data.test.subset(args.test_subset, "--test-subset")
-        say(f"evaluating {len(test):,} test images on {device} (fp32)")
-        result = evaluate_split(model, test, device, args.batch_size, args.tta)
-        names = list(data.class_names)
+        saved = load_saved_run(Path(args.run_dir), device, allow_incomplete=args.allow_incomplete)
+        test, which = test_split_of(saved, args.data_dir, args.test_subset, data)
+        say(f"evaluating {which} on {device} (fp32)")
+        result = evaluate_split(
+            saved.model, test, device, args.batch_size, args.tta, saved.normalisation
+        )
+        names = list(saved.class_names)
         report = {"run": str(Path(args.run_dir).resolve()), "test_examples": len(test)}
         for key, scores in (("", result.plain), ("_tta", result.tta)):
             if scores is None:
                 continue
-            matrix = confusion_matrix(result.labels.numpy(), scores.predictions.numpy())
+            matrix = confusion_matrix(result.labels.numpy(), scores.predictions.numpy(), len(names))
             print(format_report(matrix, names, "flip TTA accuracy" if key else "test accuracy"))
             per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
             report |= {

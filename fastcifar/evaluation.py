@@ -3,8 +3,10 @@
 Every evaluation batch has the same shape: the last one is padded with blank images labelled
 -1, which the loss ignores and no prediction can match. One compiled graph (and one CUDA graph)
 therefore serves every batch, whatever the test-set size or `eval_batch_size`, and padding
-never counts. Under torchrun each rank evaluates one contiguous shard; loss sums and correct
-counts are all-reduced, predictions all-gathered, so every test image counts exactly once.
+never counts. The batch is at most `eval_batch_size`, sized so that the batches cover a shard
+with as little padding as possible (10,000 images on 8 ranks: 2 batches of 625 each, none).
+Under torchrun each rank evaluates one contiguous shard; loss sums and correct counts are
+all-reduced, predictions all-gathered, so every test image counts exactly once.
 The test split always goes through this device-resident path, whichever training loader is
 used: it has no augmentation, and nothing is faster than a gather on the device.
 """
@@ -17,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastcifar.data_source import CifarSplit
+from fastcifar.dataset import CifarSplit
 from fastcifar.device import Precision
 from fastcifar.distributed import Distributed
 from fastcifar.engine import mark_step_begin
-from fastcifar.loaders.torch_loader import normalisation, normalise
+from fastcifar.normalisation import CIFAR10, Normalisation, normalise
 from fastcifar.progress import progress
 
 PADDING_LABEL = -1
@@ -31,7 +33,12 @@ class EvalBatches:
     """This rank's shard of `split` on `device`, in batches of one fixed size."""
 
     def __init__(
-        self, split: CifarSplit, batch_size: int, device: torch.device, dist: Distributed
+        self,
+        split: CifarSplit,
+        batch_size: int,
+        device: torch.device,
+        dist: Distributed,
+        normalisation: Normalisation = CIFAR10,
     ) -> None:
         total = len(split)
         per_rank = -(-total // dist.world_size)
@@ -41,15 +48,15 @@ class EvalBatches:
         ]
         start = min(dist.rank * per_rank, total)
         self.count = self.shard_counts[dist.rank]
-        self.batch_size = max(1, min(batch_size, per_rank))
-        self.batches = -(-per_rank // self.batch_size)  # the same on every rank
+        self.batches = -(-per_rank // max(1, batch_size))  # the same on every rank
+        self.batch_size = -(-per_rank // self.batches)
         padded = self.batches * self.batch_size
         images = torch.zeros((padded, *split.images.shape[1:]), dtype=torch.uint8)
         images[: self.count] = torch.from_numpy(split.images[start : start + self.count])
         labels = torch.full((padded,), PADDING_LABEL, dtype=torch.int64)
         labels[: self.count] = torch.from_numpy(split.labels[start : start + self.count])
         self.images, self.labels = images.to(device), labels.to(device)
-        self.mean, self.inv_std = normalisation(device)
+        self.mean, self.inv_std = normalisation.on(device)
 
     def __len__(self) -> int:
         return self.batches
@@ -145,6 +152,7 @@ def evaluate_split(
     device: torch.device,
     batch_size: int = 1000,
     tta: bool = False,
+    normalisation: Normalisation = CIFAR10,
 ) -> Evaluation:
     """A saved model on a test split, in one process and in fp32 (what `evaluate` and
     `explain` report; training evaluates under its own precision, so the last digit of a bf16
@@ -152,4 +160,5 @@ def evaluate_split(
     single = Distributed()
     forward = EvalForward(model, Precision(device.type, None), tta)
     labels = torch.from_numpy(split.labels)
-    return evaluate(forward, EvalBatches(split, batch_size, device, single), labels, single)
+    batches = EvalBatches(split, batch_size, device, single, normalisation)
+    return evaluate(forward, batches, labels, single)

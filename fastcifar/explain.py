@@ -2,54 +2,34 @@
 (true → predicted, heat = evidence for the predicted class), written to RUN_DIR/gradcam.png.
 
 Needs the optional extra: pip install '.[gradcam]'. Works on CPU and GPU; Grad-CAM runs on the
-plain model (never a compiled one), in fp32.
+plain model (never a compiled one), in fp32, over the test images the run was evaluated on.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from fastcifar.cli import Parser, add_data_arguments, positive_int, run_main
-
-SHOWN = 24  # mistakes in the grid
-
-
-def explain_mistakes(model, data, evaluation, path: Path, count: int = SHOWN) -> Path:
-    """Grad-CAM of the first `count` misclassified test images of `evaluation`."""
-    import numpy as np
-
-    from fastcifar.gradcam import gradcam_heatmaps, plot_gradcam_grid
-    from fastcifar.predict import to_batch
-
-    labels = evaluation.labels.numpy()
-    predictions = evaluation.headline().predictions.numpy()
-    wrong = np.flatnonzero(labels != predictions)
-    shown = wrong[:count]
-    images = data.test.images[shown]
-    device = next(model.parameters()).device
-    heatmaps = np.zeros((0, *images.shape[1:3]), dtype=np.float32)
-    if len(shown):
-        batch = to_batch(list(images), device)
-        heatmaps = gradcam_heatmaps(model, batch, predictions[shown].tolist())
-    return plot_gradcam_grid(
-        images,
-        heatmaps,
-        labels[shown],
-        predictions[shown],
-        list(data.class_names),
-        path,
-        total_wrong=len(wrong),
-        total=len(labels),
-    )
+from fastcifar.cli import Parser, count, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.explain", description=__doc__)
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
-    add_data_arguments(parser)
     parser.add_argument(
-        "--count", type=positive_int, default=SHOWN, help="mistakes shown (default: %(default)s)"
+        "--data-dir",
+        default=None,
+        help="folder holding cifar-10-batches-bin/ (default: the run's own)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
+    parser.add_argument(
+        "--count",
+        type=count,
+        default=None,
+        help="mistakes shown (default: as many as a run's own gradcam.png shows)",
     )
     parser.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/gradcam.png)")
     parser.add_argument(
@@ -58,26 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, data: Any = None) -> None:
+    """The command; `data`: the data set of a run trained on data of one's own."""
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.data_source import load_cifar10
+        from fastcifar.dataset import Dataset
         from fastcifar.device import pick_device
         from fastcifar.evaluation import evaluate_split
-        from fastcifar.gradcam import import_grad_cam
+        from fastcifar.gradcam import SHOWN, explain_mistakes, import_grad_cam
         from fastcifar.progress import say
-        from fastcifar.saved_run import load_run
+        from fastcifar.saved_run import load_saved_run, test_split_of
 
         import_grad_cam()  # a missing extra fails before any work
         device = pick_device(args.device)
-        model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
-        data = load_cifar10(args.data_dir or summary["config"]["data_dir"])
-        evaluation = evaluate_split(model, data.test, device)
+        saved = load_saved_run(Path(args.run_dir), device, allow_incomplete=args.allow_incomplete)
+        test, _ = test_split_of(saved, args.data_dir, None, data)
+        evaluation = evaluate_split(saved.model, test, device, normalisation=saved.normalisation)
         path = Path(args.out) if args.out else Path(args.run_dir) / "gradcam.png"
-        explain_mistakes(model, data, evaluation, path, args.count)
+        shown = Dataset(test, test, saved.class_names, saved.normalisation)
+        count = args.count or SHOWN
+        explain_mistakes(saved.model, shown, evaluation, path, count)
         wrong = int((evaluation.labels != evaluation.headline().predictions).sum())
-        say(f"Grad-CAM of {min(args.count, wrong)} of {wrong:,} mistakes: {path}")
+        say(f"Grad-CAM of {min(count, wrong)} of {wrong:,} mistakes: {path}")
 
     run_main(run)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from fastcifar.errors import MissingBackendError
 from fastcifar.model import ResNet9
 from fastcifar.plots import GRID_COLUMNS, image_grid, mistakes_shown, save_figure
 
+SHOWN = 24  # mistakes in a grid
 HEAT_OPACITY = 0.45  # enough colour to read the map, enough image left to recognise the object
 
 
@@ -150,4 +152,33 @@ def grid_title(shown: int, total_wrong: int, total: int) -> str:
     return (
         f"Grad-CAM of misclassified test images: {mistakes_shown(shown, total_wrong, total)}"
         "\nheat = evidence for the predicted class"
+    )
+
+
+def explain_mistakes(
+    model: nn.Module, data: Any, evaluation: Any, path: Path, count: int = SHOWN
+) -> Path:
+    """Grad-CAM of the first `count` misclassified test images of `evaluation` (of `data`, a
+    Dataset), as a PNG grid at `path`."""
+    from fastcifar.normalisation import to_batch
+
+    labels = evaluation.labels.numpy()
+    predictions = evaluation.headline().predictions.numpy()
+    wrong = np.flatnonzero(labels != predictions)
+    shown = wrong[:count]
+    images = data.test.images[shown]
+    device = next(model.parameters()).device
+    heatmaps = np.zeros((0, *images.shape[1:3]), dtype=np.float32)
+    if len(shown):
+        batch = to_batch(images, device, data.normalisation)
+        heatmaps = gradcam_heatmaps(model, batch, predictions[shown].tolist())
+    return plot_gradcam_grid(
+        images,
+        heatmaps,
+        labels[shown],
+        predictions[shown],
+        list(data.class_names),
+        path,
+        total_wrong=len(wrong),
+        total=len(labels),
     )

@@ -17,8 +17,14 @@ softmax twice, which squashes the outputs into a narrow band so the gradients al
 
 from __future__ import annotations
 
+import copy
+import inspect
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from fastcifar.errors import ConfigError
 
 
 def conv_bn_relu(channels_in: int, channels_out: int, pool: bool = False) -> nn.Sequential:
@@ -72,26 +78,127 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def step_gflop(model: nn.Module, batch: int, device: torch.device) -> float | None:
+    """GFLOP of one training step of `batch` images: the forward, counted by torch's FLOP
+    counter on one image, times 3 (forward, input gradients, weight gradients); None where the
+    counter cannot run the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(torch.zeros(1, 3, 32, 32, device=device))
+    except Exception:  # a model of one's own may not run under the FLOP counter
+        return None
+    finally:
+        model.train(was_training)
+    return 3 * counter.get_total_flops() * batch / 1e9
+
+
 def build_model(
     device: torch.device,
     logit_scale: float = 0.125,
     channels_last: bool = True,
     seed: int | None = None,
-) -> ResNet9:
-    """A freshly initialised ResNet9 on `device`, in channels_last memory when asked.
+    *,
+    num_classes: int = 10,
+    factory: Callable[[], nn.Module] | None = None,
+) -> nn.Module:
+    """A freshly initialised model on `device` (the ResNet9 unless a `factory` of
+    `model_factory` is given), in channels_last memory when asked.
 
     The weights are drawn on the CPU from `seed` (when given), so they are the same on every
     device and in every process."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = ResNet9(logit_scale=logit_scale).to(device)
+    model = (factory or (lambda: ResNet9(num_classes, logit_scale)))().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def reinitialise(model: nn.Module, seed: int, logit_scale: float) -> None:
-    """Give `model` the initial weights of `build_model(seed=seed)`, copied in place: the
-    tensors stay the same objects, so compiled graphs and CUDA graphs stay valid."""
+def reinitialise(model: nn.Module, seed: int, factory: Callable[[], nn.Module]) -> None:
+    """Give `model` the initial weights of `build_model(seed=seed, factory=factory)`, copied in
+    place: the tensors stay the same objects, so compiled graphs and CUDA graphs stay valid."""
     torch.manual_seed(seed)
-    model.load_state_dict(ResNet9(logit_scale=logit_scale).state_dict())
+    model.load_state_dict(factory().state_dict())
+
+
+ModelChoice = nn.Module | Callable[..., nn.Module] | None
+
+
+def model_factory(
+    model: ModelChoice, num_classes: int, logit_scale: float
+) -> Callable[[], nn.Module]:
+    """A function that returns a freshly initialised model, its draws from torch's global seed:
+    * None: the ResNet9 of the recipe;
+    * a class or function: called (with `num_classes` when it takes a parameter);
+    * a module: a copy, each layer re-drawn by its own reset_parameters(), so that seed k
+      starts from the same weights in every process."""
+    if model is None:
+        return lambda: ResNet9(num_classes, logit_scale)
+    if isinstance(model, nn.Module):
+        template = copy.deepcopy(model).cpu()
+        return lambda: _reset(copy.deepcopy(template))
+    if callable(model):
+        takes_classes = _takes_a_parameter(model)
+        return lambda: _checked(model(num_classes) if takes_classes else model(), model)
+    raise ConfigError(
+        "model must be an nn.Module, or a class or function returning one, "
+        f"got {type(model).__name__}"
+    )
+
+
+def model_name(model: ModelChoice) -> str:
+    """What config.json records of the model: "ResNet9", or the custom model's qualified name."""
+    if model is None:
+        return "ResNet9"
+    kind = model if isinstance(model, type) or not isinstance(model, nn.Module) else type(model)
+    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def check_logits(model: nn.Module, num_classes: int, device: torch.device) -> None:
+    """One line, before any training, when `model` does not map N x 3 x 32 x 32 images to
+    N x num_classes logits."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(torch.zeros(2, 3, 32, 32, device=device))
+    except Exception as error:  # any failure of a model of one's own is the user's to fix
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            "the model fails on a batch of 2 x 3 x 32 x 32 images "
+            f"({type(error).__name__}: {first})"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (2, num_classes):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ConfigError(
+            f"the model must map N x 3 x 32 x 32 images to N x {num_classes} logits (the data "
+            f"has {num_classes} classes), got {shape} for N = 2"
+        )
+
+
+def _reset(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return model
+
+
+def _takes_a_parameter(function: Callable) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
+    )
+
+
+def _checked(model: object, source: Callable) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {source!r} returned {type(model).__name__}, not an nn.Module")
+    return model

@@ -1,145 +1,242 @@
-"""Several runs in one process: N seeds (`--seeds N`) and LR sweeps (`--lr-max a,b,c`).
+"""Several runs: N seeds (`--seeds N`) and LR sweeps (`--lr-max a,b,c`), and their aggregate.
 
-The model is compiled once; between runs it is re-seeded in place (`Experiment.reseed`), so
-run k is exactly a fresh `--seed k` run given the same LR bounds (tested on CPU). The LR range
-test runs once, before the first run; its bounds serve every seed and, in a sweep, mark the
-plot. The parent folder holds one run folder per run (`seed-K`, or `lr-X/seed-K`), the range
-test, an aggregate summary.json (mean ± std, min, max, 95% t-interval, per-seed rows; plain
-and flip-TTA accuracy) and plots. A run that diverges (a sweep's highest LRMAX may) is recorded
-as diverged and the others go on; the aggregate is over the runs that completed.
+The model is compiled once; between runs it is re-seeded in place (`Trainer.reseed`), so run k
+is exactly a fresh `--seed k` run given the same LR bounds (tested on CPU). The LR range test
+runs once, before the first run; its bounds serve every seed and, in a sweep, mark the plot.
+The parent folder holds one run folder per run (`seed-K`, or `lr-X/seed-K`), the range test,
+an aggregate summary.json (mean ± std, min, max, 95% t-interval, per-seed rows; plain and
+flip-TTA accuracy) and plots. A run that diverges is recorded as diverged and the others go on.
+
+Under torchrun the runs go one of two ways. Parallel runs (the default for several runs):
+each rank trains whole runs of the plan on its own, round-robin, compiled with CUDA graphs as
+a single GPU would, with no gradient traffic; rank 0 runs the range test and, at the end,
+writes the aggregate. Data-parallel (`--parallel data`): every run is split over all ranks.
 """
 
 from __future__ import annotations
 
-import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastcifar import plots
-from fastcifar.config import TrainConfig
-from fastcifar.errors import Diverged, RunFolderError, RunStopped
-from fastcifar.experiment import Experiment, warm_up
-from fastcifar.lr_bounds import LrBounds, find_bounds, given_bounds, recorded_bounds
+from fastcifar.checkpoint import check_fits, load_checkpoint
+from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.distributed import Distributed, launch_command
+from fastcifar.errors import ConfigError, Diverged, Interrupted, RunStopped
 from fastcifar.progress import say, warn
-from fastcifar.report import base_summary
-from fastcifar.run_folder import RunFolder
-from fastcifar.saved_run import load_checkpoint, read_summary
-from fastcifar.session import (
-    RunOptions,
-    claim_folder,
-    prepare,
-    ranks,
-    recorded_outcome,
-    run_in_folder,
+from fastcifar.records import ConfigRecord, RunKind, Status, Summary, multi_complete, read_summary
+from fastcifar.report import read_range_test
+from fastcifar.runs import (
+    Lifecycle,
+    Request,
+    estimate_of,
+    limits_of,
+    load_data,
+    range_test,
+    start_line,
+    trained_how,
 )
+from fastcifar.schedule import LrBounds
 from fastcifar.signals import StopSignals
 from fastcifar.statistics import aggregate
-from fastcifar.trainer import Timings
+from fastcifar.trainer import Trainer, build, given_bounds, warm_up
+from fastcifar.training_run import Timings, TrainingRun, new_state, running_summary
 
-Plan = list[tuple[float | None, int, str]]  # (LRMAX or None: found, seed, run folder name)
+
+@dataclass(frozen=True)
+class PlannedRun:
+    lr_max: float | None  # None: the range test's
+    seed: int
+    name: str  # its folder inside the parent's
 
 
-def make_plan(config: TrainConfig, seeds: int, lr_maxes: tuple[float, ...]) -> Plan:
-    sweep = len(lr_maxes) > 1
+def make_plan(config: TrainConfig) -> list[PlannedRun]:
+    sweep = config.is_sweep
     return [
-        (lr_max, seed, f"lr-{lr_max:g}/seed-{seed}" if sweep else f"seed-{seed}")
-        for lr_max in (lr_maxes or (config.lr_max,))
-        for seed in range(config.seed, config.seed + seeds)
+        PlannedRun(lr_max, seed, f"lr-{lr_max:g}/seed-{seed}" if sweep else f"seed-{seed}")
+        for lr_max in config.lr_maxes
+        for seed in range(config.seed, config.seed + config.seeds)
     ]
 
 
-def train_many(config: TrainConfig, options: RunOptions) -> dict[str, Any]:
-    with ranks(config) as (device, dist), claim_folder(options, dist) as parent:
-        experiment = prepare(config, device, dist)
-        parent.create()
-        recorded = {
-            "kind": "multi",
-            "config": experiment.config.to_dict(),
-            "seeds": options.seeds,
-            "lr_maxes": list(options.lr_maxes),
-        }
-        parent.write_json("config.json", recorded)
-        plan = make_plan(experiment.config, options.seeds, options.lr_maxes)
-        return run_plan(experiment, parent, plan, sweep=len(options.lr_maxes) > 1)
+def runs_in_parallel(options: RunOptions, config: TrainConfig, world_size: int) -> bool:
+    """Whether each rank trains whole runs (see the module docstring)."""
+    if world_size <= 1 or options.parallel == "data":
+        return False
+    return options.parallel == "runs" or config.runs > 1
 
 
-def resume_many(path: Path) -> dict[str, Any]:
-    try:
-        recorded = json.loads((path / "config.json").read_text())
-        config = TrainConfig.from_dict(recorded["config"])
-        seeds, lr_maxes = int(recorded["seeds"]), tuple(recorded["lr_maxes"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunFolderError(
-            f"{path / 'config.json'} is not a multi-run config ({error})"
-        ) from None
-    with ranks(config) as (device, dist), RunFolder.reopen(path, writes=dist.is_main) as parent:
-        experiment = prepare(config, device, dist)
-        plan = make_plan(config, seeds, lr_maxes)
-        return run_plan(experiment, parent, plan, sweep=len(lr_maxes) > 1)
+@dataclass
+class Plan:
+    """The multi-run in progress: where it is written and how its runs are shared out."""
+
+    request: Request
+    life: Lifecycle
+    dist: Distributed  # every rank
+    parallel: bool
+    trainer: Trainer | None = None
+    found: LrBounds | None = None
+
+    @property
+    def hint(self) -> str:
+        command = launch_command(f"fastcifar.train --resume {self.life.folder.final}")
+        return f": resume all runs with {command}"
 
 
-def run_plan(experiment: Experiment, parent: RunFolder, plan: Plan, sweep: bool) -> dict:
-    """Every run of `plan` (skipping the complete and diverged ones of a resumed multi-run),
-    then the aggregate; the parent's status is recorded whatever happens."""
-    base_config = experiment.config
-    base = {**base_summary("running", base_config.to_dict()), "kind": "multi"}
-    parent.write_json("summary.json", base)
-    hint = f": resume all runs with python -m fastcifar.train --resume {parent.final}"
-    with StopSignals() as stop, recorded_outcome(parent, base):
+def train_plan(
+    request: Request, device: Any, dist: Distributed, parallel: bool, resume: Path | None = None
+) -> tuple[Summary, Trainer, Path]:
+    """Every run of the plan (skipping the complete and diverged ones of a resumed plan), then
+    the aggregate; the parent's status is recorded whatever happens."""
+    options = request.options
+    if resume is None:
+        if parallel and options.overwrite:
+            raise ConfigError(
+                "--overwrite is not available while ranks train runs in parallel: remove the "
+                "old run or choose another --out"
+            )
+        life = Lifecycle.claim(options.out, options.overwrite, dist)
+    else:
+        life = Lifecycle.reopen(resume, dist)
+    plan = Plan(request, life, dist, parallel)
+    config, data = load_data(request.config, request.data)
+    runs = make_plan(config)
+    first = runs[0]
+    trainer = build(
+        config.one_run(first.seed, first.lr_max),
+        data,
+        device,
+        Distributed() if parallel else dist,
+        request.model,
+    )
+    plan.trainer = trainer
+    say(start_line(trainer, dist.world_size if parallel else 0))
+    record = ConfigRecord(RunKind.MULTI, config.to_dict(), data.describe(), trainer.model_name)
+    running = Summary(RunKind.MULTI, Status.RUNNING, config.to_dict())
+    timings = Timings()
+    with life.running(record if resume is None else None, running) as stop:
         try:
-            compile_seconds = warm_up(experiment)
-            found = _range_test(experiment, parent, stop, sweep or base_config.lr_max is None)
-            results = []
-            for run in plan:
-                if experiment.dist.any(stop.requested):  # all ranks stop before the same run
-                    raise stop.interrupted(f" before run {run[2]}")
-                results.append(_one_run(experiment, parent, run, found, sweep, stop))
-            if parent.replaces:  # --overwrite, and not one run reached a checkpoint
-                raise Diverged("every run diverged")
+            timings.warm_up_seconds = warm_up(trainer)
+            if device.type == "cpu":
+                estimate = estimate_of(
+                    trainer, len(runs), config.needs_range_test and resume is None
+                )
+                say(estimate.line("a measured step", True))
+            plan.found = _range_test(plan, stop, config.needs_range_test)
+            _train_runs(plan, runs, stop, timings)
         except RunStopped as stopped:
-            raise stopped.with_hint(hint) from None
-    summary = _aggregate(base, results, found, compile_seconds)
-    parent.write_json("summary.json", summary)
-    if parent.writes and base_config.plots:
-        _plot(parent, summary, found)
-    for group in summary["groups"]:
-        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
-        say(f"{lr}test accuracy {group['describe']}")
-    return summary
+            raise stopped.with_hint(plan.hint) from None
+        summary = _aggregate(plan, running, runs, timings)
+    return summary, trainer, life.folder.path
 
 
-def _range_test(experiment: Experiment, parent: RunFolder, stop, needed: bool) -> LrBounds | None:
+def _range_test(plan: Plan, stop: StopSignals, needed: bool) -> LrBounds | None:
+    """The plan's range test: read back when resumed (the runs keep the bounds they were
+    trained with); in parallel runs rank 0's alone, its bounds sent to the others."""
     if not needed:
         return None
-    # A resumed multi-run keeps the bounds its runs were trained with.
-    return recorded_bounds(parent.path) or find_bounds(experiment, parent, stop)
+    dist = plan.dist
+    recorded = dist.broadcast_object(
+        _recorded_bounds(plan.life.folder.path) if dist.is_main else None
+    )
+    if recorded is not None:
+        return recorded
+    if plan.parallel:
+        return dist.broadcast_object(_find_bounds(plan, stop) if dist.is_main else None)
+    return _find_bounds(plan, stop)  # one process, or every rank of data-parallel runs
 
 
-def _one_run(
-    experiment: Experiment, parent: RunFolder, run, found, sweep: bool, stop: StopSignals
-) -> dict[str, Any]:
-    lr_max, seed, name = run
-    folder = parent.child(name)
-    checkpoint = None
-    if (folder / "summary.json").is_file():
-        summary = read_summary(folder.path)
-        if summary["status"] in ("complete", "diverged"):
-            return summary
-        if (folder / "checkpoint.pt").is_file():
-            checkpoint = load_checkpoint(folder / "checkpoint.pt")
-    experiment.reseed(seed, lr_max=lr_max)
-    if checkpoint is None:
-        folder.create()
-        folder.write_json("config.json", experiment.config.to_dict())
-    say(f"== run {name}")
-    bounds = _bounds_for(experiment.config, found, sweep)
+def _recorded_bounds(folder: Path) -> LrBounds | None:
+    result = read_range_test(folder)
+    if result is None:
+        return None
+    return LrBounds(
+        result.lr_min,
+        result.lr_max,
+        {"lr_max": result.lr_max_method, "lr_min": result.lr_min_method},
+    )
+
+
+def _find_bounds(plan: Plan, stop: StopSignals) -> LrBounds:
+    return range_test(plan.trainer, plan.life.folder, stop, plan.hint)
+
+
+def _train_runs(plan: Plan, runs: list[PlannedRun], stop: StopSignals, timings: Timings) -> None:
+    """This rank's runs; in parallel runs every rank then reports how its share ended, and a
+    stop on any rank stops the plan on all of them."""
+    todo = [run for run in runs if not _finished(plan.life.folder.path / run.name)]
+    todo = plan.dist.broadcast_object(todo)  # rank 0 read the folder: every rank agrees
+    mine = todo[plan.dist.rank :: plan.dist.world_size] if plan.parallel else todo
+    stopped: RunStopped | None = None
     try:
-        return run_in_folder(
-            experiment, folder, checkpoint=checkpoint, bounds=bounds, timings=Timings(), stop=stop
+        for run in mine:
+            requested = stop.requested if plan.parallel else plan.dist.any(stop.requested)
+            if requested:
+                raise stop.interrupted(f" before run {run.name}")
+            _one_run(plan, run, stop, timings)
+        if plan.life.folder.replaces:  # --overwrite, and not one run reached a checkpoint
+            raise Diverged("every run diverged")
+    except RunStopped as error:
+        if not plan.parallel:
+            raise
+        stopped = error
+    if plan.parallel:
+        outcomes = plan.dist.gather_objects(
+            None if stopped is None else (stopped.headline, stopped.exit_code)
         )
+        first = next((outcome for outcome in outcomes if outcome is not None), None)
+        if first is not None:
+            raise stopped or Interrupted(first[0], first[1])
+
+
+def _finished(path: Path) -> bool:
+    if not (path / "summary.json").is_file():
+        return False
+    return read_summary(path).status in (Status.COMPLETE, Status.DIVERGED)
+
+
+def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -> None:
+    trainer = plan.trainer
+    child = plan.life.child(run.name, writes=True if plan.parallel else None)
+    path = child.folder.path
+    checkpoint = (
+        load_checkpoint(path / "checkpoint.pt") if (path / "checkpoint.pt").exists() else None
+    )
+    trainer.reseed(run.seed, run.lr_max)
+    say(f"== run {run.name}")
+    record = ConfigRecord(
+        RunKind.RUN, trainer.config.to_dict(), trainer.data.describe(), trainer.model_name
+    )
+    if checkpoint is not None:
+        resume_with = lambda world: launch_command(  # noqa: E731
+            f"fastcifar.train --resume {plan.life.folder.final}", world
+        )
+        for line in check_fits(
+            checkpoint, trained_how(trainer), path / "checkpoint.pt", resume_with
+        ):
+            warn(line)
+    try:
+        with child.running(record if checkpoint is None else None, running_summary(trainer), stop):
+            bounds = _bounds_for(trainer.config, plan.found, plan.request.config.is_sweep)
+            if checkpoint is not None:
+                bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
+            state = new_state(trainer, bounds)
+            if checkpoint is not None:
+                state.restore(checkpoint, path / "checkpoint.pt")
+            limits = limits_of(plan.request.options, timings)
+            TrainingRun(
+                trainer,
+                child.folder,
+                stop,
+                state,
+                resumed=checkpoint is not None,
+                limits=limits,
+                timings=Timings(),
+            ).run()
     except Diverged as diverged:
-        warn(f"{name}: {diverged}; the other runs go on")
-        return read_summary(folder.path)
+        warn(f"{run.name}: {diverged}; the other runs go on")
 
 
 def _bounds_for(config: TrainConfig, found: LrBounds | None, sweep: bool) -> LrBounds:
@@ -153,34 +250,65 @@ def _bounds_for(config: TrainConfig, found: LrBounds | None, sweep: bool) -> LrB
     return LrBounds(found.lr_min, found.lr_max, source)
 
 
-def _aggregate(
-    base: dict, results: list[dict], found: LrBounds | None, compile_seconds: float
-) -> dict:
-    groups: dict[float | None, list[dict]] = {}
-    for result in results:
-        groups.setdefault(result["config"]["lr_max"], []).append(result)
-    return {
-        **base,
-        "status": "complete",
-        "range_test": None if found is None else {"lr_min": found.lr_min, "lr_max": found.lr_max},
-        "compile_seconds": compile_seconds,
-        "groups": [_group(lr_max, runs, found) for lr_max, runs in groups.items()],
-    }
+def _aggregate(plan: Plan, running: Summary, runs: list[PlannedRun], timings: Timings) -> Summary:
+    """The parent's summary from every run's folder (rank 0 reads them; the ranks of parallel
+    runs have finished writing them, see _train_runs), its plots and its lines."""
+    folder = plan.life.folder
+    facts = plan.trainer.facts()
+    if plan.parallel:  # a collective: every rank, before rank 0 goes on alone
+        facts = {
+            **facts,
+            "world_size": plan.dist.world_size,
+            "backend": plan.dist.backend,
+            "rank_devices": plan.dist.gather_objects(facts["device_name"]),
+        }
+    if not plan.dist.is_main:
+        return running
+    summaries = [read_summary(folder.path / run.name) for run in runs]
+    found = plan.found
+    range_test = None if found is None else {"lr_min": found.lr_min, "lr_max": found.lr_max}
+    groups = aggregate_groups(summaries, found)
+    summary = multi_complete(
+        running,
+        facts,
+        groups,
+        range_test,
+        parallel="runs" if plan.parallel else ("data" if plan.dist.enabled else "none"),
+        warm_up_seconds=timings.warm_up_seconds,
+        wall_seconds=time.perf_counter() - timings.started,
+    )
+    folder.write_summary(summary)
+    if folder.writes and plan.trainer.config.plots:
+        plot_aggregate(folder, groups, found)
+    for group in groups:
+        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
+        say(f"{lr}test accuracy {group['describe']}")
+    return summary
 
 
-def _group(lr_max: float | None, runs: list[dict], found: LrBounds | None) -> dict[str, Any]:
-    complete = [run for run in runs if run["status"] == "complete"]
-    diverged = [run["config"]["seed"] for run in runs if run["status"] == "diverged"]
-    plain = aggregate([run["final_test_accuracy"] for run in complete]) if complete else None
-    tta_values = [run["final_test_accuracy_tta"] for run in complete]
-    tta = aggregate(tta_values) if complete and None not in tta_values else None
+def aggregate_groups(summaries: list[Summary], found: LrBounds | None) -> list[dict[str, Any]]:
+    """One group per LRMAX: the statistics of its complete runs and the seeds that diverged."""
+    groups: dict[Any, list[Summary]] = {}
+    for summary in summaries:
+        groups.setdefault(summary.config.get("lr_max"), []).append(summary)
+    return [_group(lr_max, runs, found) for lr_max, runs in groups.items()]
+
+
+def _group(lr_max: float | None, runs: list[Summary], found: LrBounds | None) -> dict[str, Any]:
+    complete = [run for run in runs if run.status == Status.COMPLETE]
+    diverged = [run.config["seed"] for run in runs if run.status == Status.DIVERGED]
+    plain = aggregate([r.final_test_accuracy for r in complete], 0.0, 1.0) if complete else None
+    tta_values = [run.final_test_accuracy_tta for run in complete]
+    tta = aggregate(tta_values, 0.0, 1.0) if complete and None not in tta_values else None
     describe = plain.describe() if plain else "no run completed"
+    seconds = [run.total_train_seconds for run in complete]
     return {
         "lr_max": lr_max if lr_max is not None else (found.lr_max if found else None),
         "lr_max_found": lr_max is None,
         "accuracy": plain.to_dict() if plain else None,
         "accuracy_tta": tta.to_dict() if tta else None,
-        "train_seconds": aggregate([r["total_train_seconds"] for r in complete]).to_dict()
+        "train_seconds": aggregate(seconds, 0.0).to_dict() if complete else None,
+        "wall_seconds": aggregate([r.wall_seconds for r in complete], 0.0).to_dict()
         if complete
         else None,
         "diverged_seeds": diverged,
@@ -189,29 +317,117 @@ def _group(lr_max: float | None, runs: list[dict], found: LrBounds | None) -> di
         + (f"; diverged: seeds {diverged}" if diverged else ""),
         "runs": [
             {
-                "seed": run["config"]["seed"],
-                "final_test_accuracy": run["final_test_accuracy"],
-                "final_test_accuracy_tta": run["final_test_accuracy_tta"],
-                "total_train_seconds": run["total_train_seconds"],
-                "lr_min": run["lr_min"],
-                "lr_max": run["lr_max"],
+                "seed": run.config["seed"],
+                "final_test_accuracy": run.final_test_accuracy,
+                "final_test_accuracy_tta": run.final_test_accuracy_tta,
+                "total_train_seconds": run.total_train_seconds,
+                "wall_seconds": run.wall_seconds,
+                "lr_min": run.lr_min,
+                "lr_max": run.lr_max,
             }
             for run in complete
         ],
     }
 
 
-def _plot(parent: RunFolder, summary: dict, found: LrBounds | None) -> None:
-    groups = [group for group in summary["groups"] if group["runs"]]
-    for group in groups:
+def plot_aggregate(folder: Any, groups: list[dict[str, Any]], found: LrBounds | None) -> None:
+    """seed_accuracies.png (flip TTA beside when measured), and lr_sweep.png for a sweep."""
+    measured = [group for group in groups if group["runs"]]
+    for group in measured:
         names = [f"seed {run['seed']}" for run in group["runs"]]
         accuracies = [run["final_test_accuracy"] for run in group["runs"]]
-        suffix = f"_lr-{group['lr_max']:g}" if len(summary["groups"]) > 1 else ""
-        plots.plot_seed_accuracies(names, accuracies, parent / f"seed_accuracies{suffix}.png")
-    if len(summary["groups"]) > 1 and groups:
-        plots.plot_lr_sweep(
-            [group["lr_max"] for group in groups],
-            [[run["final_test_accuracy"] for run in group["runs"]] for group in groups],
-            found.lr_max if found else None,
-            parent / "lr_sweep.png",
+        tta = [run["final_test_accuracy_tta"] for run in group["runs"]]
+        suffix = f"_lr-{group['lr_max']:g}" if len(groups) > 1 else ""
+        plots.plot_seed_accuracies(
+            names,
+            accuracies,
+            folder / f"seed_accuracies{suffix}.png",
+            tta if None not in tta else None,
         )
+    if len(groups) > 1 and measured:
+        plots.plot_lr_sweep(
+            [group["lr_max"] for group in measured],
+            [[run["final_test_accuracy"] for run in group["runs"]] for group in measured],
+            found.lr_max if found else None,
+            folder / "lr_sweep.png",
+        )
+
+
+# Settings in which the runs of one aggregate may differ; any other difference would mix
+# recipes in one mean.
+VARYING = {"seed", "seeds", "lr_max", "lr_min", "range_test", "data_dir"}
+
+
+def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> Summary:
+    """The aggregate of runs trained apart (python -m fastcifar.aggregate); see that module."""
+    from fastcifar.errors import RunFolderError
+    from fastcifar.run_folder import RunFolder
+
+    folders = _run_folders(paths)
+    summaries = [read_summary(folder) for folder in folders]
+    unfinished = [
+        f"{f} ({s.status.value})"
+        for f, s in zip(folders, summaries, strict=True)
+        if s.status not in (Status.COMPLETE, Status.DIVERGED)
+    ]
+    if unfinished:
+        raise RunFolderError(
+            f"not finished: {', '.join(unfinished)}: resume them first, or leave them out"
+        )
+    first = summaries[0].config
+    for folder, summary in zip(folders, summaries, strict=True):
+        differ = sorted(k for k in first if k not in VARYING and summary.config.get(k) != first[k])
+        if differ:
+            raise RunFolderError(
+                f"{folder} differs from {folders[0]} in {', '.join(differ)}: "
+                "an aggregate takes runs of one recipe"
+            )
+    groups = aggregate_groups(summaries, None)
+    for group in groups:
+        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
+        say(f"{lr}test accuracy {group['describe']}")
+    lr_maxes = [group["lr_max"] for group in groups]
+    config = {
+        **first,
+        "seeds": len({s.config["seed"] for s in summaries}),
+        "lr_max": lr_maxes if len(lr_maxes) > 1 else lr_maxes[0],
+    }
+    summary = Summary(
+        RunKind.MULTI,
+        Status.COMPLETE,
+        config,
+        groups=groups,
+        reason=f"aggregated from {len(folders)} run folders",
+    )
+    if out is not None:
+        folder = RunFolder.claim(out, occupied="choose another --out")
+        folder.create()
+        folder.write_config(ConfigRecord(RunKind.MULTI, config))
+        folder.write_summary(summary)
+        if plot:
+            plot_aggregate(folder, groups, None)
+        folder.release()
+        say(f"aggregate: {folder.path / 'summary.json'}")
+    return summary
+
+
+def _run_folders(paths: list[Path]) -> list[Path]:
+    """The run folders named, a multi-run folder standing for its runs; each once."""
+    from fastcifar.errors import RunFolderError
+
+    found: list[Path] = []
+    for path in paths:
+        summary = read_summary(path)
+        if summary.kind == RunKind.MULTI:
+            found += sorted(p.parent for p in path.glob("**/seed-*/summary.json"))
+        elif summary.kind == RunKind.RUN:
+            found.append(path)
+        else:
+            raise RunFolderError(f"{path} holds an LR range test, not a training run")
+    resolved = [folder.resolve() for folder in found]
+    twice = {str(f) for f in resolved if resolved.count(f) > 1}
+    if twice:
+        raise RunFolderError(f"named more than once: {', '.join(sorted(twice))}")
+    if not found:
+        raise RunFolderError("no run folders to aggregate")
+    return found

@@ -28,9 +28,20 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 
 def plot_range_test(result: RangeTestResult, path: Path) -> Path:
+    """The sweep, its smoothed curve, the valley floor that LRMAX is read from, and both
+    bounds."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
     axes.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed (bias-corrected)")
+    floor = int(np.argmin(result.smoothed))
+    axes.plot(
+        result.lrs[floor],
+        result.smoothed[floor],
+        "v",
+        color="C1",
+        ms=9,
+        label=f"valley floor at LR {result.lrs[floor]:.3g}",
+    )
     axes.axvline(result.lr_max, color="C3", ls="--", label=f"LRMAX {result.lr_max:.3g}")
     axes.axvline(result.lr_min, color="C2", ls="--", label=f"LRMIN {result.lr_min:.3g}")
     axes.set(
@@ -56,9 +67,19 @@ def plot_schedule(
     return save_figure(figure, path)
 
 
-def plot_curves(history: list[dict], path: Path) -> Path:
+def plot_curves(
+    history: list[dict],
+    path: Path,
+    step_losses: Sequence[float] = (),
+    steps_per_epoch: int = 1,
+) -> Path:
+    """Loss and accuracy per epoch, and the training loss of every step (a short run shows its
+    course, not one or two dots)."""
     epochs = [row["epoch"] for row in history]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    if len(step_losses):
+        at = (np.arange(len(step_losses)) + 1) / steps_per_epoch
+        loss_axes.plot(at, step_losses, color="C0", lw=0.8, alpha=0.35, label="train, per step")
     loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     loss_axes.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -141,17 +162,27 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
     return save_figure(figure, path)
 
 
-def plot_seed_accuracies(names: Sequence[str], accuracies: Sequence[float], path: Path) -> Path:
-    """Each seed's final test accuracy, with the mean and ± one standard deviation."""
-    values = 100 * np.asarray(accuracies, dtype=float)
-    figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(values) + 2), 3.8))
-    axes.plot(range(len(values)), values, "o", color="C0")
-    mean = values.mean()
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    axes.axhline(mean, color="C3", label=f"mean {mean:.2f}%")
-    axes.axhspan(mean - spread, mean + spread, color="C3", alpha=0.15, label=f"± std {spread:.2f}%")
-    axes.set_xticks(range(len(values)), names, rotation=45, ha="right")
-    axes.set(ylabel="test accuracy (%)", title=f"{len(values)} seeds")
+def plot_seed_accuracies(
+    names: Sequence[str],
+    accuracies: Sequence[float],
+    path: Path,
+    tta: Sequence[float] | None = None,
+) -> Path:
+    """Each seed's final test accuracy (and flip-TTA accuracy, when measured), with the mean
+    and ± one standard deviation of each."""
+    figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(accuracies) + 2), 3.8))
+    series = [("plain", accuracies, "C0", "C3")]
+    if tta is not None:
+        series.append(("flip TTA", tta, "C2", "C1"))
+    for label, accuracy, dots, band in series:
+        values = 100 * np.asarray(accuracy, dtype=float)
+        axes.plot(range(len(values)), values, "o", color=dots, label=label)
+        mean = values.mean()
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        axes.axhline(mean, color=band, label=f"{label}: mean {mean:.2f}% ± {spread:.2f}%")
+        axes.axhspan(mean - spread, mean + spread, color=band, alpha=0.15)
+    axes.set_xticks(range(len(accuracies)), names, rotation=45, ha="right")
+    axes.set(ylabel="test accuracy (%)", title=f"{len(accuracies)} seeds")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return save_figure(figure, path)

@@ -1,36 +1,71 @@
-"""`python -m fastcifar.predict RUN_DIR IMAGE...`: the top classes of each image, with
-probabilities. Images of any size up to 50 megapixels are resized to 32x32 (CIFAR-10's size);
-16-bit, grayscale, palette and transparent images are converted to 8-bit RGB first.
+"""`python -m fastcifar.predict RUN_DIR IMAGE|FOLDER...`: the top classes of each image, with
+probabilities. Images of any size up to 50 megapixels are brought to 32x32 (CIFAR-10's size):
+squashed whole, or with --resize crop, their central square; 16-bit, grayscale, palette and
+transparent images are converted to 8-bit RGB first. A folder stands for the images in it.
+
+A file that cannot be read is one line, and the others are still predicted; the exit status
+is then 2. --json prints one JSON document instead of lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from fastcifar.cli import Parser, add_device_argument, positive_int, run_main
+from fastcifar.cli import Parser, count, run_main
 from fastcifar.errors import ImageInputError
 
 # Larger images are refused before they are decoded: a small file can expand to gigabytes.
 MAX_IMAGE_PIXELS = 50_000_000
 BATCH = 256  # images per forward pass
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+# Below this recorded accuracy a model is a smoke run, and its confident answers mean little.
+TRUSTWORTHY_ACCURACY = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.predict", description=__doc__)
     parser.add_argument("run_dir", help="run folder written by fastcifar.train")
-    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...)")
-    parser.add_argument("--top", type=positive_int, default=3, help="(default: %(default)s)")
-    add_device_argument(parser)
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...) or folders")
+    parser.add_argument("--top", type=count, default=3, help="(default: %(default)s)")
+    parser.add_argument(
+        "--resize",
+        choices=("squash", "crop"),
+        default="squash",
+        help="to 32x32: the whole image squashed, or its central square (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
     parser.add_argument(
         "--allow-incomplete", action="store_true", help="use an unfinished run's last checkpoint"
     )
     return parser
 
 
-def read_image(path: str) -> np.ndarray:
+def image_paths(arguments: list[str]) -> list[Path]:
+    """The files named, and the image files of the folders named (sorted by name)."""
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageInputError(
+                    f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+def read_image(path: str | Path, resize: str = "squash") -> np.ndarray:
     """RGB uint8 (32, 32, 3); anything that is not a readable image raises ImageInputError."""
     from PIL import Image, UnidentifiedImageError
 
@@ -42,7 +77,7 @@ def read_image(path: str) -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with Image.open(file) as image:
-            _check_size(image, path)
+            _check_size(image, str(path))
             rgb = to_rgb8(image)
     except Image.DecompressionBombError:
         raise ImageInputError(f"{path} is larger than {MAX_IMAGE_PIXELS:,} pixels") from None
@@ -50,6 +85,10 @@ def read_image(path: str) -> np.ndarray:
         raise ImageInputError(
             f"{path} is not an image file that Pillow can read (use PNG, JPEG, BMP, ...)"
         ) from None
+    if resize == "crop":
+        side = min(rgb.size)
+        left, top = (rgb.size[0] - side) // 2, (rgb.size[1] - side) // 2
+        rgb = rgb.crop((left, top, left + side, top + side))
     if rgb.size != (32, 32):
         rgb = rgb.resize((32, 32), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -85,36 +124,78 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> None:
         from fastcifar.device import pick_device
-        from fastcifar.progress import progress
-        from fastcifar.saved_run import load_run
+        from fastcifar.saved_run import load_saved_run
 
-        images = [read_image(path) for path in args.images]  # refuse bad input before any work
+        paths = image_paths(args.images)
+        images, readable, errors = [], [], []
+        for path in paths:  # every file is tried before any model work
+            try:
+                images.append(read_image(path, args.resize))
+                readable.append(path)
+            except ImageInputError as error:
+                errors.append(str(error))
+        if not images:
+            more = f" (and {len(errors) - 1} more unreadable)" if len(errors) > 1 else ""
+            raise ImageInputError(errors[0] + more)
+        if not args.json:
+            for error in errors:
+                print(f"error: {error}", file=sys.stderr, flush=True)
         device = pick_device(args.device)
-        model, summary = load_run(args.run_dir, device, allow_incomplete=args.allow_incomplete)
-        names = summary["class_names"]
-        top = min(args.top, len(names))
-        starts = range(0, len(images), BATCH)
-        for start in progress(starts, "predict", unit="batch", nested=True, total=len(starts)):
-            chunk = slice(start, start + BATCH)
-            probabilities = model.predict_proba(to_batch(images[chunk], device)).cpu()
-            for path, row in zip(args.images[chunk], probabilities, strict=True):
-                values, indices = row.topk(top)
-                ranked = ", ".join(
-                    f"{names[i]} {100 * p:.1f}%" for p, i in zip(values, indices, strict=True)
+        saved = load_saved_run(Path(args.run_dir), device, allow_incomplete=args.allow_incomplete)
+        warning = _untrustworthy(saved.summary.final_test_accuracy, args.run_dir)
+        if warning and not args.json:
+            print(warning, file=sys.stderr, flush=True)
+        predictions = _predict(
+            saved, np.stack(images), readable, min(args.top, len(saved.class_names))
+        )
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "run": str(Path(args.run_dir).resolve()),
+                        "warning": warning,
+                        "predictions": predictions,
+                        "errors": errors,
+                    },
+                    indent=2,
                 )
-                print(f"{path}: {ranked}")
+            )
+        else:
+            for row in predictions:
+                ranked = ", ".join(
+                    f"{t['class']} {100 * t['probability']:.1f}%" for t in row["top"]
+                )
+                print(f"{row['image']}: {ranked}")
+        if errors:
+            sys.exit(2)
 
     run_main(run)
 
 
-def to_batch(images: list[np.ndarray], device):
-    """Normalised (B, 3, 32, 32) in channels_last, exactly as the loaders serve images."""
-    import torch
+def _predict(saved, images: np.ndarray, paths: list[Path], top: int) -> list[dict]:
+    from fastcifar.progress import progress
 
-    from fastcifar.loaders.torch_loader import normalisation, normalise
+    rows = []
+    starts = range(0, len(images), BATCH)
+    for start in progress(starts, "predict", unit="batch", nested=True, total=len(starts)):
+        probabilities = saved.predict_proba(images[start : start + BATCH])
+        for path, row in zip(paths[start : start + BATCH], probabilities, strict=True):
+            values, indices = row.topk(top)
+            ranked = [
+                {"class": saved.class_names[i], "probability": float(p)}
+                for p, i in zip(values, indices, strict=True)
+            ]
+            rows.append({"image": str(path), "top": ranked})
+    return rows
 
-    pixels = torch.from_numpy(np.stack(images)).to(device)
-    return normalise(pixels, *normalisation(device), None)
+
+def _untrustworthy(accuracy: float | None, run_dir: str) -> str | None:
+    if accuracy is None or accuracy >= TRUSTWORTHY_ACCURACY:
+        return None
+    return (
+        f"warning: {run_dir} reached only {100 * accuracy:.1f}% test accuracy (a smoke run?): "
+        "its probabilities say little"
+    )
 
 
 if __name__ == "__main__":

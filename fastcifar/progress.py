@@ -18,6 +18,10 @@ Item = TypeVar("Item")
 _silenced = False
 
 
+def is_silenced() -> bool:
+    return _silenced
+
+
 def silence() -> None:
     """No bars and no lines from this process (the non-zero ranks of a torchrun job)."""
     global _silenced
@@ -35,12 +39,18 @@ def progress(
     unit: str = "it",
     nested: bool = False,
     total: int | None = None,
+    initial: int = 0,
 ) -> Iterator[Item]:
-    """`items`, with a bar on a terminal; nested bars are removed when they finish."""
+    """`items`, with a bar on a terminal; nested bars are removed when they finish. `initial`:
+    items done before these (a resumed epoch's bar starts where it stopped)."""
     if not bars_enabled():
         yield from items
         return
-    with tqdm(items, desc=description, unit=unit, leave=not nested, total=total) as bar:
+    if total is None and initial:
+        total = initial + len(items)  # type: ignore[arg-type]
+    with tqdm(
+        items, desc=description, unit=unit, leave=not nested, total=total, initial=initial
+    ) as bar:
         yield from bar
 
 

@@ -1,42 +1,29 @@
-"""What a run tells its user: the per-epoch line, the time estimate, the summary, the plots."""
+"""What a run tells its user: the per-epoch line, the time estimate, the final line, and the
+`Reporter` that keeps TensorBoard, the plots and Grad-CAM up to date at each step, epoch and
+end of a run (only where the folder is written: rank 0)."""
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from fastcifar import __version__, plots
-from fastcifar.device import device_name
-from fastcifar.engine import EpochTotals
+from fastcifar import plots
+from fastcifar.engine import EpochAccumulator, EpochTotals
 from fastcifar.evaluation import Evaluation
-from fastcifar.run_folder import SUMMARY_SCHEMA, RunFolder
-from fastcifar.schedule import schedule_points
+from fastcifar.lr_range_test import RangeTestResult
+from fastcifar.run_folder import RunFolder
 
 # An evaluation image costs this share of a training image. In FLOPs it is a third (a step is a
 # forward plus input and weight gradients); measured on the 2-core AVX2 EPYC (fp32, evaluation
 # batches of 1000) it was 0.30 against training batches of 128 and 0.6 against batches of 256.
 FORWARD_SHARE_OF_STEP = 0.45
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else None,
-        "numpy": np.__version__,
-        "fastcifar": __version__,
-    }
-    for package in ("ffcv", "nvidia-dali-cuda130", "grad-cam", "tensorboard"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
+# TensorBoard gets the steps of an epoch in progress this often (one host read each time).
+LIVE_SECONDS = 30.0
+RANGE_TEST_FILE = "lr_range_test.json"
 
 
 def duration(seconds: float) -> str:
@@ -59,19 +46,61 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_left: float | None) -> 
     )
 
 
-def estimate_line(
-    seconds_per_step: float, steps: int, epochs: int, eval_images: int, batch: int, on_cpu: bool
-) -> str:
-    """The run's expected duration from the range test's speed (a step of the same batch)."""
-    train = seconds_per_step * steps
-    evaluation = seconds_per_step * FORWARD_SHARE_OF_STEP * eval_images / batch * epochs
-    line = (
-        f"estimated time: ~{duration(train + evaluation)} ({duration(train)} training, "
-        f"{duration(evaluation)} evaluation) at the range test's {seconds_per_step:.3g} s/step"
-    )
-    if on_cpu and train + evaluation > 600:
-        line += "; for a quick try on a CPU see README (--train-subset, --test-subset)"
-    return line
+@dataclass(frozen=True)
+class Estimate:
+    """What a run will cost, from one measured training step of its own batch."""
+
+    seconds_per_step: float
+    training: float
+    evaluation: float
+    range_test: float
+    gflop_per_step: float | None = None  # the model's FLOPs of one step (forward + backward)
+
+    @property
+    def total(self) -> float:
+        return self.training + self.evaluation + self.range_test
+
+    @classmethod
+    def of(
+        cls,
+        seconds_per_step: float,
+        *,
+        steps: int,
+        runs: int,
+        epochs: int,
+        batch: int,
+        test_images: int,
+        tta: bool,
+        range_test_steps: int,
+        gflop_per_step: float | None = None,
+    ) -> Estimate:
+        evaluation = seconds_per_step * FORWARD_SHARE_OF_STEP * test_images / batch * epochs
+        return cls(
+            seconds_per_step,
+            training=seconds_per_step * steps * runs,
+            evaluation=evaluation * (2 if tta else 1) * runs,
+            range_test=seconds_per_step * range_test_steps,
+            gflop_per_step=gflop_per_step,
+        )
+
+    def line(self, where: str, on_cpu: bool) -> str:
+        parts = [f"{duration(self.training)} training", f"{duration(self.evaluation)} evaluation"]
+        if self.range_test:
+            parts.append(f"{duration(self.range_test)} LR range test")
+        speed = ""
+        if self.gflop_per_step:
+            rate = self.gflop_per_step / self.seconds_per_step
+            speed = f", {self.gflop_per_step:,.0f} GFLOP per step: {rate:,.0f} GFLOP/s"
+        line = (
+            f"estimated time: ~{duration(self.total)} ({', '.join(parts)}) at {where}'s "
+            f"{self.seconds_per_step:.3g} s/step{speed}"
+        )
+        if on_cpu and self.total > 600:
+            line += (
+                "; on a CPU try a slice first (README, Quick start: --epochs 2 --train-subset "
+                "2048 --batch-size 128 --test-subset 1000)"
+            )
+        return line
 
 
 def metrics_row(
@@ -92,82 +121,137 @@ def metrics_row(
     }
 
 
-def final_line(summary: dict[str, Any], folder: RunFolder) -> str:
-    tta = summary.get("final_test_accuracy_tta")
-    accuracy = f"test accuracy {100 * summary['final_test_accuracy']:.2f}%"
-    if tta is not None:
-        accuracy += f" (flip TTA {100 * tta:.2f}%)"
-    extras = [f"compile {duration(summary['compile_seconds'])}"]
-    if "range_test_seconds" in summary["lr_source"]:
-        extras.append(f"range test {duration(summary['lr_source']['range_test_seconds'])}")
-    if summary.get("resumed"):
+def final_line(summary: Any, folder: RunFolder) -> str:
+    """The last line of a run: accuracy, then where the time went (wall time beside the
+    training, so that any overhead shows)."""
+    accuracy = f"test accuracy {100 * summary.final_test_accuracy:.2f}%"
+    if summary.final_test_accuracy_tta is not None:
+        accuracy += f" (flip TTA {100 * summary.final_test_accuracy_tta:.2f}%)"
+    warm_up = "compile" if summary.compiled else "warm-up"
+    extras = [f"{warm_up} {duration(summary.warm_up_seconds)}"]
+    if "range_test_seconds" in summary.lr_source:
+        extras.append(f"range test {duration(summary.lr_source['range_test_seconds'])}")
+    if summary.resumed:
         extras.append("resumed")
     return (
-        f"{accuracy} | training {duration(summary['total_train_seconds'])}, evaluation "
-        f"{duration(summary['total_eval_seconds'])}, wall {duration(summary['wall_seconds'])} "
+        f"{accuracy} | training {duration(summary.total_train_seconds)}, evaluation "
+        f"{duration(summary.total_eval_seconds)}, wall {duration(summary.wall_seconds)} "
         f"({', '.join(extras)}) | run folder: {folder.path}"
     )
 
 
-def base_summary(status: str, config: dict[str, Any], reason: str | None = None) -> dict:
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "kind": "run",
-        "status": status,
-        "reason": reason,
-        "config": config,
-    }
+def save_range_test(result: RangeTestResult, folder: RunFolder, plot: bool = True) -> None:
+    folder.write_json(RANGE_TEST_FILE, result.to_dict())
+    if plot and folder.writes:
+        plots.plot_range_test(result, folder / "lr_range_test.png")
 
 
-def plot_run(folder: RunFolder, history, evaluation, data, steps_per_epoch, shape) -> None:
-    """Every plot of a finished run: schedule, curves, mistakes, confusion matrix."""
+def read_range_test(folder: Path) -> RangeTestResult | None:
+    """A range test already written to `folder` (strict JSON may add keys: they are ignored)."""
+    import dataclasses
+    import json
+
+    path = folder / RANGE_TEST_FILE
+    if not path.is_file():
+        return None
+    values = json.loads(path.read_text())
+    names = {item.name for item in dataclasses.fields(RangeTestResult)}
+    return RangeTestResult(**{key: value for key, value in values.items() if key in names})
+
+
+class Reporter:
+    """TensorBoard as the run goes, the plots and Grad-CAM at its end; a no-op on the ranks
+    that do not write. TensorBoard gets an epoch's steps every LIVE_SECONDS in a single
+    process (one read of the device-side losses then, never a read per step), and at each
+    epoch's end the global batch's losses."""
+
+    def __init__(self, trainer: Any, folder: RunFolder) -> None:
+        self.trainer, self.folder = trainer, folder
+        self.config = trainer.config
+        self.log = None
+        self.logged = 0  # steps of the epoch in progress already in TensorBoard
+        self.last_live = time.monotonic()
+
+    @contextlib.contextmanager
+    def session(self, state: Any) -> Iterator[None]:
+        if self.config.tensorboard and self.folder.writes:
+            from fastcifar.tensorboard_log import TensorBoardLog
+
+            self.log = TensorBoardLog(self.folder / "tensorboard", flush_seconds=LIVE_SECONDS)
+            curve = self._range_test_curve()
+            if curve is not None and not state.started:
+                self.log.range_test(curve.lrs, curve.losses, curve.smoothed)
+        try:
+            yield
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    def _range_test_curve(self) -> RangeTestResult | None:
+        """The range test this run's bounds came from (its folder's, or its multi-run's)."""
+        folders = [self.folder.path] + ([self.folder.parent.path] if self.folder.parent else [])
+        return next((c for c in map(read_range_test, folders) if c is not None), None)
+
+    def live_steps(
+        self, accumulator: EpochAccumulator, first_step: int, lr_of: Callable[[int], float]
+    ) -> None:
+        if self.log is None or self.trainer.dist.enabled:
+            return
+        if time.monotonic() - self.last_live < LIVE_SECONDS:
+            return
+        done = accumulator.steps_done
+        losses = accumulator.losses[self.logged : done].tolist()
+        self._write_steps(first_step + self.logged, losses, lr_of)
+        self.logged, self.last_live = done, time.monotonic()
+        self.log.flush()
+
+    def steps(self, first_step: int, losses: list[float], lr_of: Callable[[int], float]) -> None:
+        """The rest of the epoch's steps (global-batch losses), at its end."""
+        if self.log is not None:
+            self._write_steps(first_step + self.logged, losses[self.logged :], lr_of)
+        self.logged = 0
+
+    def _write_steps(self, first: int, losses: list[float], lr_of: Callable[[int], float]) -> None:
+        lrs = [lr_of(first + index) for index in range(len(losses))]
+        self.log.steps(first, lrs, losses)
+
+    def epoch(self, state: Any, row: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.epoch(state.epoch, row)
+
+    def end(self, state: Any, evaluation: Evaluation) -> None:
+        """Every plot of a finished run, Grad-CAM of its mistakes, and both in TensorBoard."""
+        folder, trainer = self.folder, self.trainer
+        if self.config.plots:
+            plot_run(folder, state, evaluation, trainer)
+        if self.config.gradcam:
+            from fastcifar.gradcam import explain_mistakes
+
+            explain_mistakes(trainer.model, trainer.data, evaluation, folder / "gradcam.png")
+        if self.log is not None:
+            names = [p.stem for p in sorted(folder.path.glob("*.png"))]
+            self.log.images({name: folder / f"{name}.png" for name in names})
+
+
+def plot_run(folder: RunFolder, state: Any, evaluation: Evaluation, trainer: Any) -> None:
+    """The schedule, the curves (every step's loss and each epoch's), the mistakes and the
+    confusion matrix of a finished run."""
+    from fastcifar.schedule import schedule_points
+
     labels, predictions = evaluation.labels.numpy(), evaluation.headline().predictions.numpy()
-    names = data.class_names
-    steps, lrs = schedule_points(**shape)
-    plots.plot_schedule(steps, lrs, steps_per_epoch, folder / "lr_schedule.png")
-    plots.plot_curves(history, folder / "curves.png")
-    plots.plot_mistakes(data.test.images, labels, predictions, names, folder / "misclassified.png")
-    matrix = plots.confusion_matrix(labels, predictions)
+    names = trainer.data.class_names
+    steps, lrs = schedule_points(
+        lr_min=state.bounds.lr_min,
+        lr_max=state.bounds.lr_max,
+        total_steps=trainer.total_steps,
+        peak_fraction=trainer.config.peak_fraction,
+    )
+    plots.plot_schedule(steps, lrs, trainer.steps_per_epoch, folder / "lr_schedule.png")
+    plots.plot_curves(
+        state.history, folder / "curves.png", state.step_losses, trainer.steps_per_epoch
+    )
+    plots.plot_mistakes(
+        trainer.data.test.images, labels, predictions, names, folder / "misclassified.png"
+    )
+    matrix = plots.confusion_matrix(labels, predictions, len(names))
     plots.plot_confusion(matrix, names, folder / "confusion_matrix.png")
-
-
-def run_summary(
-    experiment, state, evaluation: Evaluation, compile_seconds: float
-) -> dict[str, Any]:
-    """summary.json of a complete run (wall_seconds is set when it is written)."""
-    config, history, dist = experiment.config, state.history, experiment.dist
-    epoch_seconds = [row["epoch_seconds"] for row in history]
-    eval_seconds = [row["eval_seconds"] for row in history]
-    examples = len(experiment.train_loader) * config.batch_size
-    return {
-        **base_summary("complete", config.to_dict()),
-        "final_test_accuracy": evaluation.plain.accuracy,
-        "final_test_loss": evaluation.plain.loss,
-        "final_test_accuracy_tta": evaluation.tta.accuracy if evaluation.tta else None,
-        "final_test_loss_tta": evaluation.tta.loss if evaluation.tta else None,
-        "headline": "flip TTA" if evaluation.tta else "plain",
-        "headline_accuracy": evaluation.headline().accuracy,
-        "epochs_completed": state.epoch,
-        "total_train_seconds": sum(epoch_seconds),
-        "epoch_seconds": epoch_seconds,
-        "eval_seconds": eval_seconds,
-        "total_eval_seconds": sum(eval_seconds),
-        "compile_seconds": compile_seconds,
-        "wall_seconds": None,
-        "images_per_second": examples * len(history) / max(sum(epoch_seconds), 1e-9),
-        "lr_min": state.lr_min,
-        "lr_max": state.lr_max,
-        "lr_source": state.lr_source,
-        "compiled": experiment.compiled,
-        "compile_mode": experiment.compile_mode,
-        "precision": experiment.precision.name,
-        "precision_reason": experiment.precision.reason,
-        "train_examples_per_epoch": examples,  # drop_last: whole batches only
-        "test_examples": len(evaluation.labels),
-        "class_names": list(experiment.data.class_names),
-        "device_name": device_name(experiment.device),
-        "world_size": dist.world_size,
-        "backend": dist.backend,
-        "rank_devices": dist.gather_objects(device_name(experiment.device)),
-        "versions": versions(),
-    }

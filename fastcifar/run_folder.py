@@ -4,7 +4,8 @@ Rules that keep a folder honest:
   * an --out that already holds a run is refused unless --resume or --overwrite; --overwrite
     builds the new run in a hidden staging folder and swaps it in only at its first
     checkpoint, so a new run that fails early leaves the old one untouched;
-  * every file goes through `atomic_file` (temporary file, fsync, rename);
+  * every file goes through `atomic_file` (temporary file, fsync, rename); the temporary
+    files and staging folders of a killed process are removed when the folder is next used;
   * summary.json carries the status: "running" from the start (a killed run keeps it),
     then "complete", "interrupted", "diverged" or "failed" with the reason;
   * JSON is strict: a non-finite number is written as null and listed under "non_finite".
@@ -18,6 +19,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -25,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fastcifar.atomic_file import atomic_save, atomic_write
+from fastcifar.atomic_file import TEMPORARY, atomic_save, atomic_write
 from fastcifar.errors import RunFolderError
+from fastcifar.records import ConfigRecord, Summary
 
-SUMMARY_SCHEMA = 1
 RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
 LOCK_NAME = ".lock"  # held (flock) while a process writes the run
 METRIC_COLUMNS = (
@@ -107,9 +109,10 @@ class RunFolder:
     def path(self) -> Path:
         return self.parent.path / self.name_in_parent if self.parent else self._path
 
-    def child(self, name: str) -> RunFolder:
-        """The folder of one run inside this one (`seed-3`, `lr-0.4/seed-0`)."""
-        folder = RunFolder(self.final / name, writes=self.writes)
+    def child(self, name: str, writes: bool | None = None) -> RunFolder:
+        """The folder of one run inside this one (`seed-3`, `lr-0.4/seed-0`); `writes`: unlike
+        the parent's (a rank that trains this run on its own writes it)."""
+        folder = RunFolder(self.final / name, writes=self.writes if writes is None else writes)
         folder.parent, folder.name_in_parent = self, name
         return folder
 
@@ -145,6 +148,7 @@ class RunFolder:
         _check_writable(final)
         if status is not None:  # --overwrite: never of a run another process still writes
             os.close(_lock_folder(final, final))
+        _remove_stale_staging(final)
         return cls(final, replaces=status is not None, writes=writes)
 
     @classmethod
@@ -170,9 +174,14 @@ class RunFolder:
         self.lock()
 
     def lock(self) -> None:
+        """Hold the folder against a second writer; being the only writer now, remove what a
+        killed writer left behind (its temporary files)."""
         if not self.writes or self.parent is not None or self._lock is not None:
             return
         self._lock = _lock_folder(self.path, self.final)
+        for stale in self.path.rglob(".*.tmp"):
+            if TEMPORARY.fullmatch(stale.name) and stale.is_file():
+                stale.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Let another process write here (the run is over, however it ended)."""
@@ -188,6 +197,12 @@ class RunFolder:
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
+
+    def write_config(self, record: ConfigRecord) -> None:
+        self.write_json("config.json", record.to_dict())
+
+    def write_summary(self, summary: Summary) -> None:
+        self.write_json("summary.json", summary.to_dict())
 
     def write_json(self, name: str, payload: Any) -> None:
         if self.writes:
@@ -259,6 +274,23 @@ def _lock_folder(folder: Path, name: Path) -> int:
             f"{name} is in use by another fastcifar process: wait for it, or stop it"
         ) from None
     return descriptor
+
+
+def _remove_stale_staging(final: Path) -> None:
+    """The staging (`.NAME.new-*`) and swapped-out (`.NAME.old-*`) folders of an --overwrite
+    whose process was killed; one that a live process holds is left alone."""
+    if not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(f".{final.name}.*-*"):
+        pattern = rf"\.{re.escape(final.name)}\.(new|old)-[0-9a-f]{{6}}"
+        if not (stale.is_dir() and re.fullmatch(pattern, stale.name)):
+            continue
+        if (stale / LOCK_NAME).exists():
+            try:
+                os.close(_lock_folder(stale, stale))
+            except RunFolderError:
+                continue  # a live process writes there
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _check_writable(folder: Path) -> None:

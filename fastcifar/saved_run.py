@@ -1,146 +1,110 @@
-"""Reading a run folder back: its summary, its model and its checkpoint, each checked, each
-failure one line that names the file.
-
-Weights and checkpoints are loaded with `weights_only=True`: a file that tries to run code is
-refused, never executed.
+"""Reading a trained run back: its model, config and summary, each checked, each failure one
+line that names the file. Weights are loaded with `weights_only=True`: a file that tries to
+run code is refused, never executed.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
+from fastcifar.checkpoint import load_checkpoint, load_weights_file
 from fastcifar.config import TrainConfig
-from fastcifar.errors import CheckpointError, ConfigError, RunFolderError
-from fastcifar.model import ResNet9, build_model
-from fastcifar.run_folder import SUMMARY_SCHEMA
-from fastcifar.state import CHECKPOINT_SCHEMA
-
-LOAD_ERRORS = (
-    RuntimeError,
-    pickle.UnpicklingError,
-    EOFError,
-    zipfile.BadZipFile,
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    OSError,
-)
+from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
+from fastcifar.model import ModelChoice, build_model, model_factory
+from fastcifar.normalisation import CIFAR10, Normalisation, to_batch
+from fastcifar.records import ConfigRecord, RunKind, Status, Summary, read_config, read_summary
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
-    """summary.json of a run folder, checked for the fields readers rely on."""
-    if not folder.is_dir():
-        raise RunFolderError(f"{folder} is not a folder (expected a run folder of fastcifar.train)")
-    path = folder / "summary.json"
-    if not path.is_file():
-        raise RunFolderError(f"{path} not found: {folder} is not a run folder of fastcifar.train")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise RunFolderError(f"{path} cannot be read as JSON ({error})") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
-        raise RunFolderError(f"{path} is not a fastcifar summary (no status)")
-    schema = summary.get("schema")
-    if not isinstance(schema, int) or schema > SUMMARY_SCHEMA:
-        raise RunFolderError(
-            f"{path} has schema {schema!r}; this fastcifar reads schema {SUMMARY_SCHEMA} or older"
-        )
-    return summary
+@dataclass(frozen=True)
+class SavedRun:
+    """A run folder read back: the model (eval mode), its config and summary, checked."""
+
+    folder: Path
+    model: nn.Module
+    config: TrainConfig
+    summary: Summary
+    record: ConfigRecord | None
+    class_names: tuple[str, ...]
+    normalisation: Normalisation
+
+    def predict_proba(self, images: Any) -> torch.Tensor:
+        """Class probabilities of uint8 (N, 32, 32, 3) images (or the forms as_dataset takes)."""
+        from fastcifar.dataset import split_from_arrays
+
+        split = split_from_arrays(images, np.zeros(len(images), dtype=np.int64), "images")
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            logits = self.model(to_batch(split.images, device, self.normalisation))
+        return torch.softmax(logits.float(), dim=1).cpu()
 
 
-def load_run(
-    folder: str | Path, device: torch.device, *, allow_incomplete: bool = False
-) -> tuple[ResNet9, dict[str, Any]]:
-    """The trained model (in eval mode) and the summary of a complete run (or, when asked, of
-    an unfinished one: then the weights of its last checkpoint)."""
-    folder = Path(folder)
+def load_saved_run(
+    folder: Path, device: torch.device, *, model: ModelChoice = None, allow_incomplete: bool = False
+) -> SavedRun:
+    """The trained model (in eval mode) of a complete run (or, when asked, of an unfinished
+    one: then the weights of its last checkpoint), with its records."""
     summary = read_summary(folder)
-    if summary.get("kind") == "multi":
+    if summary.kind == RunKind.MULTI:
         raise RunFolderError(
             f"{folder} holds several runs (seeds or an LR sweep): pass one of its run folders"
         )
-    if summary.get("kind", "run") != "run":
+    if summary.kind != RunKind.RUN:
         raise RunFolderError(f"{folder} holds an LR range test, not a trained model")
-    status = summary["status"]
-    if status != "complete" and not allow_incomplete:
+    if summary.status != Status.COMPLETE and not allow_incomplete:
         raise RunFolderError(
-            f"{folder} is not a complete run (status: {status}"
-            f"{': ' + summary['reason'] if summary.get('reason') else ''}); resume it with "
+            f"{folder} is not a complete run (status: {summary.status.value}"
+            f"{': ' + summary.reason if summary.reason else ''}); resume it with "
             f"python -m fastcifar.train --resume {folder}, or pass --allow-incomplete"
         )
+    record = read_config(folder) if (folder / "config.json").is_file() else None
+    config = summary.config_of_run
+    names = tuple(summary.class_names or ())
+    if len(names) < 2:
+        raise RunFolderError(f"{folder / 'summary.json'}: class_names must list the classes")
+    if record is not None and record.custom_model and model is None:
+        raise ConfigError(
+            f"{folder} trained a model of one's own ({record.model}): load it from Python with "
+            "fastcifar.load_run(folder, model=...)"
+        )
+    factory = model_factory(model, len(names), config.logit_scale)
+    network = build_model(device, config.logit_scale, config.channels_last, factory=factory)
     state, source = _weights(folder)
-    config = _config_of(summary, folder)
-    _check_class_names(summary, folder)
-    model = build_model(device, config.logit_scale, config.channels_last)
     try:
-        model.load_state_dict(state)
+        network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{source} does not fit the ResNet-9 ({first})") from None
-    _check_finite(model, source)
-    return model.eval(), summary
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint.pt, loaded with weights_only=True."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except LOAD_ERRORS as error:
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({_short(error)})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state"), dict):
-        raise CheckpointError(f"{path} is not a fastcifar checkpoint")
-    schema = checkpoint["state"].get("schema")
-    if not isinstance(schema, int) or schema > CHECKPOINT_SCHEMA:
         raise CheckpointError(
-            f"{path} has schema {schema!r}; "
-            f"this fastcifar reads schema {CHECKPOINT_SCHEMA} or older"
-        )
-    return checkpoint
+            f"{source} does not fit the {record.model if record else 'ResNet9'} ({first})"
+        ) from None
+    _check_finite(network, source)
+    normalisation = CIFAR10
+    if record is not None and record.data:
+        normalisation = Normalisation.from_dict(record.data["normalisation"])
+    return SavedRun(folder, network.eval(), config, summary, record, names, normalisation)
 
 
 def _weights(folder: Path) -> tuple[dict[str, Any], Path]:
     path = folder / "model.pt"
-    if path.is_file():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except LOAD_ERRORS as error:
-            raise CheckpointError(
-                f"{path} cannot be read as model weights ({_short(error)})"
-            ) from None
-        if not isinstance(state, dict):
+    if path.exists():
+        state = load_weights_file(path, "model weights")
+        if not isinstance(state, dict) or not all(
+            isinstance(t, torch.Tensor) for t in state.values()
+        ):
             raise CheckpointError(f"{path} does not hold a state dict")
         return state, path
     checkpoint_path = folder / "checkpoint.pt"
-    if checkpoint_path.is_file():
-        return load_checkpoint(checkpoint_path)["state"]["model"], checkpoint_path
+    if checkpoint_path.exists():
+        return load_checkpoint(checkpoint_path).model, checkpoint_path
     raise RunFolderError(f"{folder} holds neither model.pt nor checkpoint.pt")
 
 
-def _config_of(summary: dict[str, Any], folder: Path) -> TrainConfig:
-    try:
-        return TrainConfig.from_dict(summary["config"])
-    except (KeyError, ConfigError) as error:
-        raise RunFolderError(f"{folder / 'summary.json'}: bad config ({error})") from None
-
-
-def _check_class_names(summary: dict[str, Any], folder: Path) -> None:
-    names = summary.get("class_names")
-    if not (
-        isinstance(names, list) and len(names) == 10 and all(isinstance(n, str) for n in names)
-    ):
-        raise RunFolderError(f"{folder / 'summary.json'}: class_names must be a list of 10 names")
-
-
-def _check_finite(model: torch.nn.Module, source: Path) -> None:
+def _check_finite(model: nn.Module, source: Path) -> None:
     bad = sum(
         int((~torch.isfinite(t)).sum())
         for t in model.state_dict().values()
@@ -154,6 +118,29 @@ def _check_finite(model: torch.nn.Module, source: Path) -> None:
         )
 
 
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")
+def test_split_of(
+    saved: SavedRun, data_dir: str | None, subset: int | str | None, data: Any = None
+) -> tuple[Any, str]:
+    """The test images to look at a saved run with, and a phrase saying which: those the run
+    was evaluated on, unless `subset` says N or "all"; `data`: the data set of a run trained
+    on data of one's own."""
+    from fastcifar.data_source import load_cifar10
+    from fastcifar.dataset import as_dataset
+
+    if data is not None:
+        dataset = as_dataset(data)
+    elif saved.record is not None and saved.record.own_data:
+        raise DataError(
+            f"{saved.folder} was trained on data of one's own: look at it from Python "
+            "(fastcifar.load_run), or pass that data"
+        )
+    else:
+        dataset = load_cifar10(data_dir or saved.config.data_dir)
+    own = saved.config.test_subset
+    if subset == "all" or (subset is None and own is None):
+        count, which = None, f"all {len(dataset.test):,} test images"
+    elif subset is None:
+        count, which = own, f"the run's own {own:,} test images (--test-subset all: every one)"
+    else:
+        count, which = int(subset), f"the first {int(subset):,} test images"
+    return dataset.test.subset(count, "--test-subset"), which

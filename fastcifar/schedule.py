@@ -5,8 +5,20 @@ No annihilation: the cycle ends at LRMIN (final_div_factor = 1), as the recipe a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
+
+
+@dataclass(frozen=True)
+class LrBounds:
+    """The two anchors of the cycle, and how each was obtained (recorded in summary.json)."""
+
+    lr_min: float
+    lr_max: float
+    source: dict[str, Any]
 
 
 def peak_step(total_steps: int, peak_fraction: float) -> int:

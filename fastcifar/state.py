@@ -1,5 +1,5 @@
-"""Everything a run needs to continue, in one object: a checkpoint is `state_dict()` of it and
-a resume is `load_state_dict()`; there is no second list of things to save.
+"""Everything a run needs to continue, in one object: a checkpoint is `checkpoint()` of it and
+a resume is `restore()`; there is no second list of things to save.
 
 The loader needs no state of its own: epoch e's order and augmentation are a function of
 (seed, e), so `epoch` and `step_in_epoch` say exactly where it resumes.
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastcifar.checkpoint import Checkpoint
 from fastcifar.engine import EpochTotals
-
-CHECKPOINT_SCHEMA = 1
+from fastcifar.errors import CheckpointError
+from fastcifar.schedule import LrBounds
 
 
 @dataclass
@@ -26,46 +28,59 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
-    lr_min: float
-    lr_max: float
-    lr_source: dict[str, Any]
+    bounds: LrBounds
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # steps done in the epoch in progress (a mid-epoch stop)
     partial: EpochTotals = field(default_factory=EpochTotals)  # that epoch's totals so far
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    step_losses: list[float] = field(default_factory=list)  # completed epochs' per-step losses
     elapsed: float = 0.0  # wall seconds of the run up to this state, over every process
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "schema": CHECKPOINT_SCHEMA,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "lr_min": self.lr_min,
-            "lr_max": self.lr_max,
-            "lr_source": self.lr_source,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "partial": self.partial.to_dict(),
-            "history": self.history,
-            "elapsed": self.elapsed,
-            "rng": rng_states(),
-        }
+    @property
+    def started(self) -> bool:
+        return bool(self.epoch or self.step_in_epoch)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.lr_min, self.lr_max = state["lr_min"], state["lr_max"]
-        self.lr_source = state["lr_source"]
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.partial = EpochTotals(**state["partial"])
-        self.history = list(state["history"])
-        self.elapsed = float(state.get("elapsed", 0.0))
-        set_rng_states(state["rng"])
+    def checkpoint(self, config: dict[str, Any], how: dict[str, Any]) -> Checkpoint:
+        """This state as a checkpoint of the run configured by `config`; `how`: world_size,
+        rank_batch, threads and loader."""
+        return Checkpoint(
+            config=config,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            lr_min=self.bounds.lr_min,
+            lr_max=self.bounds.lr_max,
+            lr_source=self.bounds.source,
+            epoch=self.epoch,
+            step_in_epoch=self.step_in_epoch,
+            partial=self.partial.to_dict(),
+            history=self.history,
+            step_losses=self.step_losses,
+            elapsed=self.elapsed,
+            rng=rng_states(),
+            **how,
+        )
+
+    def restore(self, checkpoint: Checkpoint, path: Path) -> None:
+        """Continue from `checkpoint` (already checked field by field); weights or optimizer
+        state that do not fit this model are one line naming the file."""
+        try:
+            self.model.load_state_dict(checkpoint.model)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.scheduler.load_state_dict(checkpoint.scheduler)
+            if self.scaler is not None and checkpoint.scaler is not None:
+                self.scaler.load_state_dict(checkpoint.scaler)
+            set_rng_states(checkpoint.rng)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"{path} does not fit this run's model ({first})") from None
+        self.bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
+        self.epoch, self.step_in_epoch = checkpoint.epoch, checkpoint.step_in_epoch
+        self.partial = EpochTotals(**checkpoint.partial)
+        self.history = list(checkpoint.history)
+        self.step_losses = list(checkpoint.step_losses)
+        self.elapsed = float(checkpoint.elapsed)
 
 
 def rng_states() -> dict[str, Any]:

@@ -65,7 +65,9 @@ class Aggregate:
         return text + f", min {scale * self.min:.2f}, max {scale * self.max:.2f})"
 
 
-def aggregate(values: Sequence[float]) -> Aggregate:
+def aggregate(values: Sequence[float], low: float = -math.inf, high: float = math.inf) -> Aggregate:
+    """Statistics of `values`; the confidence interval is clamped to [low, high], the range
+    the quantity can take (an accuracy's interval never reaches below 0% or above 100%)."""
     if not values:
         raise ValueError("no values to aggregate")
     mean = statistics.fmean(values)
@@ -74,5 +76,11 @@ def aggregate(values: Sequence[float]) -> Aggregate:
     std = statistics.stdev(values)
     half_width = t_quantile(0.975, len(values) - 1) * std / math.sqrt(len(values))
     return Aggregate(
-        len(values), mean, std, min(values), max(values), mean - half_width, mean + half_width
+        len(values),
+        mean,
+        std,
+        min(values),
+        max(values),
+        max(low, mean - half_width),
+        min(high, mean + half_width),
     )

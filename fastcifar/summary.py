@@ -1,5 +1,6 @@
-"""`python -m fastcifar.summary`: the model's layer table (layer, output shape, parameters), in
-the form the assignment gives it."""
+"""`python -m fastcifar.summary`: the model's layer table, in the form the assignment gives it
+(layer, output shape, parameters), with each layer's receptive field and jump in input pixels,
+computed from the modules (fastcifar.receptive_field)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from fastcifar.cli import Parser
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from fastcifar.model import ResNet9
 
 # The rows of the seed's table, as (label, module path inside ResNet9).
 TABLE_ROWS = (
@@ -25,44 +24,47 @@ TABLE_ROWS = (
     ("MaxPool(4)", "pool"),
     ("FC", "fc"),
 )
+Row = tuple[str, tuple[int, ...], int, int, int]  # label, shape, parameters, field, jump
 
 
-def layer_table(model: ResNet9 | None = None) -> list[tuple[str, tuple[int, ...], int]]:
-    """(layer, output shape without batch, parameters owned by that row) for each table row."""
-    import torch
-
+def layer_table(model: nn.Module | None = None) -> list[Row]:
+    """A row per layer of the seed's table (the ResNet9), or per top-level child of another
+    model: (label, output shape without batch, parameters owned by the row, receptive field,
+    jump)."""
     from fastcifar.model import ResNet9
+    from fastcifar.receptive_field import layer_rows
 
-    model = model or ResNet9()
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        modules[path].register_forward_hook(
-            lambda _m, _i, out, label=label: shapes.__setitem__(label, tuple(out.shape[1:]))
-        )
-        for label, path in TABLE_ROWS
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, 32, 32))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [(label, shapes[label], _own_params(modules[path], label)) for label, path in TABLE_ROWS]
-
-
-def _own_params(module: nn.Module, label: str) -> int:
-    from fastcifar.model import parameter_count
-
+    model = model if model is not None else ResNet9()
+    labelled = TABLE_ROWS if isinstance(model, ResNet9) else None
+    paths = [path for _, path in labelled] if labelled else None
+    rows = layer_rows(model, paths)
+    labels = [label for label, _ in labelled] if labelled else [row.name for row in rows]
     # "X + R" rows add no parameters of their own: the block's are counted on the "R" row.
-    return 0 if "+" in label else parameter_count(module)
+    return [
+        (
+            label,
+            row.output_shape,
+            0 if "+" in label else row.parameters,
+            row.geometry.receptive_field,
+            row.geometry.jump,
+        )
+        for label, row in zip(labels, rows, strict=True)
+    ]
 
 
-def format_table(rows: list[tuple[str, tuple[int, ...], int]], total: int) -> str:
-    lines = [f"{'Layer':<18}{'Output shape':<18}{'Params':>12}", "-" * 48]
-    for label, shape, params in rows:
-        lines.append(f"{label:<18}{' x '.join(map(str, shape)):<18}{params:>12,}")
-    lines += ["-" * 48, f"{'Softmax':<18}{'10':<18}{0:>12,}", f"{'Total':<36}{total:>12,}"]
+def format_table(rows: list[Row], total: int, classes: int = 10) -> str:
+    head = f"{'Layer':<18}{'Output shape':<16}{'Params':>12}{'Field':>8}{'Jump':>6}"
+    lines = [head, "-" * len(head)]
+    for label, shape, params, field, jump in rows:
+        shown = " x ".join(map(str, shape))
+        lines.append(f"{label:<18}{shown:<16}{params:>12,}{field:>8}{jump:>6}")
+    lines += [
+        "-" * len(head),
+        f"{'Softmax':<18}{classes!s:<16}{0:>12,}",
+        f"{'Total':<34}{total:>12,}",
+        "Field: input pixels (per side) one unit of the layer sees; Jump: input pixels between "
+        "two neighbouring units.",
+    ]
     return "\n".join(lines)
 
 

@@ -42,9 +42,9 @@ class TensorBoardLog:
     """Scalars and images for TensorBoard in `folder` (RUN_DIR / FOLDER_NAME for a run); use as
     `with TensorBoardLog(folder) as log:` so that the log is flushed and closed."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, flush_seconds: float = 120.0) -> None:
         self.folder = Path(folder)
-        self._writer = import_summary_writer()(log_dir=str(self.folder))
+        self._writer = import_summary_writer()(log_dir=str(self.folder), flush_secs=flush_seconds)
 
     def range_test(
         self, lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float]
@@ -81,6 +81,10 @@ class TensorBoardLog:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
             self._writer.add_image(f"plots/{name}", pixels, dataformats="HWC")
+
+    def flush(self) -> None:
+        """Make what was logged visible to a running TensorBoard now."""
+        self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()

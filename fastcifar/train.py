@@ -5,30 +5,22 @@ given. Writes a run folder: config.json, metrics.csv, summary.json (with the run
 model.pt, lr_range_test.{json,png}, lr_schedule.png, curves.png, misclassified.png,
 confusion_matrix.png; checkpoint.pt while the run is unfinished.
 
-Several runs in one process: --seeds N trains seeds S..S+N-1 (S = --seed), compiled once, and
-writes their mean ± std; --lr-max 0.1,0.2,0.4 sweeps LRMAX (each with --seeds N).
-Under torchrun (--nproc_per_node, --nnodes) every rank runs this command unchanged.
+Several runs: --seeds N trains seeds S..S+N-1 (S = --seed), compiled once, and writes their
+mean ± std; --lr-max 0.1,0.2,0.4 sweeps LRMAX (each with --seeds N). Under torchrun every rank
+runs this command unchanged (see --parallel). Settings can come from a TOML file (--config);
+--print-config prints the resolved settings in that form. The same from Python: fastcifar.fit.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from typing import Any
 
-from fastcifar.cli import (
-    DEFAULTS,
-    Parser,
-    add_common_arguments,
-    positive_float,
-    positive_floats,
-    positive_int,
-    run_main,
-)
-from fastcifar.config import TrainConfig
+from fastcifar.cli import Parser, add_fields, flag_names, given, run_main
+from fastcifar.config import RunOptions, TrainConfig, read_toml
 from fastcifar.errors import ConfigError
 
-# Flags that describe how to run rather than what to train.
-RUN_FLAGS = ("out", "overwrite", "resume", "seeds", "lr_maxes")
+COMMAND_FLAGS = ("config", "print_config", "estimate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,143 +29,77 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_arguments(parser)
-    _add_recipe_arguments(parser.add_argument_group("recipe"))
-    _add_reporting_arguments(parser.add_argument_group("evaluation and reporting"))
-    _add_run_arguments(parser.add_argument_group("runs"))
+    commands = parser.add_argument_group("this command")
+    commands.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="settings from a TOML file (as --print-config writes it); flags override it",
+    )
+    commands.add_argument(
+        "--print-config",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the resolved settings as TOML (give them back with --config) and exit",
+    )
+    commands.add_argument(
+        "--estimate",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print what the run would cost on this machine (one measured step) and exit",
+    )
+    add_fields(parser, TrainConfig)
+    add_fields(parser, RunOptions)
     return parser
 
 
-def _add_recipe_arguments(recipe: argparse._ArgumentGroup) -> None:
-    recipe.add_argument(
-        "--epochs", type=positive_int, default=DEFAULTS.epochs, help="(default: %(default)s)"
-    )
-    recipe.add_argument(
-        "--lr-max",
-        dest="lr_maxes",
-        type=positive_floats,
-        default=(),
-        metavar="LR[,LR...]",
-        help="peak LR (default: found by the LR range test); several, comma-separated: an LR "
-        "sweep, its plot marking the range test's LRMAX",
-    )
-    recipe.add_argument(
-        "--lr-min",
-        type=positive_float,
-        default=None,
-        help="start/end LR (default: found by the LR range test, or LRMAX / 25 with --lr-max)",
-    )
-    recipe.add_argument(
-        "--weight-decay", type=float, default=DEFAULTS.weight_decay, help="(default: %(default)s)"
-    )
-    recipe.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=DEFAULTS.label_smoothing,
-        help="(default: %(default)s)",
-    )
-    recipe.add_argument(
-        "--cycle-momentum",
-        action="store_true",
-        help="cycle momentum 0.95 -> 0.85 -> 0.95 against the LR",
-    )
-
-
-def _add_reporting_arguments(evaluation: argparse._ArgumentGroup) -> None:
-    evaluation.add_argument(
-        "--tta",
-        action="store_true",
-        help="also evaluate with flip test-time augmentation, and headline it",
-    )
-    evaluation.add_argument(
-        "--eval-batch-size",
-        type=positive_int,
-        default=DEFAULTS.eval_batch_size,
-        help="(default: %(default)s)",
-    )
-    evaluation.add_argument(
-        "--no-plots", dest="plots", action="store_false", help="skip the PNG plots"
-    )
-    evaluation.add_argument(
-        "--gradcam",
-        action="store_true",
-        help="Grad-CAM grid of misclassified test images (pip install '.[gradcam]')",
-    )
-    evaluation.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="TensorBoard log in RUN_DIR/tensorboard (pip install '.[tensorboard]')",
-    )
-
-
-def _add_run_arguments(run: argparse._ArgumentGroup) -> None:
-    run.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="train N seeds (from --seed on) and report mean ± std",
-    )
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out (only once the new run has its first checkpoint)",
-    )
-    run.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        default=None,
-        help="continue an unfinished run with its recorded config",
-    )
-    run.add_argument(
-        "--checkpoint-every",
-        type=positive_int,
-        default=DEFAULTS.checkpoint_every,
-        metavar="N",
-        help="epochs between checkpoints (default: %(default)s)",
-    )
-    run.add_argument(
-        "--sync-bn", action="store_true", help="SyncBatchNorm across torchrun ranks (CUDA)"
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Every parsed flag whose name is a TrainConfig field overrides that field."""
-    fields = TrainConfig.__dataclass_fields__
-    values = {key: value for key, value in vars(args).items() if key in fields}
-    if getattr(args, "lr_maxes", ()):  # a sweep's other LRMAX values are checked in main
-        values["lr_max"] = args.lr_maxes[0]
-    return TrainConfig(**values)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) -> None:
+    """The command; `data` and `model` as fastcifar.fit takes them (for embedding and tests)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def run() -> None:
-        from fastcifar.session import RunOptions, run_training
+        settings, options = given(args, TrainConfig), given(args, RunOptions)
+        if options.get("resume") is not None:
+            _refuse_settings_beside_resume(args, parser)
+        base = read_toml(args.config) if "config" in args else {}
+        if "print_config" in args:
+            print(
+                resolved(TrainConfig.from_dict({**base, **settings}, "the settings")).to_toml(),
+                end="",
+            )
+            return
+        from fastcifar import api
 
-        if args.resume is not None:
-            _refuse_flags_beside_resume(argv)
-            config = DEFAULTS
-        else:
-            config = config_from_args(args)
-            for lr_max in args.lr_maxes[1:]:  # every LRMAX of a sweep must pass the checks
-                replace(config, lr_max=lr_max)
-            if args.seeds > 1:  # and so must the last seed
-                replace(config, seed=config.seed + args.seeds - 1)
-        options = RunOptions(**{name: getattr(args, name) for name in RUN_FLAGS})
-        run_training(config, options)
+        if "estimate" in args:
+            request = {**base, **settings}
+            print(
+                api.estimate(request, data=data, model=model, **options).line(
+                    "a measured step", on_cpu=True
+                ),
+                flush=True,
+            )
+            return
+        api.fit({**base, **settings}, data=data, model=model, **options)
 
     run_main(run)
 
 
-def _refuse_flags_beside_resume(argv: list[str] | None) -> None:
-    parser = build_parser()
-    for action in parser._actions:  # parse again, keeping only what was given explicitly
-        action.default = argparse.SUPPRESS
-    flags = {action.dest: action.option_strings[0] for action in parser._actions}
-    explicit = vars(parser.parse_args(argv))
-    others = sorted(flags[name] for name in explicit if name != "resume")
+def resolved(config: TrainConfig) -> TrainConfig:
+    """The config as a run records it: the data folder absolute."""
+    from dataclasses import replace
+
+    from fastcifar.data_source import default_data_dir
+
+    return replace(config, data_dir=str(default_data_dir(config.data_dir).resolve()))
+
+
+def _refuse_settings_beside_resume(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> None:
+    allowed = {"resume", *RunOptions.BESIDE_RESUME}
+    extra = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in allowed})
+    others = flag_names(extra, parser)
     if others:
         raise ConfigError(
             f"--resume continues with the run's recorded config; drop {', '.join(others)}"

@@ -1,277 +1,315 @@
-"""One training run: warm up (compile), find the LR bounds, train under One Cycle with a
-checkpoint per epoch, evaluate, report. `TrainingRun.execute` also continues a checkpoint.
+"""Everything a run needs, built once from a config and a data set: device, precision, loaders,
+model, the compiled training and evaluation graphs and the optimizer; then the warm-up, the LR
+range test and the short measured step that a time estimate starts from.
 
-A stop request (SIGINT/SIGTERM) ends the current step, saves a checkpoint that records the
-position inside the epoch, and raises `Interrupted`; a non-finite loss, found when the epoch
-reads its device-side sums back (no per-step host sync), raises `Diverged` and keeps the last
-good checkpoint. Under torchrun every rank runs this; only rank 0 writes and speaks.
+One `Trainer` serves every run of a process: a single run, each run of a multi-run (re-seeded
+in place, so that its compiled graphs stay valid), find_lr, the estimate and the benchmarks.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from fastcifar import __version__, report
-from fastcifar.device import synchronize
-from fastcifar.engine import EpochAccumulator, EpochTotals, StepContext, run_steps
-from fastcifar.errors import Diverged
-from fastcifar.evaluation import Evaluation
-from fastcifar.experiment import Experiment
-from fastcifar.lr_bounds import LrBounds, read_range_test
-from fastcifar.progress import progress, say
-from fastcifar.run_folder import RunFolder
-from fastcifar.schedule import one_cycle_lr, one_cycle_schedule
+from fastcifar.compilation import compile_model
+from fastcifar.config import TrainConfig
+from fastcifar.data_source import beton_cache_folder
+from fastcifar.dataset import Dataset
+from fastcifar.device import Precision, device_name, synchronize
+from fastcifar.distributed import Distributed, compile_mode_for, data_parallel_forward
+from fastcifar.engine import (
+    StepContext,
+    TrainForward,
+    mark_step_begin,
+    state_restored,
+    training_step,
+)
+from fastcifar.errors import ConfigError
+from fastcifar.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
+from fastcifar.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
+from fastcifar.lr_range_test import RangeTestResult, lr_range_test
+from fastcifar.model import (
+    ModelChoice,
+    build_model,
+    check_logits,
+    model_factory,
+    model_name,
+    reinitialise,
+)
+from fastcifar.optimizer import make_optimizer
+from fastcifar.schedule import LrBounds
 from fastcifar.signals import StopSignals
-from fastcifar.state import TrainingState
 
-# Under torchrun the ranks agree on a stop (a gloo vote) every this many steps on a GPU, and
-# after every step on a CPU: they must all stop at the same step, or the next all-reduce
-# would wait forever; and torchrun kills its workers 30 s after forwarding a signal.
-GPU_STOP_CHECK_INTERVAL = 8
+WARM_UP_STEPS = 3
 
 
 @dataclass
-class Timings:
-    started: float = field(default_factory=time.perf_counter)
-    compile_seconds: float = 0.0
+class Trainer:
+    config: TrainConfig  # as resolved: data_dir absolute, the seed and LRMAX in use
+    device: torch.device
+    dist: Distributed  # the ranks that share one run (one process in parallel-runs mode)
+    precision: Precision
+    data: Dataset  # cut to train_subset / test_subset
+    train_loader: BatchLoader
+    eval_batches: EvalBatches
+    model: nn.Module  # the plain module: its state_dict is what gets saved
+    train_forward: nn.Module  # TrainForward, wrapped in DDP and compiled as configured
+    eval_forward: nn.Module  # EvalForward, compiled as configured
+    optimizer: torch.optim.SGD
+    compile_mode: str | None  # None: eager
+    factory: Callable[[], nn.Module]  # initial weights from torch's global seed
+    model_name: str
+    initial_optimizer_state: dict
 
+    @property
+    def compiled(self) -> bool:
+        return self.compile_mode is not None
 
-class TrainingRun:
-    """The epochs of one run into one folder; see the module docstring."""
+    @property
+    def needs_warm_up(self) -> bool:
+        """Compiled graphs (and, on a GPU, cuDNN's algorithm search) are paid for before
+        anything is timed; an eager CPU run has nothing to warm up."""
+        return self.compiled or self.device.type == "cuda"
 
-    def __init__(
-        self, experiment: Experiment, folder: RunFolder, stop: StopSignals, timings: Timings
-    ) -> None:
-        self.experiment, self.folder, self.stop, self.timings = experiment, folder, stop, timings
-        self.config = experiment.config
-        self.steps_per_epoch = len(experiment.train_loader)
-        self.total_steps = self.config.epochs * self.steps_per_epoch
-        self.tensorboard = None
-        self.last_checkpoint: str | None = None  # where the newest checkpoint stands
-        self.elapsed_before = 0.0
-        self.resumed = False  # continued from a checkpoint
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
 
-    def new_state(self, bounds: LrBounds) -> TrainingState:
-        scheduler = one_cycle_schedule(
-            self.experiment.optimizer,
-            lr_min=bounds.lr_min,
-            lr_max=bounds.lr_max,
-            total_steps=self.total_steps,
-            peak_fraction=self.config.peak_fraction,
-            cycle_momentum=self.config.cycle_momentum,
-            base_momentum=self.config.base_momentum,
-            max_momentum=self.config.max_momentum,
-        )
-        return TrainingState(
-            self.experiment.model,
-            self.experiment.optimizer,
-            scheduler,
-            self.experiment.precision.make_scaler(),
-            bounds.lr_min,
-            bounds.lr_max,
-            bounds.source,
-        )
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
 
-    def execute(self, state: TrainingState) -> dict[str, Any]:
-        """Train from wherever `state` stands to the last epoch; returns the summary."""
-        if self.config.tensorboard and self.folder.writes:
-            from fastcifar.tensorboard_log import TensorBoardLog
+    def step_context(self, scheduler: Any = None, scaler: Any = None) -> StepContext:
+        """A training step's context; without a schedule and with a fresh scaler unless given
+        (warm-up, range test, measured steps)."""
+        if scheduler is None and scaler is None:
+            scaler = self.precision.make_scaler()
+        return StepContext(self.train_forward, self.optimizer, scaler, scheduler)
 
-            self.tensorboard = TensorBoardLog(self.folder / "tensorboard")
-            self._log_range_test(state)
-        if state.epoch or state.step_in_epoch:
-            self.last_checkpoint = self.position(state)
-        self.elapsed_before = state.elapsed  # a resumed run counts its earlier processes too
-        try:
-            evaluation = self._train(state)
-            return self._finish(state, evaluation)
-        finally:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+    def evaluate(self) -> Evaluation:
+        # Ranks updated their BatchNorm statistics from their own samples; evaluate rank 0's.
+        self.dist.broadcast_buffers(self.model)
+        labels = torch.from_numpy(self.data.test.labels)
+        return evaluate(self.eval_forward, self.eval_batches, labels, self.dist)
 
-    def _log_range_test(self, state: TrainingState) -> None:
-        """The range test this run's bounds came from (its folder's, or its multi-run's)."""
-        folders = [self.folder.path] + ([self.folder.parent.path] if self.folder.parent else [])
-        curve = next((c for c in map(read_range_test, folders) if c is not None), None)
-        if curve is not None and not (state.epoch or state.step_in_epoch):
-            self.tensorboard.range_test(curve.lrs, curve.losses, curve.smoothed)
+    def reseed(self, seed: int, lr_max: float | None) -> None:
+        """Start over with `seed` (and `lr_max`): its initial weights (copied in place), a fresh
+        optimizer state and a loader drawing from it, exactly as a new process with that seed."""
+        self.config = replace(self.config, seed=seed, lr_max=lr_max)
+        close = getattr(self.train_loader, "close", None)
+        if close is not None:  # FFCV: end the producer thread of an unfinished epoch
+            close()
+        reinitialise(self.model, seed, self.factory)
+        self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
+        self.train_loader = _train_loader(self.config, self.data, self.device, self.dist)
 
-    def _train(self, state: TrainingState) -> Evaluation:
-        experiment = self.experiment
-        ctx = StepContext(
-            experiment.train_forward, experiment.optimizer, state.scaler, state.scheduler
-        )
-        evaluation = None
-        while state.epoch < self.config.epochs:
-            totals = self._epoch(ctx, state)
-            eval_start = time.perf_counter()
-            evaluation = self.experiment.evaluate()
-            row = report.metrics_row(
-                state.epoch + 1,
-                totals,
-                evaluation,
-                self._lr_at_epoch_end(state.epoch),
-                time.perf_counter() - eval_start,
-            )
-            self._end_epoch(state, totals, row)
-        if evaluation is None:  # resumed a run whose epochs were all done
-            evaluation = self.experiment.evaluate()
-        return evaluation
-
-    def _epoch(self, ctx, state: TrainingState) -> EpochTotals:
-        loader = self.experiment.train_loader
-        loader.set_epoch(state.epoch, state.step_in_epoch)
-        accumulator = EpochAccumulator(
-            self.steps_per_epoch - state.step_in_epoch, self.experiment.device
-        )
-        start = time.perf_counter()
-        batches = progress(loader, f"epoch {state.epoch + 1}", unit="batch", nested=True)
-        ctx.forward.train()
-        run_steps(ctx, batches, accumulator, self._should_stop)
-        synchronize(self.experiment.device)
-        part = accumulator.read(self.experiment.dist.all_reduce_sum, loader.batch_size)
-        part.seconds = time.perf_counter() - start
-        totals = state.partial.merged(part)
-        self._check_finite(totals, state)
-        if state.step_in_epoch + accumulator.steps_done < self.steps_per_epoch:
-            state.step_in_epoch += accumulator.steps_done
-            state.partial = totals
-            raise self._interrupt(state)
-        return totals
-
-    def _should_stop(self, steps_done: int) -> bool:
-        dist = self.experiment.dist
-        if not dist.enabled:
-            return self.stop.requested
-        interval = 1 if self.experiment.device.type == "cpu" else GPU_STOP_CHECK_INTERVAL
-        if steps_done % interval:
-            return False
-        return dist.any(self.stop.requested)
-
-    def _check_finite(self, totals: EpochTotals, state: TrainingState) -> None:
-        bad = totals.first_non_finite_step
-        if bad is None:
-            return
-        step = state.epoch * self.steps_per_epoch + bad
-        kept = (
-            f"the last good checkpoint ({self.last_checkpoint}) is kept in {self.folder.final}"
-            if self.last_checkpoint
-            else "no checkpoint had been saved"
-        )
-        raise Diverged(
-            f"diverged: the training loss became non-finite at step {bad + 1} of epoch "
-            f"{state.epoch + 1} (LR {self._lr(step):.4g}); {kept}"
-        )
-
-    def _end_epoch(self, state: TrainingState, totals: EpochTotals, row: dict[str, Any]) -> None:
-        first_step = state.epoch * self.steps_per_epoch
-        state.epoch, state.step_in_epoch, state.partial = state.epoch + 1, 0, EpochTotals()
-        state.history.append(row)
-        self.folder.write_metrics(state.history)
-        last = state.epoch == self.config.epochs
-        if last or state.epoch % self.config.checkpoint_every == 0:
-            self.save_checkpoint(state)
-        if self.tensorboard is not None:
-            lrs = [self._lr(first_step + i) for i in range(len(totals.step_losses))]
-            self.tensorboard.steps(first_step, lrs, totals.step_losses)
-            self.tensorboard.epoch(state.epoch, row)
-        say(report.epoch_line(row, self.config.epochs, self._seconds_left(state)))
-        if not last and self.experiment.dist.any(self.stop.requested):
-            if state.epoch % self.config.checkpoint_every:
-                self.save_checkpoint(state)
-            raise self._interrupt(state)
-
-    def wall_seconds(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.timings.started
-
-    def save_checkpoint(self, state: TrainingState) -> None:
-        state.elapsed = self.wall_seconds()
-        payload = {
-            "fastcifar": __version__,
-            "config": self.config.to_dict(),
-            "state": state.state_dict(),
+    def facts(self) -> dict[str, Any]:
+        """What a summary records of how the run was trained."""
+        return {
+            "compiled": self.compiled,
+            "compile_mode": self.compile_mode,
+            "precision": self.precision.name,
+            "precision_reason": self.precision.reason,
+            "device_name": device_name(self.device),
+            "world_size": self.dist.world_size,
+            "backend": self.dist.backend,
+            "rank_devices": self.dist.gather_objects(device_name(self.device)),
         }
-        self.folder.save_checkpoint(lambda buffer: torch.save(payload, buffer))
-        self.last_checkpoint = self.position(state)
 
-    def position(self, state: TrainingState) -> str:
-        """Where `state` stands: "after epoch 3", or "at step 12/97 of epoch 4"."""
-        if state.step_in_epoch:
-            steps = f"{state.step_in_epoch}/{self.steps_per_epoch}"
-            return f"at step {steps} of epoch {state.epoch + 1}"
-        return f"after epoch {state.epoch}"
+    def trained_how(self) -> dict[str, Any]:
+        """What a checkpoint records so that a resume can refuse what it cannot continue."""
+        return {
+            "world_size": self.dist.world_size,
+            "rank_batch": self.train_loader.batch_size,
+            "threads": torch.get_num_threads(),
+            "loader": self.config.loader,
+        }
 
-    def _interrupt(self, state: TrainingState):
-        if state.step_in_epoch:
-            self.save_checkpoint(state)
-        return self.stop.interrupted(
-            f" {self.position(state)}",
-            f": resume with python -m fastcifar.train --resume {self.folder.final}",
-        )
 
-    def _lr(self, step: int) -> float:
-        state_bounds = self.experiment.optimizer.param_groups[0]
-        return one_cycle_lr(
-            min(step, self.total_steps - 1),
-            lr_min=state_bounds["initial_lr"],
-            lr_max=state_bounds["max_lr"],
-            total_steps=self.total_steps,
-            peak_fraction=self.config.peak_fraction,
-        )
+def build(
+    config: TrainConfig,
+    data: Dataset,
+    device: torch.device,
+    dist: Distributed,
+    model: ModelChoice = None,
+) -> Trainer:
+    """The trainer of `config` on `data` (already cut to its subsets)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    precision = Precision.choose(device, config.amp)
+    factory = model_factory(model, data.num_classes, config.logit_scale)
+    network = build_model(
+        device, config.logit_scale, config.channels_last, config.seed, factory=factory
+    )
+    if model is not None:
+        check_logits(network, data.num_classes, device)
+    if config.sync_bn and dist.enabled:
+        if device.type != "cuda":
+            raise ConfigError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel")
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    optimizer = make_optimizer(
+        network,
+        lr=config.lr_maxes[0] or 0.1,  # a placeholder: the range test, then One Cycle, set it
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    mode = compile_mode_for(config.compile, config.compile_mode, device, dist)
+    loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    train_forward: nn.Module = TrainForward(network, loss, precision)
+    if dist.enabled:
+        train_forward = data_parallel_forward(train_forward, device)
+    return Trainer(
+        config=config,
+        device=device,
+        dist=dist,
+        precision=precision,
+        data=data,
+        train_loader=_train_loader(config, data, device, dist),
+        eval_batches=EvalBatches(
+            data.test, config.eval_batch_size, device, dist, data.normalisation
+        ),
+        model=network,
+        train_forward=_maybe_compile(train_forward, mode),
+        eval_forward=_maybe_compile(EvalForward(network, precision, config.tta), mode),
+        optimizer=optimizer,
+        compile_mode=mode,
+        factory=factory,
+        model_name=model_name(model),
+        initial_optimizer_state=copy.deepcopy(optimizer.state_dict()),
+    )
 
-    def _lr_at_epoch_end(self, epoch: int) -> float:
-        return self._lr((epoch + 1) * self.steps_per_epoch - 1)
 
-    def _seconds_left(self, state: TrainingState) -> float | None:
-        history = state.history
-        if not history or state.epoch >= self.config.epochs:
-            return None
-        per_epoch = history[-1]["epoch_seconds"] + history[-1]["eval_seconds"]
-        return per_epoch * (self.config.epochs - state.epoch)
+def _maybe_compile(module: nn.Module, mode: str | None) -> nn.Module:
+    return compile_model(module, mode) if mode is not None else module
 
-    def _finish(self, state: TrainingState, evaluation: Evaluation) -> dict[str, Any]:
-        compile_seconds = self.timings.compile_seconds
-        summary = report.run_summary(self.experiment, state, evaluation, compile_seconds)
-        summary["resumed"] = self.resumed
-        if self.folder.writes:
-            self._write_outputs(state, evaluation)
-        summary["wall_seconds"] = self.wall_seconds()
-        self.folder.write_json("summary.json", summary)  # last: the run is complete now
-        if self.folder.writes:
-            (self.folder / "checkpoint.pt").unlink(missing_ok=True)  # model.pt is the result
-        say(report.final_line(summary, self.folder))
-        return summary
 
-    def _write_outputs(self, state: TrainingState, evaluation: Evaluation) -> None:
-        weights = self.experiment.model.state_dict()
-        if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
-            raise Diverged("diverged: the final weights are not finite; model.pt was not written")
-        self.folder.save("model.pt", lambda buffer: torch.save(weights, buffer))
-        if self.config.plots:
-            shape = dict(
-                lr_min=state.lr_min,
-                lr_max=state.lr_max,
-                total_steps=self.total_steps,
-                peak_fraction=self.config.peak_fraction,
-            )
-            report.plot_run(
-                self.folder,
-                state.history,
-                evaluation,
-                self.experiment.data,
-                self.steps_per_epoch,
-                shape,
-            )
-        if self.config.gradcam:
-            from fastcifar.explain import explain_mistakes
+def _train_loader(
+    config: TrainConfig, data: Dataset, device: torch.device, dist: Distributed
+) -> BatchLoader:
+    options = LoaderOptions(
+        batch_size=config.batch_size // dist.world_size,
+        device=device,
+        augment=True,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        normalisation=data.normalisation,
+        beton_path=_beton_path(config, data),
+    )
+    return make_loader(config.loader, data.train, options)
 
-            explain_mistakes(
-                self.experiment.model, self.experiment.data, evaluation, self.folder / "gradcam.png"
-            )
-        if self.tensorboard is not None:
-            names = [p.stem for p in sorted(self.folder.path.glob("*.png"))]
-            self.tensorboard.images({name: self.folder / f"{name}.png" for name in names})
+
+def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
+    """Where the FFCV loader finds (or writes) the training split's beton: --beton-dir, else
+    a cache folder keyed by CIFAR-10's checksums (never the data folder, which may be shared
+    and read-only). A subset, or data of one's own, gets a temporary beton instead."""
+    if config.loader != "ffcv":
+        return None
+    if config.beton_dir:
+        return Path(config.beton_dir) / BETON_NAMES["train"]
+    if config.train_subset is not None or not data.is_cifar10:
+        return None
+    return beton_cache_folder() / BETON_NAMES["train"]
+
+
+def warm_up(trainer: Trainer, steps: int = WARM_UP_STEPS) -> float:
+    """Compile (and record CUDA graphs for) the training and evaluation graphs before anything
+    is timed, the range test included; then restore the initial weights and optimizer state.
+    An eager CPU run only draws one batch, which compiles the torch loader's augmentation (it
+    made a first range test twice as slow per step). Returns the seconds it took."""
+    start = time.perf_counter()
+    if not trainer.needs_warm_up:
+        batches = iter(trainer.train_loader)
+        next(batches, None)
+        del batches  # ends the epoch
+        return time.perf_counter() - start
+    with state_restored(trainer.model, trainer.optimizer):
+        context = trainer.step_context()
+        trainer.train_forward.train()
+        batches = iter(trainer.train_loader)
+        for _ in range(min(steps, len(trainer.train_loader))):
+            training_step(context, *next(batches))
+        del batches  # ends the warm-up's epoch
+        # Every evaluation batch has one shape (the last is padded): one batch compiles it.
+        first = next(iter(trainer.eval_batches))
+        trainer.eval_forward.eval()
+        with torch.no_grad():
+            for _ in range(steps):  # CUDA-graph trees warm up, then record, then replay
+                mark_step_begin()
+                trainer.eval_forward(*first)
+        synchronize(trainer.device)
+    return time.perf_counter() - start
+
+
+def measure_step(trainer: Trainer, steps: int = 2) -> float:
+    """Seconds of one training step as the run will take it (the last of `steps`, so that
+    allocation is not counted), leaving no trace on the weights or the optimizer."""
+    with state_restored(trainer.model, trainer.optimizer):
+        context = trainer.step_context()
+        trainer.train_forward.train()
+        batches = iter(trainer.train_loader)
+        seconds = 0.0
+        for _ in range(min(steps, len(trainer.train_loader))):
+            batch = next(batches)
+            synchronize(trainer.device)
+            start = time.perf_counter()
+            training_step(context, *batch)
+            synchronize(trainer.device)
+            seconds = time.perf_counter() - start
+        del batches
+    return seconds
+
+
+def find_bounds(
+    trainer: Trainer, stop: StopSignals, resume_hint: str = ""
+) -> tuple[LrBounds, RangeTestResult]:
+    """The LR range test, on the loader's epoch 0 (whether or not a warm-up ran before it, so
+    that the bounds never depend on compilation)."""
+    config, dist = trainer.config, trainer.dist
+    steps = config.resolved_range_test_steps(trainer.total_steps)
+    trainer.train_loader.set_epoch(0)
+    start = time.perf_counter()
+    result = lr_range_test(
+        trainer.step_context(),
+        trainer.train_loader,
+        restore=trainer.model,
+        start_lr=config.range_test_start_lr,
+        end_lr=config.range_test_end_lr,
+        steps=steps,
+        lr_min_divisor=config.lr_min_divisor,
+        sum_over_ranks=dist.all_reduce_sum,
+        ranks=dist.world_size,
+        stop_requested=lambda: stop.requested,
+        interrupted=lambda: stop.interrupted(" during the LR range test", resume_hint),
+    )
+    seconds = time.perf_counter() - start
+    source = {
+        "lr_max": result.lr_max_method,
+        "lr_min": result.lr_min_method,
+        "range_test_seconds": seconds,
+        "range_test_steps": len(result.lrs),
+        "range_test_stop": result.stop_reason,
+        "seconds_per_step": seconds / len(result.lrs),
+    }
+    return LrBounds(result.lr_min, result.lr_max, source), result
+
+
+def given_bounds(config: TrainConfig, how_max: str = "given") -> LrBounds | None:
+    """The bounds the config fixes: LRMIN given, or LRMAX / lr_min_divisor; None: find them."""
+    if config.lr_max is None or isinstance(config.lr_max, tuple):
+        return None
+    if config.lr_min is not None:
+        return LrBounds(config.lr_min, config.lr_max, {"lr_max": how_max, "lr_min": "given"})
+    how_min = f"LRMAX / {config.lr_min_divisor:g}"
+    lr_min = config.lr_max / config.lr_min_divisor
+    return LrBounds(lr_min, config.lr_max, {"lr_max": how_max, "lr_min": how_min})

@@ -14,10 +14,9 @@ from fastcifar.data_source import (
     META_FILE,
     TEST_FILES,
     TRAIN_FILES,
-    Cifar10,
-    CifarSplit,
     SourceChecksums,
 )
+from fastcifar.dataset import CifarSplit, Dataset, from_arrays
 
 CLASS_NAMES = (
     "airplane",
@@ -79,14 +78,17 @@ def make_archive(files: dict[str, bytes], extra: dict[str, bytes] | None = None)
     return buffer.getvalue()
 
 
-def synthetic_cifar(train: int = 256, test: int = 100, seed: int = 0) -> Cifar10:
-    """Random images whose class is readable from the mean brightness, so a model can learn it."""
+def synthetic_cifar(train: int = 256, test: int = 100, seed: int = 0, classes: int = 10) -> Dataset:
+    """Random images whose class is readable from the mean brightness, so a model can learn it:
+    data of one's own in CIFAR-10's shape (its normalisation from its own training split)."""
 
     def split(count: int, offset: int) -> CifarSplit:
         rng = np.random.default_rng(seed + offset)
-        labels = rng.integers(0, 10, count).astype(np.int64)
-        base = (labels * 25)[:, None, None, None]
+        labels = rng.integers(0, classes, count).astype(np.int64)
+        base = (labels * (250 // classes))[:, None, None, None]
         noise = rng.integers(0, 30, (count, 32, 32, 3))
         return CifarSplit((base + noise).clip(0, 255).astype(np.uint8), labels)
 
-    return Cifar10(split(train, 1), split(test, 2), CLASS_NAMES, Path("synthetic"))
+    first, second = split(train, 1), split(test, 2)
+    names = CLASS_NAMES if classes == 10 else None
+    return from_arrays(first.images, first.labels, second.images, second.labels, names)

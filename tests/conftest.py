@@ -12,6 +12,12 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """fastcifar's cache (betons, downloads) in a folder of the test session, never ~/.cache."""
+    os.environ["FASTCIFAR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def real_cifar_dir() -> Path | None:
     folder = os.environ.get("FASTCIFAR_DATA")
     if folder and (Path(folder) / "cifar-10-batches-bin").is_dir():

@@ -10,39 +10,36 @@ from pathlib import Path
 
 import torch
 
-from fastcifar import experiment, session
-from fastcifar.train import main as train_main
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fastcifar import runs
+from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 
 
 def main() -> None:
-    if real_cifar_dir() is None:
-        experiment.load_cifar10 = lambda _dir: synthetic_cifar(256, 100)
     built = []
-    prepare = session.prepare
+    build = runs.build
 
     def keep(*args, **kwargs):
-        built.append(prepare(*args, **kwargs))
+        built.append(build(*args, **kwargs))
         return built[-1]
 
-    session.prepare = keep
-    train_main(sys.argv[1:])
-    run = built[-1]
-    loader = run.train_loader
+    runs.build = keep
+    train_main(sys.argv[1:], data=None if real_cifar_dir() else synthetic_cifar(256, 100))
+    trainer = built[-1]
+    loader = trainer.train_loader
     torch.save(
         {
-            "model": run.model.state_dict(),
-            "indices": [loader.epoch_indices(epoch) for epoch in range(run.config.epochs)],
-            "rank": run.dist.rank,
+            "model": trainer.model.state_dict(),
+            "indices": [loader.epoch_indices(epoch) for epoch in range(trainer.config.epochs)],
+            "rank": trainer.dist.rank,
             # DDP's buffer broadcast before every forward, which training does without
             "syncs_buffers": getattr(
-                run.train_forward, "_orig_mod", run.train_forward
+                trainer.train_forward, "_orig_mod", trainer.train_forward
             ).will_sync_module_buffers(),
         },
-        Path(os.environ["FASTCIFAR_TEST_DUMP"]) / f"rank{run.dist.rank}.pt",
+        Path(os.environ["FASTCIFAR_TEST_DUMP"]) / f"rank{trainer.dist.rank}.pt",
     )
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, SPEC
-from fastcifar.data_source import CifarSplit
+from fastcifar.augmentation import SPEC
+from fastcifar.dataset import CifarSplit
 from fastcifar.loaders import BatchLoader, LoaderOptions, MissingBackendError, make_loader
+from fastcifar.normalisation import CIFAR10_MEAN, CIFAR10_STD
 
 SIZE, PAD, CUT = SPEC.image_size, SPEC.pad, SPEC.cutout_size
 # CI sets this so that a broken FFCV/DALI install fails the tests instead of skipping them.

@@ -6,29 +6,34 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fastcifar import engine, experiment
+from fastcifar import engine
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 
 
-def exit_code(argv: list[str]) -> int:
-    """Train with `argv`; the exit status the command line would give (0 when it returns)."""
+def exit_code(argv: list[str], data: Any = None) -> int:
+    """Train with `argv` (on `data`); the exit status the command line would give (0 when it
+    returns)."""
     try:
-        train_main(argv)
+        train_main(argv, data=data)
     except SystemExit as exit_info:
         return exit_info.code
     return 0
 
 
-def finished_run(factory: pytest.TempPathFactory, name: str, argv: list[str]) -> Path:
-    """A complete run on 64 synthetic training and 32 test images, for module-scoped fixtures."""
+def finished_run(
+    factory: pytest.TempPathFactory, name: str, argv: list[str], data: Any = None
+) -> Path:
+    """A complete run (by default on 64 synthetic training and 32 test images), for
+    module-scoped fixtures."""
     out = factory.mktemp(name) / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
-        train_main([*argv, "--out", str(out)])
+    train_main(
+        [*argv, "--out", str(out)], data=data if data is not None else synthetic_cifar(64, 32)
+    )
     return out
 
 

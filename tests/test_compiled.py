@@ -9,16 +9,15 @@ import json
 
 import pytest
 
-from fastcifar import experiment, session
+from fastcifar import runs
 from fastcifar.compilation import compile_counts
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 
 
 def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
     seen = {}
-    warm_up, find_bounds = session.warm_up, session.find_bounds
+    warm_up, find_bounds = runs.warm_up, runs.find_bounds
 
     def counted_warm_up(*args):
         seconds = warm_up(*args)
@@ -30,14 +29,14 @@ def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
         seen["after range test"] = compile_counts()
         return bounds
 
-    monkeypatch.setattr(session, "warm_up", counted_warm_up)
-    monkeypatch.setattr(session, "find_bounds", counted_range_test)
+    monkeypatch.setattr(runs, "warm_up", counted_warm_up)
+    monkeypatch.setattr(runs, "find_bounds", counted_range_test)
     out = tmp_path / "run"
     # 20 test images in batches of 8: the last batch is padded, not a new shape.
     train_main(["--compile", "--compile-mode", "default", "--epochs", "2", "--train-subset", "32",
                 "--batch-size", "16", "--test-subset", "20", "--eval-batch-size", "8",
                 "--range-test-steps", "3", "--no-plots", "--device", "cpu",
-                "--out", str(out)])  # fmt: skip
+                "--out", str(out)], data=synthetic_cifar(64, 32))  # fmt: skip
     after = compile_counts()
     assert seen["after warm-up"].dynamo_frames > 0
     assert seen["after range test"] == seen["after warm-up"], "the range test compiled"
@@ -45,6 +44,7 @@ def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["compiled"] and summary["compile_mode"] == "default"
     assert summary["compile_seconds"] > 0 and summary["test_examples"] == 20
+    assert summary["compile_seconds"] == summary["warm_up_seconds"]
 
 
 @pytest.mark.parametrize("eval_batch_size", [7, 1000])

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from fastcifar import experiment, session
+from fastcifar import runs
 from fastcifar.compilation import compile_counts
 from fastcifar.device import Precision
 from fastcifar.engine import StepContext, TrainForward, training_step
@@ -39,20 +39,20 @@ def test_each_loader_meets_the_spec_on_the_gpu(name):
 def test_cuda_graphs_are_recorded_once_across_range_test_epochs_and_evaluation(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(1024, 300))
     seen = {}
-    warm_up = session.warm_up
+    warm_up = runs.warm_up
 
     def counted(*args):
         seconds = warm_up(*args)
         seen["after warm-up"] = compile_counts()
         return seconds
 
-    monkeypatch.setattr(session, "warm_up", counted)
+    monkeypatch.setattr(runs, "warm_up", counted)
     out = tmp_path / "run"
     train_main(["--epochs", "2", "--train-subset", "1024", "--batch-size", "256", "--test-subset",
                 "300", "--eval-batch-size", "128", "--range-test-steps", "5", "--no-plots",
-                "--device", "cuda", "--out", str(out)])  # fmt: skip
+                "--device", "cuda", "--out", str(out)],
+               data=synthetic_cifar(1024, 300))  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["compile_mode"] == "reduce-overhead" and summary["precision"] in ("bf16", "fp16")
     after = compile_counts()
@@ -83,9 +83,9 @@ def test_bf16_and_fp16_with_grad_scaler_steps_train(dtype):
 def test_device_cuda_0_leaves_the_other_gpus_untouched(tmp_path, monkeypatch):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(256, 100))
     train_main(["--epochs", "1", "--train-subset", "256", "--batch-size", "64", "--lr-max", "0.1",
-                "--no-plots", "--device", "cuda:0", "--out", str(tmp_path / "run")])  # fmt: skip
+                "--no-plots", "--device", "cuda:0", "--out", str(tmp_path / "run")],
+               data=synthetic_cifar(256, 100))  # fmt: skip
     for index in range(1, torch.cuda.device_count()):
         assert torch.cuda.memory_reserved(index) == 0  # the allocator keeps what it ever took
     assert torch.cuda.current_device() == 0

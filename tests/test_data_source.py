@@ -90,7 +90,7 @@ def test_download_with_wrong_checksum_is_refused_and_leaves_no_archive(tmp_path,
     expected = checksums_for(files, b"some other archive")
     with pytest.raises(DataSourceError, match="checksum mismatch for the download"):
         load_cifar10(cache, url=f"{base}/{ARCHIVE_NAME}", checksums=expected)
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [data_source.LOCK_NAME]  # no archive, no part
 
 
 def test_no_network_gives_one_actionable_error(tmp_path, http_server):
@@ -160,7 +160,13 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
     assert default_data_dir(tmp_path / "flag") == tmp_path / "flag"
     assert default_data_dir() == tmp_path / "env"
     monkeypatch.delenv("FASTCIFAR_DATA")
+    monkeypatch.delenv("FASTCIFAR_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert default_data_dir() == Path.home() / ".cache" / "fastcifar"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "fastcifar"
+    monkeypatch.setenv("FASTCIFAR_CACHE", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"
 
 
 def test_real_cifar10_matches_the_official_counts(real_data_dir):

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from fastcifar import load_run
 from fastcifar.augmentation import draw_epoch, rank_order
 from fastcifar.config import TrainConfig
 from fastcifar.device import Precision
-from fastcifar.distributed import Distributed
+from fastcifar.distributed import Distributed, start
 from fastcifar.errors import ConfigError
 from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
-from fastcifar.experiment import start_ranks
-from fastcifar.saved_run import load_run
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.loader_helpers import build_loader, random_split
@@ -97,7 +96,7 @@ def test_each_epoch_splits_into_disjoint_rank_samples_that_make_up_the_subset(dd
 def test_the_sharded_evaluation_equals_a_single_process_one(ddp, monkeypatch):
     summary = json.loads((ddp / "run" / "summary.json").read_text())
     assert summary["test_examples"] == 33  # counted once, padding excluded
-    model, _ = load_run(ddp / "run", torch.device("cpu"))
+    model = load_run(ddp / "run", device="cpu").model
     data = synthetic_cifar(256, 100)
     if real_cifar_dir() is not None:
         from fastcifar.data_source import load_cifar10
@@ -106,7 +105,8 @@ def test_the_sharded_evaluation_equals_a_single_process_one(ddp, monkeypatch):
     test = data.test.subset(33)
     single = Distributed()
     forward = EvalForward(model, Precision("cpu", None), tta=False)
-    result = evaluate(forward, EvalBatches(test, 1000, torch.device("cpu"), single),
+    result = evaluate(forward, EvalBatches(test, 1000, torch.device("cpu"), single,
+                                           data.normalisation),
                       torch.from_numpy(test.labels), single)  # fmt: skip
     assert result.plain.accuracy == summary["final_test_accuracy"]
     assert result.plain.loss == pytest.approx(summary["final_test_loss"], rel=1e-5)
@@ -131,7 +131,7 @@ def test_a_global_batch_that_does_not_divide_among_the_ranks_is_one_error(monkey
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="batch_size 512 does not divide among 3 ranks"):
-        start_ranks(TrainConfig())
+        start(None, TrainConfig().batch_size, data_parallel=True)
 
 
 @pytest.mark.parametrize("name", ["torch", "ffcv", "dali"])
@@ -157,6 +157,8 @@ def test_evaluation_shards_cover_the_test_set_once_with_equal_batch_counts():
     shards = [EvalBatches(split, 8, torch.device("cpu"), Distributed(rank, rank, 2, "gloo"))
               for rank in (0, 1)]  # fmt: skip
     assert [len(shard) for shard in shards] == [3, 3] and [s.count for s in shards] == [17, 16]
+    # 17 images per shard in 3 batches of at most 8: batches of 6, the least padding.
+    assert [s.batch_size for s in shards] == [6, 6]
     labels = np.concatenate([s.labels.numpy() for s in shards])
-    assert (labels == -1).sum() == 2 * 3 * 8 - 33
+    assert (labels == -1).sum() == 2 * 3 * 6 - 33
     assert labels[labels >= 0].tolist() == split.labels.tolist()

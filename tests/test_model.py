@@ -1,29 +1,62 @@
-"""The model matches the seed's table: every row's output shape and parameter count."""
+"""The model matches the seed's table: every row's output shape and parameter count, and the
+receptive field and jump of each row, computed by hand below and by fastcifar from the modules."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
+from fastcifar.errors import ConfigError
 from fastcifar.model import ResNet9, parameter_count
 from fastcifar.summary import format_table, layer_table, main
 
-# (layer, output shape, parameters): conv weights are 3*3*in*out, BN has 2 per channel.
+# (layer, output shape, parameters, receptive field, jump): conv weights are 3*3*in*out, BN has
+# 2 per channel. A 3x3 conv widens the field by 2 jumps, a 2x2 max-pool by 1 jump and doubles
+# the jump; the residual sum keeps its branch's field; MaxPool(4) adds 3 jumps (of 8): 88.
 SEED_TABLE = [
-    ("PrepLayer", (64, 32, 32), 3 * 3 * 3 * 64 + 2 * 64),
-    ("Layer1: X", (128, 16, 16), 3 * 3 * 64 * 128 + 2 * 128),
-    ("Layer1: R1", (128, 16, 16), 2 * (3 * 3 * 128 * 128 + 2 * 128)),
-    ("Layer1: X + R1", (128, 16, 16), 0),
-    ("Layer2", (256, 8, 8), 3 * 3 * 128 * 256 + 2 * 256),
-    ("Layer3: X", (512, 4, 4), 3 * 3 * 256 * 512 + 2 * 512),
-    ("Layer3: R2", (512, 4, 4), 2 * (3 * 3 * 512 * 512 + 2 * 512)),
-    ("Layer3: X + R2", (512, 4, 4), 0),
-    ("MaxPool(4)", (512, 1, 1), 0),
-    ("FC", (10,), 512 * 10 + 10),
+    ("PrepLayer", (64, 32, 32), 3 * 3 * 3 * 64 + 2 * 64, 3, 1),  # 1 + 2
+    ("Layer1: X", (128, 16, 16), 3 * 3 * 64 * 128 + 2 * 128, 6, 2),  # 3 + 2, pool + 1
+    ("Layer1: R1", (128, 16, 16), 2 * (3 * 3 * 128 * 128 + 2 * 128), 14, 2),  # 6 + 4 + 4
+    ("Layer1: X + R1", (128, 16, 16), 0, 14, 2),
+    ("Layer2", (256, 8, 8), 3 * 3 * 128 * 256 + 2 * 256, 20, 4),  # 14 + 4, pool + 2
+    ("Layer3: X", (512, 4, 4), 3 * 3 * 256 * 512 + 2 * 512, 32, 8),  # 20 + 8, pool + 4
+    ("Layer3: R2", (512, 4, 4), 2 * (3 * 3 * 512 * 512 + 2 * 512), 64, 8),  # 32 + 16 + 16
+    ("Layer3: X + R2", (512, 4, 4), 0, 64, 8),
+    ("MaxPool(4)", (512, 1, 1), 0, 88, 32),  # 64 + 3 * 8
+    ("FC", (10,), 512 * 10 + 10, 88, 32),
 ]
 
 
 def test_every_layer_matches_the_seed_table():
     assert layer_table(ResNet9()) == SEED_TABLE
+
+
+def test_receptive_fields_of_a_model_of_ones_own():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 5, padding=2),  # 5
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 5 + 1 = 6, jump 2
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),  # 6 + 2 * 2 = 10, jump 4, 8 x 8
+        nn.AdaptiveAvgPool2d(1),  # the whole 8 x 8 map: 10 + 7 * 4 = 38
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
+    rows = {label: (shape, field, jump) for label, shape, _, field, jump in layer_table(net)}
+    assert rows["0"] == ((8, 32, 32), 5, 1)
+    assert rows["2"] == ((8, 16, 16), 6, 2)
+    assert rows["3"] == ((16, 8, 8), 10, 4)
+    assert rows["4"] == ((16, 1, 1), 38, 32)
+    assert rows["6"] == ((4,), 38, 32)
+
+
+def test_a_model_fx_cannot_trace_is_one_error():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # data-dependent control flow
+
+    with pytest.raises(ConfigError, match=r"torch\.fx can trace"):
+        layer_table(Branchy())
 
 
 def test_total_parameters_with_fc_bias():
@@ -56,4 +89,13 @@ def test_summary_command_prints_the_table(capsys):
     main([])
     printed = capsys.readouterr().out
     assert "Layer3: R2" in printed and "4,720,640" in printed and "6,573,130" in printed
-    assert format_table(SEED_TABLE, 6_573_130).splitlines()[0].startswith("Layer")
+    assert format_table(SEED_TABLE, 6_573_130).splitlines()[0].split() == [
+        "Layer",
+        "Output",
+        "shape",
+        "Params",
+        "Field",
+        "Jump",
+    ]
+    row = next(line for line in printed.splitlines() if line.startswith("MaxPool(4)"))
+    assert row.split()[-2:] == ["88", "32"]

@@ -7,18 +7,19 @@ import csv
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from fastcifar import engine, experiment, multirun, trainer
+from fastcifar import engine, multirun, training_run
 from fastcifar.device import Precision
 from fastcifar.evaluation import EvalForward
 from fastcifar.model import build_model
 from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.statistics import aggregate, t_quantile
-from fastcifar.train import main as train_main
+from fastcifar.train import main as command_main
 from tests.cifar_files import synthetic_cifar
 from tests.runs import finished_run, signal_after
 
@@ -27,9 +28,11 @@ TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-s
 ORIGINAL_STEP = engine.training_step
 
 
-@pytest.fixture(autouse=True)
-def synthetic_data(monkeypatch):
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+DATA = synthetic_cifar(64, 32)
+
+
+def train_main(argv: list[str]) -> None:
+    command_main(argv, data=DATA)
 
 
 def rows_without_timings(folder: Path) -> list[dict[str, str]]:
@@ -83,6 +86,7 @@ def two_seeds(tmp_path_factory) -> Path:
         tmp_path_factory,
         "seeds",
         [*TINY, "--seeds", "2", "--seed", "5", "--lr-max", "0.05", "--tta"],
+        DATA,
     )
 
 
@@ -103,7 +107,7 @@ def test_the_parent_folder_holds_the_aggregate(two_seeds):
     seeds = [json.loads((two_seeds / f"seed-{k}" / "summary.json").read_text()) for k in (5, 6)]
     accuracies = [s["final_test_accuracy"] for s in seeds]
     assert [run["seed"] for run in group["runs"]] == [5, 6]
-    assert group["accuracy"] == aggregate(accuracies).to_dict()
+    assert group["accuracy"] == aggregate(accuracies, 0.0, 1.0).to_dict()  # CI within [0, 1]
     assert group["accuracy_tta"]["mean"] == pytest.approx(
         sum(s["final_test_accuracy_tta"] for s in seeds) / 2
     )
@@ -111,16 +115,24 @@ def test_the_parent_folder_holds_the_aggregate(two_seeds):
 
 def test_an_lr_sweep_trains_each_lrmax_and_marks_the_range_test(tmp_path):
     out = tmp_path / "sweep"
-    train_main([*TINY[:-3], "--device", "cpu", "--lr-max", "0.02,0.1", "--range-test-steps", "4",
-                "--out", str(out)])  # fmt: skip
+    train_main([*TINY[:-3], "--device", "cpu", "--lr-max", "0.02,0.1", "--range-test",
+                "--range-test-steps", "4", "--out", str(out)])  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert [group["lr_max"] for group in summary["groups"]] == [0.02, 0.1]
+    assert summary["config"]["lr_max"] == [0.02, 0.1]  # the parent records the whole sweep
     assert summary["range_test"]["lr_max"] > 0
     for lr in ("0.02", "0.1"):
         child = json.loads((out / f"lr-{lr}" / "seed-0" / "summary.json").read_text())
         assert child["lr_max"] == float(lr) and child["lr_min"] == pytest.approx(float(lr) / 25)
     assert (out / "lr_sweep.png").stat().st_size > 1000
     assert (out / "lr_range_test.png").is_file()
+
+
+def test_a_sweep_of_given_lrs_runs_no_range_test_unless_asked(tmp_path):
+    out = tmp_path / "sweep"
+    train_main([*TINY, "--lr-max", "0.02,0.1", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["range_test"] is None and not (out / "lr_range_test.json").exists()
 
 
 def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatch, capsys):
@@ -130,7 +142,8 @@ def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatc
         train_main([*TINY, "--seeds", "2", "--lr-max", "0.05", "--out", str(out)])
     assert exit_info.value.code == 143
     assert (
-        f"resume all runs with python -m fastcifar.train --resume {out}" in capsys.readouterr().err
+        f"resume all runs with {sys.executable} -m fastcifar.train --resume {out}"
+        in capsys.readouterr().err
     )
     first = (out / "seed-0" / "model.pt").stat().st_mtime_ns
     monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
@@ -190,7 +203,7 @@ def test_overwrite_by_a_multi_run_whose_runs_all_diverge_keeps_the_old_one(
         # With --lr-max there is no range test: the warm-up is all that runs before seed 0.
         (multirun, "warm_up", "seed-0"),
         # After seed 0's last epoch, where its own loop no longer looks for a stop.
-        (trainer.TrainingRun, "_write_outputs", "seed-1"),
+        (training_run.TrainingRun, "_finish", "seed-1"),
     ],
     ids=["during the warm-up", "while a run writes its outputs"],
 )

@@ -59,9 +59,11 @@ def test_explain_command_writes_the_grid_of_a_finished_run(
 ):
     from fastcifar import explain
 
-    monkeypatch.setattr("fastcifar.data_source.load_cifar10", lambda _dir: synthetic_cifar(64, 32))
     out = tmp_path / "grid.png"
-    explain.main([str(reported_run), "--count", "100", "--device", "cpu", "--out", str(out)])
+    explain.main(
+        [str(reported_run), "--count", "100", "--device", "cpu", "--out", str(out)],
+        data=synthetic_cifar(64, 32),
+    )
     assert out.stat().st_size > 1000
     # More asked for than there are mistakes among the 32 test images: it says how many it shows.
     shown, wrong = re.search(

@@ -7,17 +7,17 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from fastcifar import engine, experiment
+from fastcifar import engine
+from fastcifar.checkpoint import load_checkpoint
 from fastcifar.run_folder import TIMING_COLUMNS
-from fastcifar.saved_run import load_checkpoint
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code as run
-from tests.runs import finished_run, signal_after
+from tests.runs import exit_code, finished_run, signal_after
 
 # 3 steps per epoch, 2 epochs; evaluation on 32 images.
 ORIGINAL_STEP = engine.training_step
@@ -25,9 +25,11 @@ ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-s
         "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def synthetic_data(monkeypatch):
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(64, 32))
+DATA = synthetic_cifar(64, 32)
+
+
+def run(argv: list[str]) -> int:
+    return exit_code(argv, DATA)
 
 
 def metrics_without_timings(folder: Path) -> list[dict[str, str]]:
@@ -40,7 +42,7 @@ def metrics_without_timings(folder: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
-    return finished_run(tmp_path_factory, "whole", ARGS)
+    return finished_run(tmp_path_factory, "whole", ARGS, DATA)
 
 
 @pytest.mark.parametrize(
@@ -58,14 +60,19 @@ def test_a_stopped_and_resumed_run_ends_bit_identical(
     assert run([*ARGS, "--out", str(out)]) == code
     error = capsys.readouterr().err.strip().splitlines()
     name = "SIGTERM" if number == signal.SIGTERM else "SIGINT"
+    again = "Ctrl-C again" if number == signal.SIGINT else "SIGTERM again"
+    # Answered at once (a watcher thread), then the stop once the step is done.
     assert error == [
-        f"interrupted by {name} {where}: resume with python -m fastcifar.train --resume {out}"
+        f"{name}: stopping after this step ({again} to stop now)",
+        f"interrupted by {name} {where}: resume with {sys.executable} -m fastcifar.train "
+        f"--resume {out}",
     ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "interrupted by" in summary["reason"]
+    assert f"{sys.executable} -m fastcifar.train --resume {out}" in summary["reason"]
     assert not (out / "model.pt").exists()
     checkpoint = load_checkpoint(out / "checkpoint.pt")  # weights_only=True
-    assert checkpoint["state"]["epoch"] * 3 + checkpoint["state"]["step_in_epoch"] == steps
+    assert checkpoint.epoch * 3 + checkpoint.step_in_epoch == steps
 
     monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
     assert run(["--resume", str(out)]) == 0
@@ -89,12 +96,15 @@ def test_a_checkpoint_holds_the_whole_state(tmp_path, monkeypatch):
     signal_after(monkeypatch, 2)
     assert run([*ARGS, "--out", str(out)]) == 143
     checkpoint = load_checkpoint(out / "checkpoint.pt")
-    state = checkpoint["state"]
-    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch",
-                          "partial", "history", "lr_min", "lr_max", "lr_source", "rng"}  # fmt: skip
-    assert state["step_in_epoch"] == 2 and len(state["partial"]["step_losses"]) == 2
-    assert checkpoint["config"]["lr_max"] == 0.05
-    assert state["optimizer"]["state"], "momentum buffers are part of the checkpoint"
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(payload) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch",
+                            "partial", "history", "lr_min", "lr_max", "lr_source", "rng",
+                            "world_size", "rank_batch", "threads", "loader", "schema"}  # fmt: skip
+    assert checkpoint.step_in_epoch == 2 and len(checkpoint.partial["step_losses"]) == 2
+    assert checkpoint.config["lr_max"] == 0.05
+    assert checkpoint.optimizer["state"], "momentum buffers are part of the checkpoint"
+    assert (checkpoint.world_size, checkpoint.rank_batch, checkpoint.loader) == (1, 16, "torch")
+    assert checkpoint.threads == torch.get_num_threads()
 
 
 @pytest.fixture
@@ -107,18 +117,20 @@ def interrupted(tmp_path, monkeypatch) -> Path:
 
 
 def test_a_checkpoint_of_a_newer_schema_is_refused_in_one_line(interrupted, capsys):
-    checkpoint = load_checkpoint(interrupted / "checkpoint.pt")
-    checkpoint["state"]["schema"] = 99
-    torch.save(checkpoint, interrupted / "checkpoint.pt")
+    payload = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    payload["schema"] = 99
+    torch.save(payload, interrupted / "checkpoint.pt")
+    capsys.readouterr()
     assert run(["--resume", str(interrupted)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "has schema 99; this fastcifar reads schema 1" in error
+    assert error.count("\n") == 1 and "has schema 99; this fastcifar reads schema 2" in error
 
 
 def test_an_unfinished_range_test_is_not_resumed_as_a_training_run(interrupted, capsys):
     summary = json.loads((interrupted / "summary.json").read_text())
     (interrupted / "summary.json").write_text(json.dumps({**summary, "kind": "range_test"}))
     before = sorted(p.name for p in interrupted.iterdir())
+    capsys.readouterr()
     assert run(["--resume", str(interrupted)]) == 2
     assert "holds an LR range test (find_lr), not a training run" in capsys.readouterr().err
     assert sorted(p.name for p in interrupted.iterdir()) == before

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar import experiment, find_lr, predict
+from fastcifar import evaluate, find_lr, load_run, predict
 from fastcifar.device import cpu_bf16_support
-from fastcifar.saved_run import load_run
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -41,18 +40,16 @@ RUN_FILES = (
 QUICK = ["--epochs", "2", "--train-subset", "64", "--batch-size", "16", "--test-subset", "100"]
 
 
-def synthetic(monkeypatch) -> None:
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(256, 100))
+SYNTHETIC = synthetic_cifar(256, 100)
 
 
 @pytest.fixture
-def data_args(monkeypatch) -> list[str]:
-    """--data-dir of the real data, or synthetic data patched in where the run loads it."""
+def data_args() -> tuple[list[str], object]:
+    """(flags, data): --data-dir of the real data, or synthetic data handed to the command."""
     real = real_cifar_dir()
     if real is not None:
-        return ["--data-dir", str(real)]
-    synthetic(monkeypatch)
-    return []
+        return ["--data-dir", str(real)], None
+    return [], SYNTHETIC
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +66,7 @@ def trained_run(tmp_path_factory) -> Path:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, env=env)
     else:
-        with pytest.MonkeyPatch.context() as patch:
-            synthetic(patch)
-            train_main(args)
+        train_main(args, data=SYNTHETIC)
     return out
 
 
@@ -120,22 +115,23 @@ def test_summary_records_the_run(trained_run):
     assert "valley floor" in summary["lr_source"]["lr_max"]
     assert summary["lr_source"]["range_test_steps"] == 10  # 8 training steps, at least 10
     assert summary["versions"]["torch"] == torch.__version__ and summary["device_name"]
-    assert summary["world_size"] == 1 and summary["schema"] == 1
-    assert json.loads((trained_run / "config.json").read_text()) == summary["config"]
-    assert Path(summary["config"]["data_dir"]).is_absolute()
+    assert summary["world_size"] == 1 and summary["schema"] == 2
+    assert summary["wall_seconds"] > 0 and summary["checkpoints_written"] == 1
+    recorded = json.loads((trained_run / "config.json").read_text())
+    assert recorded["kind"] == "run" and recorded["config"] == summary["config"]
+    if real_cifar_dir() is not None:
+        assert Path(summary["config"]["data_dir"]).is_absolute()
+        assert recorded["data"]["source"] == "cifar10"
 
 
-def test_weights_load_with_weights_only_and_reproduce_the_accuracy(trained_run, monkeypatch):
-    model, summary = load_run(trained_run, torch.device("cpu"))
+def test_weights_load_with_weights_only_and_reproduce_the_accuracy(trained_run, capsys):
+    saved = load_run(trained_run, device="cpu")
+    summary = json.loads((trained_run / "summary.json").read_text())
     state = torch.load(trained_run / "model.pt", weights_only=True)
-    assert set(state) == set(model.state_dict())
-    if real_cifar_dir() is None:
-        monkeypatch.setattr(
-            "fastcifar.data_source.load_cifar10", lambda _dir: synthetic_cifar(256, 100)
-        )
-    from fastcifar import evaluate
-
-    evaluate.main([str(trained_run), "--test-subset", "100", "--tta"])
+    assert set(state) == set(saved.model.state_dict())
+    data = None if real_cifar_dir() is not None else SYNTHETIC
+    evaluate.main([str(trained_run), "--tta"], data=data)  # the run's own 100 test images
+    assert "evaluating the run's own 100 test images" in capsys.readouterr().out
     report = json.loads((trained_run / "evaluation.json").read_text())
     # Evaluation runs in fp32; training may have evaluated under bf16 autocast: allow a flip.
     assert report["test_accuracy"] == pytest.approx(summary["final_test_accuracy"], abs=0.011)
@@ -165,9 +161,8 @@ def test_predict_refuses_a_non_image_file(trained_run, tmp_path, capsys):
     assert "notes.txt is not an image file" in capsys.readouterr().err
 
 
-def test_training_learns_a_learnable_problem(monkeypatch, tmp_path):
+def test_training_learns_a_learnable_problem(tmp_path):
     """Synthetic classes are readable from the brightness: three epochs must find that."""
-    monkeypatch.setattr(experiment, "load_cifar10", lambda _dir: synthetic_cifar(256, 100))
     train_main(
         [
             "--epochs",
@@ -183,7 +178,8 @@ def test_training_learns_a_learnable_problem(monkeypatch, tmp_path):
             "cpu",
             "--out",
             str(tmp_path / "run"),
-        ]
+        ],
+        data=SYNTHETIC,
     )
     metrics = read_metrics(tmp_path / "run")
     assert float(metrics[-1]["train_loss"]) < float(metrics[0]["train_loss"])
@@ -192,9 +188,10 @@ def test_training_learns_a_learnable_problem(monkeypatch, tmp_path):
 
 def test_find_lr_prints_both_bounds_and_writes_its_plot(data_args, tmp_path, capsys):
     out = tmp_path / "lr"
+    flags, data = data_args
     find_lr.main(
         [
-            *data_args,
+            *flags,
             "--train-subset",
             "64",
             "--batch-size",
@@ -205,7 +202,8 @@ def test_find_lr_prints_both_bounds_and_writes_its_plot(data_args, tmp_path, cap
             "cpu",
             "--out",
             str(out),
-        ]
+        ],
+        data=data,
     )
     printed = capsys.readouterr().out
     assert "LRMIN" in printed and "LRMAX" in printed
@@ -217,9 +215,10 @@ def test_find_lr_prints_both_bounds_and_writes_its_plot(data_args, tmp_path, cap
 
 @pytest.mark.parametrize("loader", ["torch", "ffcv", "dali"])
 def test_one_epoch_trains_with_each_loader(loader, data_args, tmp_path):
+    flags, data = data_args
     train_main(
         [
-            *data_args,
+            *flags,
             "--loader",
             loader,
             "--epochs",
@@ -239,7 +238,8 @@ def test_one_epoch_trains_with_each_loader(loader, data_args, tmp_path):
             str(tmp_path),
             "--out",
             str(tmp_path / "run"),
-        ]
+        ],
+        data=data,
     )
     metrics = read_metrics(tmp_path / "run")
     assert len(metrics) == 1 and np.isfinite(float(metrics[0]["train_loss"]))

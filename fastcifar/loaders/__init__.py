@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from fastcifar.augmentation import SPEC, AugmentationSpec, EpochDraws, draw_epoch, rank_order
-from fastcifar.config import LOADER_NAMES
-from fastcifar.data_source import CifarSplit
+from fastcifar.config_checks import LOADER_NAMES
+from fastcifar.dataset import CifarSplit
 from fastcifar.errors import MissingBackendError
+from fastcifar.normalisation import CIFAR10, Normalisation
 
 __all__ = ["LOADER_NAMES", "BatchLoader", "LoaderOptions", "MissingBackendError", "make_loader"]
 
@@ -55,6 +56,7 @@ class LoaderOptions:
     rank: int = 0
     world_size: int = 1
     spec: AugmentationSpec = field(default=SPEC)
+    normalisation: Normalisation = CIFAR10  # the data set's statistics; fills become 0.0
     # torch loader: torch.compile the per-batch augmentation (falls back to eager on failure).
     compile_augmentation: bool = True
     # FFCV reads .beton files; where to find (or write) the one for this split.

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, AugmentationSpec
-from fastcifar.data_source import CifarSplit
+from fastcifar.augmentation import AugmentationSpec
+from fastcifar.dataset import CifarSplit
 from fastcifar.loaders import EpochCounter, LoaderOptions, MissingBackendError
 
 try:
@@ -159,8 +159,8 @@ def build_pipeline(source: EpochSource, options: LoaderOptions) -> Pipeline:
             images, labels = images.gpu(), labels.gpu()
         images = fn.crop_mirror_normalize(
             images,
-            mean=list(CIFAR10_MEAN),
-            std=list(CIFAR10_STD),
+            mean=list(options.normalisation.mean),
+            std=list(options.normalisation.std),
             dtype=types.FLOAT,
             output_layout="HWC",
         )

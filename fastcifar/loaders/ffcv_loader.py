@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from fastcifar.augmentation import DRAW_NAMES, AugmentationSpec
-from fastcifar.beton import verify_beton, write_beton
-from fastcifar.data_source import CifarSplit
+from fastcifar.dataset import CifarSplit
 from fastcifar.loaders import EpochCounter, LoaderOptions
-from fastcifar.loaders.torch_loader import normalisation, normalise
+from fastcifar.loaders.beton import beton_for, write_beton
+from fastcifar.normalisation import normalise
 
 # isort: split
-# After fastcifar.beton, which turns a missing FFCV into MissingBackendError naming the extra.
+# After fastcifar.loaders.beton, which turns a missing FFCV into MissingBackendError naming
+# the extra.
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader
 from ffcv.pipeline.allocation_query import AllocationQuery
@@ -136,7 +137,7 @@ class CifarFfcvLoader:
         self.beton_path = self._beton_for(split)
         self.augmentation = SpecAugmentation(options.spec) if options.augment else None
         device = options.device
-        self.mean, self.inv_std = normalisation(device)
+        self.mean, self.inv_std = options.normalisation.on(device)
         self.counter = EpochCounter()
         self.order = SharedOrder(options, self.count)
         self.loader = Loader(
@@ -201,11 +202,7 @@ class CifarFfcvLoader:
         if path is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="fastcifar-ffcv-")
             return write_beton(split, Path(self._scratch.name) / "split.beton")
-        path = Path(path)
-        if path.exists():
-            verify_beton(path, split)
-            return path
-        return write_beton(split, path)
+        return beton_for(split, path)
 
     def close(self) -> None:
         """End the epoch in progress, if any (a loader about to be replaced)."""

@@ -16,34 +16,15 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.nn import functional
 
-from fastcifar.augmentation import CIFAR10_MEAN, CIFAR10_STD, DRAW_NAMES
-from fastcifar.data_source import CifarSplit
+from fastcifar.augmentation import DRAW_NAMES
+from fastcifar.dataset import CifarSplit, split_from_arrays
 from fastcifar.loaders import EpochCounter, LoaderOptions
+from fastcifar.normalisation import Normalisation, normalise
 
 if not torch.cuda.is_available():
     # torch.compile imports cpp_extension, which warns "No CUDA runtime is found" on every
     # CPU-only run of a machine that has a CUDA toolkit; that says nothing about fastcifar.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-
-def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, 1 / std) per channel on `device`, for `normalise`."""
-    return (
-        torch.tensor(CIFAR10_MEAN, device=device),
-        1.0 / torch.tensor(CIFAR10_STD, device=device),
-    )
-
-
-def normalise(
-    pixels: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor, keep: torch.Tensor | None
-) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) in channels_last memory; pixels
-    where `keep` (B, H, W) is 0 become 0.0, the dataset mean."""
-    normalised = (pixels.float() - mean) * inv_std
-    if keep is not None:
-        normalised = normalised * keep[..., None]
-    # Permuting NHWC memory gives NCHW in channels_last layout for free.
-    return normalised.permute(0, 3, 1, 2)
 
 
 def augment_batch(
@@ -89,7 +70,8 @@ _compiled_augment_batch = torch.compile(augment_batch, dynamic=False)
 
 
 class CifarTensorLoader:
-    """`BatchLoader` over a device-resident uint8 copy of `split`."""
+    """`BatchLoader` over a device-resident uint8 copy of `split`. Iterating it runs one
+    epoch; the next iteration runs the next epoch (or the one `set_epoch` names)."""
 
     def __init__(self, split: CifarSplit, options: LoaderOptions) -> None:
         self.options = options
@@ -97,7 +79,7 @@ class CifarTensorLoader:
         device = options.device
         self.images = torch.from_numpy(split.images).to(device)  # (N, 32, 32, 3) uint8
         self.labels = torch.from_numpy(split.labels).to(device)
-        self.mean, self.inv_std = normalisation(device)
+        self.mean, self.inv_std = options.normalisation.on(device)
         self.counter = EpochCounter()
         self._augment: Callable = (
             _compiled_augment_batch if options.compile_augmentation else augment_batch
@@ -149,3 +131,34 @@ class CifarTensorLoader:
             )
             self._augment = augment_batch
             return augment_batch(pixels, *arguments)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        images: object,
+        labels: object,
+        *,
+        batch_size: int = 512,
+        device: str | torch.device | None = None,
+        augment: bool = True,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        normalisation: Normalisation | None = None,
+    ) -> CifarTensorLoader:
+        """The loader over images and labels of one's own (as `fastcifar.as_dataset` takes
+        them), for a training loop of one's own: the augmentation spec, seeded per epoch;
+        normalised with `normalisation`, by default the images' own statistics; on CUDA when
+        there is a GPU, unless `device` says otherwise."""
+        split = split_from_arrays(images, labels)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        options = LoaderOptions(
+            batch_size=batch_size,
+            device=torch.device(device),
+            augment=augment,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            normalisation=normalisation or Normalisation.of_images(split.images),
+        )
+        return cls(split, options)

@@ -10,16 +10,18 @@ the hidden `.<name>.*.partial` file, so the process can exit at once.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fastcifar.data_source import CifarSplit
-from fastcifar.errors import BetonError
-from fastcifar.loaders import MissingBackendError
+from fastcifar.dataset import CifarSplit
+from fastcifar.errors import BetonError, MissingBackendError
 
 # Importing FFCV sets torch's thread count to 1 (ffcv.pipeline.compiler calls
 # torch.set_num_threads(1) at import time); undo that for everything else in the process.
@@ -38,9 +40,10 @@ finally:
     torch.set_num_threads(_torch_threads)
 
 # isort: split
-from fastcifar.supervised_write import SupervisedWrite  # noqa: E402
+from fastcifar.loaders.supervised_write import SupervisedWrite  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
+LOCK_NAME = ".fastcifar-beton.lock"
 RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
 
 
@@ -97,10 +100,36 @@ def ensure_beton(
 ) -> bool:
     """Write `split` to `path` unless a complete beton of it is already there (or `force`).
     Returns True when it wrote the file."""
-    if not force and beton_holds(path, split):
-        return False
-    write_beton(split, path, workers=workers)
+    with folder_lock(Path(path).parent):
+        if not force and beton_holds(path, split):
+            return False
+        write_beton(split, path, workers=workers)
     return True
+
+
+def beton_for(split: CifarSplit, path: str | os.PathLike) -> Path:
+    """`path`, written with `split` if missing; BetonError if it holds anything else."""
+    path = Path(path)
+    with folder_lock(path.parent):
+        if path.exists():
+            verify_beton(path, split)
+            return path
+        return write_beton(split, path)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One writer of betons in `folder` at a time (torchrun's ranks, several runs), each
+    finding the other's file; the lock's holder removes what a killed writer left."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        for stale in folder.glob(".*.partial"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def beton_holds(path: str | os.PathLike, split: CifarSplit) -> bool:

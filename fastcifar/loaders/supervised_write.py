@@ -1,6 +1,6 @@
 """One FFCV dataset write, made to end cleanly on Ctrl-C or SIGTERM: FFCV's worker processes
 ended, its shared memory freed, its queues let go (see `SupervisedWrite`). Imported by
-fastcifar.beton, after FFCV itself has been found importable."""
+fastcifar.loaders.beton, after FFCV itself has been found importable."""
 
 from __future__ import annotations
 

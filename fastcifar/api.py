@@ -1,0 +1,273 @@
+"""The functions a notebook or a script calls (re-exported by `fastcifar`), and the commands
+call too: `fit`, `find_lr`, `estimate`, `load_run`. Each takes the command's settings as
+keyword arguments, with the same defaults and checks, and writes the same run folders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fastcifar.config import RunOptions, TrainConfig, read_toml, suggestion
+from fastcifar.dataset import as_dataset
+from fastcifar.distributed import from_environment, start, teardown
+from fastcifar.errors import ConfigError
+from fastcifar.lr_range_test import RangeTestResult
+from fastcifar.model import ModelChoice
+from fastcifar.records import RunKind, Summary, read_config
+from fastcifar.report import Estimate
+from fastcifar.saved_run import SavedRun, load_saved_run
+
+CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
+OPTION_NAMES = [item.name for item in fields(RunOptions)]
+
+
+@dataclass
+class RunResult:
+    """What `fit` returns. For several runs (seeds, a sweep) `runs` holds each run and
+    `groups` the aggregate per LRMAX; `accuracy` is then the mean of the one LRMAX's runs."""
+
+    folder: Path
+    summary: Summary
+    runs: list[RunResult] = field(default_factory=list)
+    model_in_memory: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.summary.status.value
+
+    @property
+    def groups(self) -> list[dict[str, Any]] | None:
+        return self.summary.groups
+
+    @property
+    def accuracy(self) -> float | None:
+        """Plain test accuracy (a multi-run with one LRMAX: the mean over its runs)."""
+        if self.summary.kind == RunKind.MULTI:
+            return _group_mean(self.summary, "accuracy")
+        return self.summary.final_test_accuracy
+
+    @property
+    def tta_accuracy(self) -> float | None:
+        if self.summary.kind == RunKind.MULTI:
+            return _group_mean(self.summary, "accuracy_tta")
+        return self.summary.final_test_accuracy_tta
+
+    @property
+    def lr_min(self) -> float | None:
+        return self.summary.lr_min
+
+    @property
+    def lr_max(self) -> float | None:
+        return self.summary.lr_max
+
+    @property
+    def train_seconds(self) -> float | None:
+        return self.summary.total_train_seconds
+
+    @property
+    def eval_seconds(self) -> float | None:
+        return self.summary.total_eval_seconds
+
+    @property
+    def wall_seconds(self) -> float | None:
+        return self.summary.wall_seconds
+
+    @property
+    def warm_up_seconds(self) -> float | None:
+        return self.summary.warm_up_seconds
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained model in eval mode (read from the folder when not in memory)."""
+        if self.model_in_memory is None:
+            self.model_in_memory = load_run(self.folder).model
+        return self.model_in_memory
+
+
+def _group_mean(summary: Summary, key: str) -> float | None:
+    groups = summary.groups or []
+    if len(groups) != 1 or not groups[0].get(key):
+        return None
+    return groups[0][key]["mean"]
+
+
+def make_request(config: Any = None, data: Any = None, model: ModelChoice = None, **values: Any):
+    """The Request of `fit`'s arguments: `config` a TrainConfig, a dict or a TOML file's path;
+    `values` any TrainConfig field or run option (`out`, `resume`, `max_time`, ...)."""
+    from fastcifar.runs import Request
+
+    for name in values:
+        if name not in CONFIG_NAMES and name not in OPTION_NAMES:
+            raise ConfigError(
+                f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
+            )
+    base = _base_config(config)
+    settings = {k: v for k, v in values.items() if k in CONFIG_NAMES}
+    if isinstance(settings.get("lr_max"), list):
+        settings["lr_max"] = tuple(settings["lr_max"])
+    train = TrainConfig.from_dict({**base, **settings}, where="the settings")
+    options = RunOptions(**{k: v for k, v in values.items() if k in OPTION_NAMES})
+    _check_options(options)
+    return Request(train, options, as_dataset(data) if data is not None else None, model)
+
+
+def _base_config(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, TrainConfig):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return dict(config)
+    if isinstance(config, str | Path):
+        return read_toml(config)
+    raise ConfigError(
+        f"config must be a TrainConfig, a dict or a TOML file, got {type(config).__name__}"
+    )
+
+
+def _check_options(options: RunOptions) -> None:
+    if options.max_time is not None and not (
+        isinstance(options.max_time, int | float) and options.max_time > 0
+    ):
+        raise ConfigError(
+            f"max_time must be a positive number of seconds, got {options.max_time!r}"
+        )
+    if options.max_steps is not None and not (
+        isinstance(options.max_steps, int) and options.max_steps >= 1
+    ):
+        raise ConfigError(f"max_steps must be a positive integer, got {options.max_steps!r}")
+    if options.parallel not in ("auto", "runs", "data"):
+        raise ConfigError(f"parallel must be auto, runs or data, got {options.parallel!r}")
+    if options.resume is not None and options.overwrite:
+        raise ConfigError("--resume continues a run; --overwrite replaces one: choose one")
+
+
+def fit(
+    config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
+) -> RunResult:
+    """Train as `python -m fastcifar.train` does and return the result.
+
+    `config`: a TrainConfig, a dict of settings or a TOML file (as `--config` takes); `values`:
+    settings that override it (`epochs=2`, `lr_max=0.4` or a list for a sweep, `seeds=5`) and
+    run options (`out`, `overwrite`, `resume`, `auto_resume`, `max_time`, `max_steps`,
+    `parallel`). `data`: your own data (see `fastcifar.as_dataset`), else CIFAR-10; `model`:
+    your own nn.Module, or a class or function returning one, else the ResNet9."""
+    return execute(make_request(config, data, model, **values))
+
+
+def execute(request: Any) -> RunResult:
+    """Run a Request (see fit): a new run or plan, a resumed one, or one continued after a
+    torchrun restart; the process group is left whatever happens."""
+    from fastcifar import multirun, runs
+
+    options, config = request.options, request.config
+    resume = Path(options.resume) if options.resume is not None else None
+    if resume is not None:
+        config = runs.check_resumable(resume, request).train_config
+        request = runs.Request(config, options, request.data, request.model)
+    else:
+        request.check()
+    world = from_environment()[2]
+    parallel = multirun.runs_in_parallel(options, config, world)
+    device, dist = start(config.device, config.batch_size, data_parallel=not parallel)
+    try:
+        if resume is None:
+            resume = runs.continuable(options.out or runs.elastic_out(), request)
+            if resume is not None:
+                record = runs.check_resumable(resume, request)
+                request = runs.Request(record.train_config, options, request.data, request.model)
+        multi = (read_config(resume).kind == RunKind.MULTI) if resume else config.runs > 1
+        if multi:
+            summary, trainer, folder = multirun.train_plan(request, device, dist, parallel, resume)
+        elif resume is not None:
+            summary, trainer, folder = runs.resume_one(resume, request, device, dist)
+        else:
+            summary, trainer, folder = runs.train_one(request, device, dist)
+    finally:
+        teardown()
+    return _result(summary, folder, trainer.model.eval() if trainer and not multi else None)
+
+
+def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:
+    from fastcifar.records import read_summary
+
+    children: list[RunResult] = []
+    if summary.kind == RunKind.MULTI:
+        for child in sorted(folder.glob("**/seed-*/summary.json")):
+            children.append(RunResult(child.parent, read_summary(child.parent)))
+    return RunResult(folder, summary, children, model)
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    """What `find_lr` returns: the bounds, how they were read, the whole curve, the folder."""
+
+    lr_min: float
+    lr_max: float
+    source: dict[str, Any]
+    curve: RangeTestResult
+    folder: Path
+
+
+def find_lr(
+    config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
+) -> RangeTest:
+    """The LR range test as `python -m fastcifar.find_lr` runs it (same settings as `fit`)."""
+    from fastcifar.runs import range_test_only
+
+    request = make_request(config, data, model, **values)
+    request.check()
+    device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
+    try:
+        bounds, curve, folder = range_test_only(request, device, dist)
+    finally:
+        teardown()
+    return RangeTest(bounds.lr_min, bounds.lr_max, bounds.source, curve, folder)
+
+
+def estimate(
+    config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
+) -> Estimate:
+    """What the run would cost here, from one measured step after the warm-up (compilation
+    included on a GPU); writes nothing. `.line(...)` says it, `.total` is in seconds."""
+    from fastcifar.progress import say
+    from fastcifar.runs import estimate_of, load_data, start_line
+    from fastcifar.trainer import build, warm_up
+
+    request = make_request(config, data, model, **values)
+    request.check()
+    device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
+    try:
+        config, dataset = load_data(
+            request.config.one_run(request.config.seed, request.config.lr_maxes[0]), request.data
+        )
+        trainer = build(config, dataset, device, dist, model)
+        say(start_line(trainer))
+        started = time.perf_counter()
+        warm_up(trainer)
+        result = estimate_of(trainer, request.config.runs, request.config.needs_range_test)
+        say(f"warm-up {time.perf_counter() - started:.1f} s")
+    finally:
+        teardown()
+    return result
+
+
+def load_run(
+    folder: str | Path,
+    *,
+    model: ModelChoice = None,
+    device: str | None = None,
+    allow_incomplete: bool = False,
+) -> SavedRun:
+    """The trained model of a run folder with its records, checked as `evaluate` checks them;
+    a run of a model of one's own needs that `model` (class, function or module) again."""
+    from fastcifar.device import pick_device
+
+    return load_saved_run(
+        Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
+    )

@@ -1,0 +1,415 @@
+"""The life of a run, written once for every kind: claim the folder (before any data is loaded,
+so that bad input stays cheap), record config.json, say "running", hold the stop signals and
+record the outcome whatever happens (`Lifecycle`); and the flows of one training run, new,
+resumed or continued after a torchrun restart. Several runs: multirun.py; the public
+functions: api.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fastcifar.checkpoint import TrainedHow, check_fits, load_checkpoint
+from fastcifar.config import CIFAR10_TRAIN_IMAGES, RunOptions, TrainConfig
+from fastcifar.dataset import Dataset, as_dataset
+from fastcifar.device import device_name
+from fastcifar.distributed import Distributed, launch_command, restarted
+from fastcifar.errors import (
+    ConfigError,
+    DataError,
+    DiskFullError,
+    RunFolderError,
+    RunStopped,
+)
+from fastcifar.model import ModelChoice
+from fastcifar.progress import say, warn
+from fastcifar.records import (
+    ConfigRecord,
+    RunKind,
+    Status,
+    Summary,
+    read_config,
+    read_summary,
+)
+from fastcifar.report import Estimate, read_range_test, save_range_test
+from fastcifar.run_folder import RunFolder, run_status
+from fastcifar.schedule import LrBounds
+from fastcifar.signals import StopSignals
+from fastcifar.trainer import Trainer, build, find_bounds, given_bounds, measure_step, warm_up
+from fastcifar.training_run import Limits, Timings, TrainingRun, new_state, running_summary
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call of `fit` or of `python -m fastcifar.train`: what to train and how."""
+
+    config: TrainConfig
+    options: RunOptions = field(default_factory=RunOptions)
+    data: Any = None  # data of one's own (see dataset.as_dataset); None: CIFAR-10
+    model: ModelChoice = None  # None: the ResNet9
+
+    def check(self) -> None:
+        """What needs only the settings, before torch loads any data: One Cycle's length, the
+        optional extras asked for, a model that Grad-CAM can explain."""
+        images = self.config.train_subset or (
+            len(as_dataset(self.data).train) if self.data is not None else CIFAR10_TRAIN_IMAGES
+        )
+        self.config.training_steps(images)
+        if self.config.gradcam:
+            if self.model is not None:
+                raise ConfigError("--gradcam explains the ResNet9 only, not a model of one's own")
+            from fastcifar.gradcam import import_grad_cam
+
+            import_grad_cam()
+        if self.config.tensorboard:
+            from fastcifar.tensorboard_log import import_summary_writer
+
+            import_summary_writer()
+
+
+def load_data(config: TrainConfig, data: Any) -> tuple[TrainConfig, Dataset]:
+    """The data set of a run, cut to its subsets, and the config with data_dir resolved."""
+    if data is None:
+        from fastcifar.data_source import load_cifar10
+
+        dataset = load_cifar10(config.data_dir)
+        config = replace(config, data_dir=str(dataset.folder.parent))
+    else:
+        dataset = as_dataset(data)
+    return config, dataset.subsets(config.train_subset, config.test_subset)
+
+
+class Lifecycle:
+    """A run folder from claim to outcome; see the module docstring."""
+
+    def __init__(self, folder: RunFolder, dist: Distributed) -> None:
+        self.folder, self.dist = folder, dist
+
+    @classmethod
+    def claim(cls, out: str | None, overwrite: bool, dist: Distributed, **claim: Any) -> Lifecycle:
+        """Rank 0 checks --out (creating nothing yet); every rank learns the outcome."""
+        folder, outcome = None, None
+        if dist.is_main:
+            try:
+                folder = RunFolder.claim(out, overwrite=overwrite, **claim)
+                outcome = ("ok", str(folder.final))
+            except RunFolderError as error:
+                outcome = ("error", str(error))
+        kind, text = dist.broadcast_object(outcome)
+        if kind == "error":
+            raise RunFolderError(text)
+        return cls(folder if folder is not None else RunFolder(Path(text), writes=False), dist)
+
+    @classmethod
+    def reopen(cls, path: Path, dist: Distributed) -> Lifecycle:
+        """An unfinished run's folder, to continue it: refused at once while another process
+        writes it, and held from `running` on."""
+        if dist.is_main:
+            RunFolder.reopen(path).release()
+        return cls(RunFolder(path, writes=dist.is_main), dist)
+
+    def child(self, name: str, writes: bool | None = None) -> Lifecycle:
+        return Lifecycle(self.folder.child(name, writes), self.dist)
+
+    @contextlib.contextmanager
+    def running(
+        self, record: ConfigRecord | None, summary: Summary, stop: StopSignals | None = None
+    ) -> Iterator[StopSignals]:
+        """The folder created, `record` written (None: a resumed run keeps its own), the
+        running summary, the stop signals held (or the caller's shared, so that none is lost
+        between the runs of a multi-run), and the outcome recorded however it ends; then the
+        folder is free for another process."""
+        try:
+            self.folder.create()
+            if record is not None:
+                self.folder.write_config(record)
+            self.folder.write_summary(summary)
+            signals = contextlib.nullcontext(stop) if stop is not None else StopSignals()
+            with (
+                signals as held,
+                self._recorded(summary),
+                held.on_force_stop(self._force_stopped(summary)),
+            ):
+                yield held
+        finally:
+            self.folder.release()
+
+    def _force_stopped(self, summary: Summary):
+        def record(number: int) -> None:
+            reason = "interrupted at once by a second signal: the last checkpoint stands"
+            self._record(summary.stopped(Status.INTERRUPTED, reason))
+
+        return record
+
+    @contextlib.contextmanager
+    def _recorded(self, summary: Summary) -> Iterator[None]:
+        """Write the status of a run that does not complete, then let the exception go on; an
+        --overwrite run that never checkpointed is dropped instead."""
+        folder = self.folder
+        try:
+            yield
+        except RunStopped as stopped:
+            if folder.discard():
+                raise stopped.with_hint(
+                    f" — before the new run's first checkpoint, so {folder.final} still holds "
+                    "the previous run, unchanged"
+                ) from None
+            status = Status.DIVERGED if stopped.exit_code == 3 else Status.INTERRUPTED
+            self._record(summary.stopped(status, str(stopped)))
+            raise
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt):
+                status, reason = Status.INTERRUPTED, "interrupted (a second signal)"
+            else:
+                status, reason = Status.FAILED, f"{type(error).__name__}: {error}"
+            if not folder.discard():
+                self._record(summary.stopped(status, reason))
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"{error.filename or folder.final}: {error.strerror}: free some space, then "
+                    f"resume with {launch_command(f'fastcifar.train --resume {folder.final}')}"
+                ) from None
+            raise
+
+    def _record(self, summary: Summary) -> None:
+        # Best effort: when the disk is full this fails too, and the original error matters more.
+        with contextlib.suppress(OSError):
+            self.folder.write_summary(summary)
+
+
+def start_line(trainer: Trainer, runs_in_parallel: int = 0) -> str:
+    parallel = f", {runs_in_parallel} ranks training runs in parallel" if runs_in_parallel else ""
+    compiled = f"compiled ({trainer.compile_mode})" if trainer.compiled else "eager"
+    return (
+        f"{device_name(trainer.device)}, world size {trainer.dist.world_size}{parallel}; "
+        f"precision {trainer.precision.name}: {trainer.precision.reason}; {compiled}"
+    )
+
+
+def estimate_of(
+    trainer: Trainer, runs: int, range_test: bool, where: str = "a measured step"
+) -> Estimate:
+    """The cost of the requested runs from one measured step of this trainer."""
+    from fastcifar.model import step_gflop
+
+    config = trainer.config
+    seconds = measure_step(trainer)
+    return Estimate.of(
+        seconds,
+        steps=trainer.total_steps,
+        runs=runs,
+        epochs=config.epochs,
+        batch=config.batch_size,
+        test_images=len(trainer.data.test),
+        tta=config.tta,
+        range_test_steps=config.resolved_range_test_steps(trainer.total_steps) if range_test else 0,
+        gflop_per_step=step_gflop(trainer.model, trainer.train_loader.batch_size, trainer.device),
+    )
+
+
+def bounds_for(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str) -> LrBounds:
+    """The run's bounds: as given, or found by the range test (written into the folder, then
+    the time estimate from its speed)."""
+    given = given_bounds(trainer.config)
+    if given is not None:
+        return given
+    return range_test(trainer, folder, stop, hint)
+
+
+def range_test(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str = "") -> LrBounds:
+    """The LR range test, written into `folder` (curve and plot) and said in one line."""
+    bounds, result = find_bounds(trainer, stop, hint)
+    save_range_test(result, folder, trainer.config.plots)
+    say(
+        f"LR range test ({len(result.lrs)} steps, {bounds.source['range_test_seconds']:.1f} s): "
+        f"LRMIN {bounds.lr_min:.4g} ({result.lr_min_method}), LRMAX {bounds.lr_max:.4g} "
+        f"({result.lr_max_method})"
+    )
+    return bounds
+
+
+def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary, Trainer, Path]:
+    """A new single run. Returns its summary, trainer and folder."""
+    options = request.options
+    life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
+    config, data = load_data(request.config, request.data)
+    trainer = build(config, data, device, dist, request.model)
+    say(start_line(trainer))
+    record = ConfigRecord(RunKind.RUN, config.to_dict(), data.describe(), trainer.model_name)
+    timings = Timings()
+    with life.running(record, running_summary(trainer)) as stop:
+        timings.warm_up_seconds = warm_up(trainer)
+        if device.type == "cpu":
+            say(estimate_of(trainer, 1, config.needs_range_test).line("a measured step", True))
+        hint = f": resume with {launch_command(f'fastcifar.train --resume {life.folder.final}')}"
+        bounds = bounds_for(trainer, life.folder, stop, hint)
+        run = TrainingRun(
+            trainer,
+            life.folder,
+            stop,
+            new_state(trainer, bounds),
+            limits=limits_of(options, timings),
+            timings=timings,
+        )
+        summary = run.run()
+    return summary, trainer, life.folder.path
+
+
+def limits_of(options: RunOptions, timings: Timings) -> Limits:
+    import time
+
+    started = time.monotonic() - (time.perf_counter() - timings.started)
+    return Limits.of(options.max_time, options.max_steps, started)
+
+
+def elastic_out() -> str | None:
+    """Under torchrun with restarts and no --out, a folder a restart finds again: named by
+    torchrun's run id."""
+    if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") in ("", "0"):
+        return None
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id == "none":
+        raise ConfigError(
+            "torchrun restarts a job by its --rdzv-id: pass --out (or --rdzv-id) so that a "
+            "restart finds the run it continues"
+        )
+    return str(Path("runs") / f"torchrun-{run_id}")
+
+
+def continuable(out: str | None, request: Request) -> Path | None:
+    """The unfinished run in `out` to continue instead of starting anew (after a torchrun
+    restart, or with --auto-resume), if its config is this one; a different config there is
+    one line."""
+    if out is None or not (restarted() or request.options.auto_resume):
+        return None
+    path = Path(out)
+    if run_status(path) in (None, Status.COMPLETE.value):
+        return None
+    recorded = read_config(path).train_config
+    config = request.config
+    if request.data is None:
+        from fastcifar.data_source import default_data_dir
+
+        config = replace(config, data_dir=str(default_data_dir(config.data_dir).resolve()))
+    if recorded.to_dict() != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items() if recorded.to_dict().get(k) != v)
+        raise RunFolderError(
+            f"{path} holds a run of another config ({', '.join(changed)} differ): it is not "
+            "continued; choose another --out"
+        )
+    return path
+
+
+def check_resumable(path: Path, request: Request) -> ConfigRecord:
+    """The record of the run in `path`, refused in one line if it cannot be continued: it is
+    complete, a range test, diverged, or needs the data or the model of one's own again."""
+    summary = read_summary(path)
+    if summary.status == Status.COMPLETE:
+        raise RunFolderError(f"{path} is complete: there is nothing to resume")
+    if summary.kind == RunKind.RANGE_TEST:
+        raise RunFolderError(
+            f"{path} holds an LR range test (find_lr), not a training run: run find_lr again"
+        )
+    record = read_config(path)
+    if summary.status == Status.DIVERGED and summary.kind == RunKind.RUN:
+        lr_max = summary.config.get("lr_max")
+        raise RunFolderError(
+            f"{path} diverged ({summary.reason}); resuming repeats that: train again with a "
+            f"lower LRMAX{f' than {lr_max:g}' if isinstance(lr_max, int | float) else ''} "
+            "(--lr-max)"
+        )
+    if record.own_data and request.data is None:
+        raise DataError(
+            f"{path} was trained on data of one's own: resume it from Python with "
+            "fastcifar.fit(resume=..., data=...) and the same data"
+        )
+    if record.custom_model and request.model is None:
+        raise ConfigError(
+            f"{path} trained a model of one's own ({record.model}): resume it from Python "
+            "with fastcifar.fit(resume=..., model=...)"
+        )
+    return record
+
+
+def resume_one(
+    path: Path, request: Request, device: Any, dist: Distributed
+) -> tuple[Summary, Trainer, Path]:
+    """Continue the single run in `path` (checked by check_resumable) with its recorded
+    config, from its checkpoint (or, when it has none yet, from the start)."""
+    record = read_config(path)
+    checkpoint_path = path / "checkpoint.pt"
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+    config, data = load_data(record.train_config, request.data)
+    if record.own_data and data.fingerprint != record.data.get("sha256"):
+        raise DataError(f"{path} was trained on other data than this (its SHA-256 differs)")
+    life = Lifecycle.reopen(path, dist)
+    trainer = build(config, data, device, dist, request.model)
+    say(start_line(trainer))
+    if checkpoint is not None:
+        resume_with = lambda world: launch_command(f"fastcifar.train --resume {path}", world)  # noqa: E731
+        for line in check_fits(checkpoint, trained_how(trainer), checkpoint_path, resume_with):
+            warn(line)
+    timings = Timings()
+    with life.running(None, running_summary(trainer)) as stop:
+        timings.warm_up_seconds = warm_up(trainer)
+        if checkpoint is not None:
+            state = new_state(
+                trainer, LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
+            )
+            state.restore(checkpoint, checkpoint_path)
+        else:
+            say(
+                f"resuming {path}: no checkpoint was saved, so the run starts over"
+                + (" with the LR range test" if config.needs_range_test else "")
+            )
+            hint = f": resume with {launch_command(f'fastcifar.train --resume {path}')}"
+            state = new_state(trainer, bounds_for(trainer, life.folder, stop, hint))
+        run = TrainingRun(
+            trainer,
+            life.folder,
+            stop,
+            state,
+            resumed=checkpoint is not None,
+            limits=limits_of(request.options, timings),
+            timings=timings,
+        )
+        if checkpoint is not None:
+            say(f"resuming {path} {run.position()}")
+        result = run.run()
+    return result, trainer, path
+
+
+def trained_how(trainer: Trainer) -> TrainedHow:
+    how = trainer.trained_how()
+    return TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
+
+
+def range_test_only(request: Request, device: Any, dist: Distributed) -> tuple[LrBounds, Any, Path]:
+    """find_lr: the LR range test in a folder of its own (its summary says kind range_test)."""
+    import time
+
+    from fastcifar.records import range_test_complete
+
+    started = time.perf_counter()
+    occupied = "choose another --out"
+    life = Lifecycle.claim(
+        request.options.out, False, dist, occupied=occupied, occupied_complete=occupied
+    )
+    config, data = load_data(request.config, request.data)
+    trainer = build(config, data, device, dist, request.model)
+    say(start_line(trainer))
+    record = ConfigRecord(RunKind.RANGE_TEST, config.to_dict(), data.describe(), trainer.model_name)
+    running = Summary(RunKind.RANGE_TEST, Status.RUNNING, config.to_dict())
+    with life.running(record, running) as stop:
+        warm_up(trainer)
+        bounds = range_test(trainer, life.folder, stop)
+        wall = time.perf_counter() - started
+        life.folder.write_summary(range_test_complete(running, bounds, device_name(device), wall))
+    say(f"plot: {life.folder / 'lr_range_test.png'}  curve: {life.folder / 'lr_range_test.json'}")
+    return bounds, read_range_test(life.folder.path), life.folder.path
