@@ -27,6 +27,10 @@ class Parser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **options)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from fastcifar.distributed import environment_ranks
+
+        if environment_ranks()[0] != 0:  # every torchrun rank parses the same flags: one says it
+            self.exit(2)
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
             flags = [s for action in self._actions for s in action.option_strings]
@@ -193,6 +197,17 @@ def run_main(main: Callable[[], object]) -> None:
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
         _fail(_node_line(f"error: {where}{error.strerror or error}", rank, local_rank), 2)
+    except RuntimeError as error:
+        from fastcifar.distributed import peer_lost
+
+        if not peer_lost(error):
+            raise
+        # Exit at once (status 1): torchrun then restarts every rank, if --max-restarts allows.
+        _fail(f"rank {rank}: a peer rank is gone ({_first_line(error)}); this rank stops too", 1)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _node_line(line: str, rank: int, local_rank: int) -> str | None:

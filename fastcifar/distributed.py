@@ -62,6 +62,20 @@ def restarted() -> bool:
     return _integer("TORCHELASTIC_RESTART_COUNT", "0") > 0
 
 
+PEER_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error` is a collective that failed because another rank died."""
+    return any(text in str(error) for text in PEER_LOST)
+
+
 def launch_command(arguments: str, world_size: int | None = None) -> str:
     """`python -m ARGUMENTS` as it must be typed to run in this world again (or in one of
     `world_size` processes): the running interpreter, and for several processes torchrun's
@@ -200,15 +214,31 @@ def setup(device: torch.device) -> Distributed:
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
+        store = _attempt_store(rank, world)
         if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group(
+                "nccl", store=store, rank=rank, world_size=world, device_id=device
+            )
         else:
-            dist.init_process_group("gloo", timeout=COORDINATION_TIMEOUT)
+            dist.init_process_group(
+                "gloo", store=store, rank=rank, world_size=world, timeout=COORDINATION_TIMEOUT
+            )
     backend = dist.get_backend()
     votes = (
         dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT) if backend != "gloo" else None
     )
     return Distributed(rank, local_rank, world, backend, votes)
+
+
+def _attempt_store(rank: int, world: int) -> Any:
+    """torchrun's store, under a prefix of this attempt's own: after a restart the workers meet
+    in the same store, where the first attempt's addresses are still written, and a worker that
+    reads a dead one's address fails ("connectFullMesh ... Connection refused")."""
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=COORDINATION_TIMEOUT))
+    attempt = _integer("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"fastcifar-attempt-{attempt}", store)
 
 
 def local_device_name(requested: str | None) -> str | None:

@@ -29,29 +29,38 @@ from tests.loader_helpers import build_loader, random_split
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "ddp_worker.py")
+CONFTEST_THREADS = max(1, min(2, os.cpu_count() or 1))  # what tests/conftest.py sets, workers too
 # 3 global batches of 16 (8 per rank) per epoch; 33 test images: the second rank's shard is padded.
 FLAGS = ["--device", "cpu", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
          "--test-subset", "33", "--lr-max", "0.05", "--no-plots"]  # fmt: skip
 
 
-def torchrun(launcher: list[str], folder: Path, log_name: str) -> subprocess.Popen:
+def torchrun(
+    launcher: list[str],
+    folder: Path,
+    log_name: str,
+    flags: list[str] = FLAGS,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """`torchrun LAUNCHER tests/ddp_worker.py FLAGS --out FOLDER/run`, logging to a file."""
     data = ["--data-dir", str(real_cifar_dir())] if real_cifar_dir() else []
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTCIFAR_TEST_DUMP": str(folder)}
-    command = [sys.executable, "-m", "torch.distributed.run", *launcher, WORKER, *FLAGS, *data,
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTCIFAR_TEST_DUMP": str(folder), **(env or {})}
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, WORKER, *flags, *data,
                "--out", str(folder / "run")]  # fmt: skip
     with open(folder / log_name, "w") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def finish(process: subprocess.Popen, log: Path) -> None:
+def finish(process: subprocess.Popen, log: Path, expected: int = 0) -> str:
+    """The job's log, once torchrun has exited with `expected`."""
     # The timeout only keeps a deadlock from hanging CI; the run takes about 20 s on 2 cores.
     try:
         code = process.wait(timeout=900)
     except subprocess.TimeoutExpired:
         process.kill()
         raise AssertionError(f"torchrun hung: {log.read_text()[-4000:]}") from None
-    assert code == 0, log.read_text()[-4000:]
+    assert code == expected, log.read_text()[-4000:]
+    return log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +171,128 @@ def test_evaluation_shards_cover_the_test_set_once_with_equal_batch_counts():
     labels = np.concatenate([s.labels.numpy() for s in shards])
     assert (labels == -1).sum() == 2 * 3 * 6 - 33
     assert labels[labels >= 0].tolist() == split.labels.tolist()
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_ends_as_if_never_stopped(ddp, tmp_path):
+    """Rank 1 is SIGKILLed at its 4th step (epoch 2); rank 0 sees the peer gone and stops in
+    one line; torchrun restarts both, which continue from the checkpoint after epoch 1."""
+    launcher = ["--standalone", "--nproc_per_node=2", "--max-restarts=1"]
+    job = torchrun(launcher, tmp_path, "log.txt", [*FLAGS, "--checkpoint-every", "1"],
+                   {"FASTCIFAR_TEST_KILL_AT": "4"})  # fmt: skip
+    log = finish(job, tmp_path / "log.txt")
+    assert "rank 0: a peer rank is gone" in log and "Traceback" not in log.split("rank 0:")[1][:300]
+    assert f"resuming {tmp_path / 'run'} after epoch 1" in log
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["resumed"]
+    restarted, whole = (
+        weights_of(tmp_path / "run" / "model.pt"),
+        weights_of(ddp / "run" / "model.pt"),
+    )
+    assert all(torch.equal(restarted[key], whole[key]) for key in whole)
+
+
+def test_a_resume_by_another_number_of_processes_is_refused_in_one_line(tmp_path, capsys):
+    from fastcifar.train import main as train_main
+
+    flags, kill = [*FLAGS, "--checkpoint-every", "1"], {"FASTCIFAR_TEST_KILL_AT": "4"}
+    job = torchrun(["--standalone", "--nproc_per_node=2"], tmp_path, "log.txt", flags, kill)
+    finish(job, tmp_path / "log.txt", expected=1)  # no restarts: the job fails, resumable
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["world_size"], checkpoint["rank_batch"]) == (2, 8)
+    data = None if real_cifar_dir() else synthetic_cifar(256, 100)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--resume", str(tmp_path / "run")], data=data)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    command = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2"
+    assert error.count("\n") == 1 and "was trained by 2 processes and this is 1" in error
+    assert f"resume it with {command} -m fastcifar.train --resume {tmp_path / 'run'}" in error
+
+
+def test_ranks_training_seeds_in_parallel_aggregate_like_one_process(tmp_path):
+    """--seeds 4 on 2 ranks: each rank trains 2 whole runs on its own; the aggregate equals
+    the one-process --seeds 4 aggregate, seed for seed (both with the thread count that
+    tests/conftest.py sets, which the workers import too)."""
+    from fastcifar.train import main as train_main
+
+    flags = [*FLAGS[:-3], "--lr-max", "0.05", "--no-plots", "--seeds", "4", "--epochs", "1"]
+    finish(torchrun(["--standalone", "--nproc_per_node=2"], tmp_path, "log.txt", flags),
+           tmp_path / "log.txt")  # fmt: skip
+    threads = torch.get_num_threads()  # an FFCV test before may have changed it
+    torch.set_num_threads(CONFTEST_THREADS)
+    try:
+        data = [] if real_cifar_dir() is None else ["--data-dir", str(real_cifar_dir())]
+        train_main([*flags, *data, "--out", str(tmp_path / "alone")],
+                   data=None if real_cifar_dir() else synthetic_cifar(256, 100))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    parallel = json.loads((tmp_path / "run" / "summary.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert parallel["parallel"] == "runs" and parallel["world_size"] == 2
+    (ours,), (theirs,) = parallel["groups"], alone["groups"]
+    for key in ("accuracy", "accuracy_tta", "diverged_seeds"):
+        assert ours[key] == theirs[key], key
+    accuracies = [(r["seed"], r["final_test_accuracy"]) for r in ours["runs"]]
+    assert accuracies == [(r["seed"], r["final_test_accuracy"]) for r in theirs["runs"]]
+    for seed in range(4):
+        mine = weights_of(tmp_path / "run" / f"seed-{seed}" / "model.pt")
+        reference = weights_of(tmp_path / "alone" / f"seed-{seed}" / "model.pt")
+        assert all(torch.equal(mine[key], reference[key]) for key in reference), seed
+        trained_by = json.loads((tmp_path / "run" / f"seed-{seed}" / "summary.json").read_text())
+        assert trained_by["world_size"] == 1  # a whole run on one rank
+
+
+def test_a_flag_error_under_torchrun_is_said_once(tmp_path):
+    job = torchrun(["--standalone", "--nproc_per_node=2"], tmp_path, "log.txt",
+                   [*FLAGS, "--epochs", "0"])  # fmt: skip
+    log = finish(job, tmp_path / "log.txt", expected=1)  # torchrun's own status for failures
+    assert log.count("--epochs: must be a positive integer, got 0") == 1
+
+
+def test_the_resume_hint_under_torchrun_is_the_torchrun_command(monkeypatch):
+    from fastcifar.distributed import launch_command
+
+    python = sys.executable
+    assert launch_command("fastcifar.train --resume r") == f"{python} -m fastcifar.train --resume r"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launch_command("fastcifar.train --resume r") == (
+        f"{python} -m torch.distributed.run --nnodes=2 --nproc_per_node=2 --rdzv-backend=c10d "
+        "--rdzv-endpoint=HOST:PORT --rdzv-id=ID -m fastcifar.train --resume r"
+    )
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert launch_command("fastcifar.train --resume r") == (
+        f"{python} -m torch.distributed.run --standalone --nproc_per_node=4 -m fastcifar.train "
+        "--resume r"
+    )
+
+
+@pytest.mark.parametrize(
+    ("visible", "local_rank", "expected"),
+    [(8, 3, "cuda:3"), (1, 3, "cuda:0"), (2, 3, None)],
+    ids=["one machine, all GPUs", "srun: one GPU per process", "fewer GPUs than ranks"],
+)
+def test_each_rank_takes_its_gpu(monkeypatch, visible, local_rank, expected):
+    from fastcifar.distributed import local_device_name
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    if expected is None:
+        with pytest.raises(ConfigError, match="LOCAL_RANK 3 but sees 2 GPU"):
+            local_device_name("cuda")
+    else:
+        assert local_device_name("cuda") == expected
+
+
+def test_evaluation_on_8_ranks_pads_under_5_percent():
+    split = synthetic_cifar(16, 10_000).test
+    shards = [EvalBatches(split, 1000, torch.device("cpu"), Distributed(rank, rank, 8, "gloo"))
+              for rank in range(8)]  # fmt: skip
+    slots = sum(len(shard) * shard.batch_size for shard in shards)
+    assert sum(s.count for s in shards) == 10_000 and (slots - 10_000) / slots < 0.05
