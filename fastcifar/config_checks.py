@@ -1,16 +1,15 @@
 """The checks a TrainConfig passes when it is made: every value that cannot work is one
-ConfigError that names the setting, before any data is loaded or any folder is created."""
+ConfigError that names the setting, before any data is loaded or any folder is created.
+
+`config` below is a fastcifar.config.TrainConfig; that module imports this one, never back."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fastcifar.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fastcifar.config import TrainConfig
 
 LOADER_NAMES = ("torch", "ffcv", "dali")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -35,7 +34,7 @@ INTEGER_BOUNDS = {  # None: no upper bound
 OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every")
 
 
-def check_config(config: TrainConfig) -> None:
+def check_config(config: Any) -> None:
     _require(
         config.loader in LOADER_NAMES,
         f"unknown loader {config.loader!r}: choose one of {', '.join(LOADER_NAMES)}",
@@ -76,7 +75,7 @@ def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_integers(config: TrainConfig) -> None:
+def _check_integers(config: Any) -> None:
     for name, high in INTEGER_BOUNDS.items():
         value = getattr(config, name)
         if value is None and name in OPTIONAL:
@@ -113,7 +112,7 @@ def _finite_positive(value: object) -> bool:
     )
 
 
-def _check_learning_rates(config: TrainConfig) -> None:
+def _check_learning_rates(config: Any) -> None:
     for value in config.lr_maxes:
         _require(
             value is None or _finite_positive(value),
@@ -161,7 +160,7 @@ def _in_unit_interval(value: object, closed_low: bool = True) -> bool:
     return (value >= 0 if closed_low else value > 0) and value < 1
 
 
-def _check_fractions(config: TrainConfig) -> None:
+def _check_fractions(config: Any) -> None:
     _require(
         _in_unit_interval(config.peak_fraction, closed_low=False),
         f"peak_fraction must lie in (0, 1), got {config.peak_fraction}",

@@ -80,8 +80,8 @@ def load_data(config: TrainConfig, data: Any) -> tuple[TrainConfig, Dataset]:
 
         dataset = load_cifar10(config.data_dir)
         config = replace(config, data_dir=str(dataset.folder.parent))
-    else:
-        dataset = as_dataset(data)
+    else:  # no folder was read: the setting says nothing about the run
+        dataset, config = as_dataset(data), replace(config, data_dir=None)
     return config, dataset.subsets(config.train_subset, config.test_subset)
 
 
@@ -292,7 +292,7 @@ def continuable(out: str | None, request: Request) -> Path | None:
     if run_status(path) in (None, Status.COMPLETE.value):
         return None
     recorded = read_config(path).train_config
-    config = request.config
+    config = replace(request.config, data_dir=None)
     if request.data is None:
         from fastcifar.data_source import default_data_dir
 

@@ -33,7 +33,7 @@ def split(count):
     return CifarSplit(np.zeros((count, 32, 32, 3), np.uint8), np.zeros(count, np.int64))
 
 data = Dataset(split(1000), split(100), tuple("abcdefghij"))
-beton._Examples.__getitem__ = lambda examples, index: time.sleep(60)
+beton._Examples.__getitem__ = lambda examples, index: time.sleep(3600)
 script = runpy.run_path("data_prep/write_beton.py")  # its functions, not its __main__
 run_main(lambda: script["main"](sys.argv[1:], data=data))
 """
@@ -129,3 +129,34 @@ def processes_in_session(session: int) -> list[psutil.Process]:
             if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
     return found
+
+
+def test_a_killed_write_takes_its_workers_along_and_the_next_write_removes_its_file(tmp_path):
+    """SIGKILL, which no handler sees: the kernel ends FFCV's workers with the script (their
+    parent-death signal), so no worker sleeps on holding the output pipes (a `| tee` would wait
+    forever) and FFCV's shared memory goes; the hidden partial file is removed the next time
+    a beton is written there."""
+    out = tmp_path / "out"
+    script = start_script(out)
+    try:
+        segments = wait_until_writing(script, out)
+        workers = [p for p in psutil.Process(script.pid).children() if "resource_tracker" not in
+                   " ".join(p.cmdline())]  # fmt: skip
+        os.kill(script.pid, signal.SIGKILL)
+        # A grace for the kernel to reap them: without the parent-death signal they would sleep
+        # in their hour-long fetch, holding the pipes that communicate() waits on.
+        assert psutil.wait_procs(workers, timeout=30)[1] == []
+        script.communicate(timeout=HANG_GUARD_S)
+        assert script.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 30  # the resource tracker unlinks it once alone
+        while any(segment.exists() for segment in segments) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(segment.exists() for segment in segments)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+    assert list(out.glob(".*.partial"))  # left by the killed write ...
+    from tests.loader_helpers import random_split
+
+    beton.ensure_beton(random_split(20), out / "again.beton", workers=1)
+    assert not list(out.glob(".*.partial"))  # ... and removed by the next one

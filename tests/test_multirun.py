@@ -238,3 +238,33 @@ def test_seeds_beyond_the_seed_range_are_refused_before_training(capsys):
     with pytest.raises(SystemExit):
         train_main([*TINY, "--seed", "4294967295", "--seeds", "2", "--lr-max", "0.05"])
     assert "seed must be an integer from 0 to 4294967295" in capsys.readouterr().err
+
+
+def test_the_aggregate_of_runs_trained_apart_equals_the_multi_run_aggregate(two_seeds, tmp_path):
+    from fastcifar import aggregate
+
+    out = tmp_path / "together"
+    aggregate.main([str(two_seeds / "seed-5"), str(two_seeds / "seed-6"), "--out", str(out)])
+    (ours,) = json.loads((out / "summary.json").read_text())["groups"]
+    (theirs,) = json.loads((two_seeds / "summary.json").read_text())["groups"]
+    for key in ("lr_max", "accuracy", "accuracy_tta", "diverged_seeds", "runs"):
+        assert ours[key] == theirs[key], key
+    assert (out / "seed_accuracies.png").stat().st_size > 1000
+    aggregate.main([str(two_seeds), "--out", str(tmp_path / "parent")])  # stands for its runs
+    parent = json.loads((tmp_path / "parent" / "summary.json").read_text())
+    assert parent["groups"][0]["accuracy"] == theirs["accuracy"]
+
+
+def test_the_aggregate_refuses_to_mix_recipes_or_count_a_run_twice(two_seeds, tmp_path, capsys):
+    from fastcifar import aggregate
+
+    other = tmp_path / "other"
+    train_main([*TINY, "--lr-max", "0.05", "--weight-decay", "0.001", "--out", str(other)])
+    with pytest.raises(SystemExit):
+        aggregate.main([str(two_seeds / "seed-5"), str(other)])
+    error = capsys.readouterr().err
+    assert "differs from" in error
+    assert "in tta, weight_decay: an aggregate takes runs of one recipe" in error
+    with pytest.raises(SystemExit):
+        aggregate.main([str(two_seeds / "seed-5"), str(two_seeds / "seed-5")])
+    assert "named more than once" in capsys.readouterr().err

@@ -28,7 +28,8 @@ import torch
 
 from fastcifar.augmentation import AugmentationSpec
 from fastcifar.dataset import CifarSplit
-from fastcifar.loaders import EpochCounter, LoaderOptions, MissingBackendError
+from fastcifar.errors import MissingBackendError
+from fastcifar.loaders.base import EpochCounter, LoaderOptions
 
 try:
     from nvidia.dali import fn, pipeline_def, types

@@ -31,7 +31,7 @@ import torch
 
 from fastcifar.augmentation import DRAW_NAMES, AugmentationSpec
 from fastcifar.dataset import CifarSplit
-from fastcifar.loaders import EpochCounter, LoaderOptions
+from fastcifar.loaders.base import EpochCounter, LoaderOptions
 from fastcifar.loaders.beton import beton_for, write_beton
 from fastcifar.normalisation import normalise
 

@@ -4,7 +4,9 @@ fastcifar.loaders.beton, after FFCV itself has been found importable."""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -116,9 +118,11 @@ class SupervisedWrite:
 
 class _Worker(multiprocessing.Process):
     """An FFCV writer worker that leaves SIGINT and SIGTERM to the main process, which ends it:
-    Ctrl-C reaches the whole process group, and each worker would print a traceback of its own."""
+    Ctrl-C reaches the whole process group, and each worker would print a traceback of its own.
+    It also dies with the main process, even one killed by SIGKILL, which no handler sees."""
 
     def start(self) -> None:
+        self.writer_pid = os.getpid()
         # Blocked across the fork, so that neither reaches the child before run() sets them up.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
@@ -127,10 +131,26 @@ class _Worker(multiprocessing.Process):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def run(self) -> None:
+        _die_with(self.writer_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends it at once, silently
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         super().run()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(writer_pid: int) -> None:
+    """On Linux, have the kernel SIGKILL this worker when the writing process dies: a killed
+    write_beton then leaves no worker asleep with its output pipes open (a `| tee` would wait
+    forever) or holding FFCV's shared memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != writer_pid:  # it died before the request was in place
+        os._exit(1)
 
 
 def _end(worker: multiprocessing.Process) -> None:

@@ -18,7 +18,7 @@ from torch.nn import functional
 
 from fastcifar.augmentation import DRAW_NAMES
 from fastcifar.dataset import CifarSplit, split_from_arrays
-from fastcifar.loaders import EpochCounter, LoaderOptions
+from fastcifar.loaders.base import EpochCounter, LoaderOptions
 from fastcifar.normalisation import Normalisation, normalise
 
 if not torch.cuda.is_available():

@@ -1,0 +1,279 @@
+"""fastcifar from Python: fit, find_lr, estimate and load_run with the command's settings and run
+folders; data and models of one's own (any class count, no download); the GPU loader in a loop
+of one's own; TOML configs; and an import graph without cycles."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastcifar
+from fastcifar import engine
+from fastcifar.errors import ConfigError, DataError, Interrupted
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+from tests.conftest import real_cifar_dir
+from tests.runs import signal_after
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = synthetic_cifar(64, 32)
+QUICK = dict(epochs=1, train_subset=48, batch_size=16, test_subset=32, device="cpu", plots=False)
+
+
+class TinyNet(nn.Module):
+    """Three convolutions and a classifier: a model of one's own."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def test_fit_returns_the_result_and_writes_the_run_folder(tmp_path):
+    result = fastcifar.fit(**QUICK, lr_max=0.4, lr_min=0.04, data=DATA, out=str(tmp_path / "r"))
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert result.status == "complete" and result.folder == tmp_path / "r"
+    assert result.accuracy == summary["final_test_accuracy"] and result.tta_accuracy is None
+    assert (result.lr_min, result.lr_max) == (0.04, 0.4)
+    assert result.train_seconds > 0 and result.wall_seconds >= result.train_seconds
+    assert not result.model.training
+    saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_the_one_line_fit_works_as_a_new_user_types_it(tmp_path):
+    if real_cifar_dir() is None:
+        pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10: this is the README's line")
+    line = (
+        "import fastcifar; r = fastcifar.fit(epochs=1, train_subset=256, test_subset=500, "
+        "batch_size=64, device='cpu', lr_max=0.4, lr_min=0.04, plots=False); print(r.accuracy)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", line], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    accuracy = float(result.stdout.strip().splitlines()[-1])
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert accuracy == json.loads((folder / "summary.json").read_text())["final_test_accuracy"]
+
+
+def four_classes():
+    return synthetic_cifar(96, 40, classes=4)
+
+
+def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
+    tmp_path, monkeypatch
+):
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    whole = fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "a"))
+    assert whole.summary.class_names == ["0", "1", "2", "3"]
+    record = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert record["model"] == "tests.test_api.TinyNet" and record["data"]["source"] == "arrays"
+    original = signal_after(monkeypatch, 8)  # inside epoch 2 (6 steps an epoch)
+    with pytest.raises(Interrupted):
+        fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "b"))
+    monkeypatch.setattr(engine, "training_step", original)
+    with pytest.raises(ConfigError, match=r"resume it from Python with fastcifar\.fit"):
+        fastcifar.fit(resume=str(tmp_path / "b"), data=four_classes())  # the model is missing
+    resumed = fastcifar.fit(resume=str(tmp_path / "b"), model=TinyNet, data=four_classes())
+    assert resumed.summary.resumed
+    ours, theirs = resumed.model.state_dict(), whole.model.state_dict()
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    loaded = fastcifar.load_run(tmp_path / "b", model=TinyNet)
+    assert loaded.class_names == ("0", "1", "2", "3")
+    probabilities = loaded.predict_proba(four_classes().test.images[:5])
+    assert probabilities.shape == (5, 4) and torch.allclose(probabilities.sum(1), torch.ones(5))
+
+
+def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    signal_after(monkeypatch, 8)
+    with pytest.raises(Interrupted):
+        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "b"))
+    with pytest.raises(DataError, match="trained on other data"):
+        fastcifar.fit(resume=str(tmp_path / "b"), data=synthetic_cifar(96, 40, seed=9, classes=4))
+
+
+def test_seeds_from_python_return_the_aggregate_and_every_run(tmp_path):
+    result = fastcifar.fit(**QUICK, lr_max=0.05, seeds=2, tta=True, data=DATA, out=str(tmp_path))
+    (group,) = result.groups
+    assert [run.summary.config["seed"] for run in result.runs] == [0, 1]
+    assert result.accuracy == group["accuracy"]["mean"]
+    assert result.tta_accuracy == group["accuracy_tta"]["mean"]
+    assert not result.runs[1].model.training  # read back from its folder
+
+
+def test_find_lr_and_estimate_from_python(tmp_path):
+    found = fastcifar.find_lr(**QUICK, range_test_steps=5, data=DATA, out=str(tmp_path / "lr"))
+    assert 0 < found.lr_min < found.lr_max and len(found.curve.lrs) == 5
+    assert found.folder == tmp_path / "lr" and (found.folder / "lr_range_test.json").is_file()
+    cost = fastcifar.estimate(**QUICK, data=DATA)
+    assert cost.seconds_per_step > 0 and cost.total > cost.training > 0
+    assert cost.range_test > 0  # no LRMAX given: the range test is part of the cost
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epoch": 2}, "unknown setting 'epoch'; did you mean 'epochs'?"),
+        ({"lr_max": [0.1, -1.0]}, "lr_max must be a finite positive number"),
+        ({"max_time": 0}, "max_time must be a positive number of seconds"),
+    ],
+)
+def test_bad_settings_from_python_are_one_config_error(values, message):
+    with pytest.raises(ConfigError, match=message):
+        fastcifar.fit(**values, data=DATA)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ((np.zeros((4, 28, 28, 3), np.uint8), [0] * 4, np.zeros((2, 32, 32, 3), np.uint8), [0, 1]),
+         r"train images must be \(N, 32, 32, 3\)"),
+        ((np.zeros((4, 32, 32, 3)) + 2.0, [0] * 4, np.zeros((2, 32, 32, 3)), [0, 1]),
+         r"floats must lie in \[0, 1\]"),
+        ((np.zeros((4, 32, 32, 3), np.uint8), [0] * 3, np.zeros((2, 32, 32, 3), np.uint8), [0, 1]),
+         "4 images but 3 labels"),
+        ({"train": None}, "needs 'train' and 'test'"),
+    ],
+)  # fmt: skip
+def test_data_of_ones_own_that_cannot_work_is_one_data_error(data, message):
+    with pytest.raises(DataError, match=message):
+        fastcifar.fit(**QUICK, data=data)
+
+
+def test_tensors_in_nchw_or_floats_are_taken_as_they_come():
+    images = torch.rand(48, 3, 32, 32)
+    dataset = fastcifar.as_dataset((images, torch.arange(48) % 3, images[:8], torch.arange(8) % 3))
+    assert dataset.train.images.shape == (48, 32, 32, 3) and dataset.train.images.dtype == np.uint8
+    assert dataset.class_names == ("0", "1", "2") and dataset.normalisation.mean != (125.31,)
+
+
+def test_the_gpu_loader_serves_a_training_loop_of_ones_own():
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(64) % 10
+    loader = fastcifar.CifarTensorLoader.from_arrays(images, labels, batch_size=16, device="cpu")
+    model = fastcifar.ResNet9()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    epochs = []
+    for _ in range(2):
+        served = []
+        for batch, targets in loader:
+            assert batch.shape == (16, 3, 32, 32)
+            assert batch.is_contiguous(memory_format=torch.channels_last)
+            loss = nn.functional.cross_entropy(model(batch), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            served += targets.tolist()
+        epochs.append(served)
+    assert len(epochs[0]) == 64 and epochs[0] != epochs[1]  # a new seeded order each epoch
+    assert sorted(epochs[0]) == sorted(labels.tolist())
+
+
+def test_print_config_then_config_reproduces_the_run(tmp_path, capsys):
+    flags = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset",
+             "32", "--lr-max", "0.05", "--no-plots", "--device", "cpu",
+             "--label-smoothing", "0.1"]  # fmt: skip
+    train_main([*flags, "--out", str(tmp_path / "flags")], data=DATA)
+    capsys.readouterr()
+    train_main([*flags, "--print-config"])
+    toml = tmp_path / "run.toml"
+    toml.write_text(capsys.readouterr().out)
+    assert "label_smoothing = 0.1" in toml.read_text()
+    train_main(["--config", str(toml), "--out", str(tmp_path / "file")], data=DATA)
+    first = json.loads((tmp_path / "flags" / "config.json").read_text())
+    second = json.loads((tmp_path / "file" / "config.json").read_text())
+    assert first == second
+    train_main(["--config", str(toml), "--epochs", "2", "--print-config"])  # flags override
+    assert "\nepochs = 2\n" in capsys.readouterr().out
+
+
+def test_a_config_file_with_an_unknown_setting_is_one_line(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text("epoch = 3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--config", str(toml)])
+    assert exit_info.value.code == 2
+    assert "unknown setting 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def imports_of(path: Path) -> set[str]:
+    """The fastcifar modules a file imports, at its top or inside its functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fastcifar"):
+            package = node.module
+            found.add(package)
+            found |= {f"{package}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("fastcifar")}
+    return found
+
+
+def module_graph() -> dict[str, set[str]]:
+    modules = {}
+    for path in (ROOT / "fastcifar").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    return {name: imports_of(path) & set(modules) - {name} for name, path in modules.items()}
+
+
+COMMANDS = {"fastcifar.train", "fastcifar.find_lr", "fastcifar.evaluate", "fastcifar.predict",
+            "fastcifar.explain", "fastcifar.summary", "fastcifar.aggregate"}  # fmt: skip
+
+
+def test_the_import_graph_has_no_cycle_and_no_library_module_imports_a_command():
+    graph = module_graph()
+    graph["fastcifar"] = set()  # the package's face imports lazily, by name
+    visiting, done, cycles = set(), set(), []
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in visiting:
+            cycles.append([*path[path.index(node) :], node])
+            return
+        if node in done:
+            return
+        visiting.add(node)
+        for child in sorted(graph[node]):
+            visit(child, [*path, child])
+        visiting.discard(node)
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [node])
+    assert cycles == []
+    library = set(graph) - COMMANDS
+    assert {(m, c) for m in library for c in graph[m] & COMMANDS} == set()
+
+
+def test_the_public_names_resolve_and_find_lr_is_both_command_and_function():
+    for name in fastcifar.__all__:
+        assert getattr(fastcifar, name) is not None, name
+    assert callable(fastcifar.find_lr) and callable(fastcifar.find_lr.main)
+    with pytest.raises(AttributeError):
+        fastcifar.no_such_name  # noqa: B018
+
+
+def test_the_interrupt_of_fit_is_an_exception_not_an_exit(tmp_path, monkeypatch):
+    signal_after(monkeypatch, 2, signal.SIGINT)
+    with pytest.raises(Interrupted) as stopped:
+        fastcifar.fit(**QUICK, lr_max=0.05, data=DATA, out=str(tmp_path / "r"))
+    assert stopped.value.exit_code == 130 and "--resume" in str(stopped.value)

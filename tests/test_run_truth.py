@@ -1,0 +1,236 @@
+"""Run folders that never lie, part two: a divergence guard that never calls a broken run
+complete, checkpoints and summaries checked field by field (every refusal one line naming the
+file), nothing left behind by a killed process, and the torch floor that weights_only needs."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+import os
+import pickle
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastcifar import engine, predict
+from fastcifar.checkpoint import load_checkpoint
+from fastcifar.evaluation import Evaluation, Scores
+from fastcifar.trainer import Trainer
+from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code, signal_after
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = synthetic_cifar(64, 32)
+# 3 steps per epoch; evaluation on 32 images.
+ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
+        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+
+
+def run(argv: list[str]) -> int:
+    return exit_code(argv, DATA)
+
+
+def one_line(capsys) -> str:
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if not line.startswith(("SIGTERM", "SIGINT"))]
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+def test_a_huge_lrmax_is_diverged_not_complete(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run([*ARGS, "--lr-max", "1e6", "--out", str(out)]) == 3
+    line = one_line(capsys)
+    assert line.startswith("diverged: ") and "LRMAX 1e+06" in line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and not (out / "model.pt").exists()
+    assert run(["--resume", str(out)]) == 2
+    line = one_line(capsys)
+    assert "diverged" in line and "train again with a lower LRMAX than 1e+06 (--lr-max)" in line
+
+
+def nan_after(monkeypatch, steps: int) -> None:
+    """The training loss of every step from the `steps`-th on is NaN (the step itself runs)."""
+    original, done = engine.training_step, []
+
+    def step(*args):
+        loss, correct = original(*args)
+        done.append(1)
+        return (loss * math.nan if len(done) >= steps else loss), correct
+
+    monkeypatch.setattr(engine, "training_step", step)
+
+
+def test_a_non_finite_training_loss_names_its_step(tmp_path, monkeypatch, capsys):
+    nan_after(monkeypatch, 5)  # the 2nd step of epoch 2
+    out = tmp_path / "run"
+    assert run([*ARGS, "--checkpoint-every", "1", "--out", str(out)]) == 3
+    line = one_line(capsys)
+    assert line.startswith("diverged: the training loss became non-finite at step 2 of epoch 2")
+    assert f"the last good checkpoint (after epoch 1) is kept in {out}" in line
+    assert load_checkpoint(out / "checkpoint.pt").epoch == 1
+
+
+def test_a_non_finite_test_loss_is_divergence(tmp_path, monkeypatch, capsys):
+    original = Trainer.evaluate
+
+    def nan_loss(self):
+        result = original(self)
+        return Evaluation(Scores(math.nan, result.plain.accuracy, result.plain.predictions),
+                          None, result.labels)  # fmt: skip
+
+    monkeypatch.setattr(Trainer, "evaluate", nan_loss)
+    out = tmp_path / "run"
+    assert run([*ARGS, "--checkpoint-every", "1", "--out", str(out)]) == 3
+    line = one_line(capsys)
+    assert line.startswith("diverged: the test loss is not finite after epoch 1")
+    assert "no checkpoint had been saved" in line
+    assert not (out / "checkpoint.pt").exists()  # none is written after the check failed
+
+
+def test_non_finite_batchnorm_statistics_are_divergence(tmp_path, monkeypatch, capsys):
+    """Training normalises with the batch's statistics, so an infinite running variance leaves
+    the training loss finite; the end-of-epoch check of every buffer finds it."""
+    original, done = engine.training_step, []
+
+    def poison(ctx, *batch):
+        result = original(ctx, *batch)
+        done.append(1)
+        if len(done) == 3:  # the last step of epoch 1
+            model = getattr(ctx.forward, "_orig_mod", ctx.forward).model
+            model.layer2[2].running_var[0] = math.inf
+        return result
+
+    monkeypatch.setattr(engine, "training_step", poison)
+    out = tmp_path / "run"
+    assert run([*ARGS, "--checkpoint-every", "1", "--out", str(out)]) == 3
+    line = one_line(capsys)
+    assert "weights, BatchNorm statistics or momentum are not finite in epoch 1" in line
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+
+
+@pytest.fixture
+def stopped(tmp_path, monkeypatch) -> Path:
+    """A run stopped by SIGTERM at step 2 of epoch 1, with its checkpoint."""
+    out = tmp_path / "run"
+    original = signal_after(monkeypatch, 2)
+    assert run([*ARGS, "--out", str(out)]) == 143
+    monkeypatch.setattr(engine, "training_step", original)
+    return out
+
+
+def rewrite(folder: Path, **changes) -> None:
+    payload = torch.load(folder / "checkpoint.pt", weights_only=True)
+    for key, value in changes.items():
+        if value is KeyError:
+            del payload[key]
+        else:
+            payload[key] = value
+    torch.save(payload, folder / "checkpoint.pt")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epoch": 99}, "history has 0 rows for 99 completed epochs"),
+        ({"history": "garbage"}, "history must be a list of metrics rows"),
+        ({"step_in_epoch": -1}, "step_in_epoch must be an integer >= 0, got -1"),
+        ({"config": KeyError}, "is not a complete checkpoint: no config"),
+        ({"model": KeyError}, "is not a complete checkpoint: no model"),
+        ({"rng": KeyError}, "is not a complete checkpoint: no rng"),
+        ({"model": {"fc.weight": torch.zeros(3, 3)}}, "does not fit this run's model"),
+        ({"world_size": 0}, "bad world_size: 0"),
+    ],
+    ids=["epoch 99", "history", "negative step", "no config", "no model", "no rng",
+         "wrong shapes", "world size"],
+)  # fmt: skip
+def test_a_damaged_checkpoint_is_refused_in_one_line(stopped, capsys, changes, message):
+    rewrite(stopped, **changes)
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    line = one_line(capsys)
+    assert str(stopped / "checkpoint.pt") in line and message in line
+
+
+def test_a_checkpoint_beyond_the_run_is_refused(stopped, capsys):
+    """A checkpoint claiming more epochs than the run has, with a history to match."""
+    payload = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    row = {"epoch": 1, "train_loss": 2.0}
+    rewrite(stopped, epoch=3, step_in_epoch=0, history=[{**row, "epoch": e} for e in (1, 2, 3)],
+            partial={**payload["partial"], "step_losses": []})  # fmt: skip
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    line = one_line(capsys)
+    assert "stands at epoch 3, step 0, beyond a run of 2 epochs" in line
+
+
+def test_a_checkpoint_that_is_a_folder_is_refused_not_ignored(stopped, capsys):
+    (stopped / "checkpoint.pt").unlink()
+    (stopped / "checkpoint.pt").mkdir()
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    assert "checkpoint.pt is not a regular file: move it away" in one_line(capsys)
+
+
+class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def test_a_pickle_that_would_run_code_is_our_one_line_without_torchs_advice(stopped, capsys):
+    torch.save({"payload": Exploit(stopped / "ran")}, stopped / "checkpoint.pt")
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    line = one_line(capsys)
+    assert "holds Python objects beyond tensors and numbers, which are never loaded" in line
+    assert "weights_only" not in line and not (stopped / "ran").exists()
+
+
+def test_a_legacy_pickle_is_refused_without_torch_warnings(stopped, capsys, recwarn):
+    with open(stopped / "checkpoint.pt", "wb") as handle:
+        pickle.dump({"state": {"epoch": 1}}, handle)  # not a torch zip file at all
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    assert str(stopped / "checkpoint.pt") in one_line(capsys)
+    assert not [w for w in recwarn if "torch" in str(w.filename)]
+
+
+def test_a_non_numeric_logit_scale_in_a_summary_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run([*ARGS, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    summary["config"]["logit_scale"] = "big"
+    (out / "summary.json").write_text(json.dumps(summary))
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(out), str(image)])
+    assert exit_info.value.code == 2
+    line = one_line(capsys)
+    assert "summary.json: bad config" in line and "logit_scale" in line
+
+
+def test_temporary_files_of_a_killed_process_are_removed_when_the_folder_is_used(stopped):
+    stale = stopped / ".checkpoint.pt.0123abcd.tmp"
+    stale.write_bytes(b"half a checkpoint, from a process killed mid-write")
+    assert run(["--resume", str(stopped)]) == 0
+    assert not stale.exists()
+    assert not list(stopped.glob(".*.tmp"))
+
+
+def test_torch_is_required_at_2_6_or_later_for_safe_weights_only_loads():
+    """Before 2.6, torch.load(weights_only=True) could be made to run code (CVE-2025-32434),
+    and every run folder and predict rely on it."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    requirements = setup["options"]["install_requires"].split()
+    assert "torch>=2.6" in requirements
