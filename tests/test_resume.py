@@ -134,3 +134,15 @@ def test_an_unfinished_range_test_is_not_resumed_as_a_training_run(interrupted, 
     assert run(["--resume", str(interrupted)]) == 2
     assert "holds an LR range test (find_lr), not a training run" in capsys.readouterr().err
     assert sorted(p.name for p in interrupted.iterdir()) == before
+
+
+def test_a_resume_with_another_thread_count_says_the_results_may_differ(interrupted, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        assert run(["--resume", str(interrupted)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    error = capsys.readouterr().err
+    assert f"was trained with {threads} CPU threads per process, this process has" in error
+    assert "on a CPU the results may differ in the last bits" in error
