@@ -30,7 +30,8 @@ from fastcifar.device import synchronize
 from fastcifar.distributed import Distributed
 from fastcifar.engine import EpochAccumulator, run_steps
 from fastcifar.loaders import LoaderOptions, make_loader
-from fastcifar.trainer import Trainer, build, given_bounds
+from fastcifar.schedule import given_bounds
+from fastcifar.trainer import Trainer, build
 from fastcifar.training_run import new_state
 
 # Speed does not depend on the learning rate; this keeps synthetic-data training finite.

@@ -12,14 +12,16 @@ from typing import Any
 
 from torch import nn
 
-from fastcifar.config import RunOptions, TrainConfig, read_toml, suggestion
+from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.config_file import read_toml, suggestion
 from fastcifar.dataset import as_dataset
 from fastcifar.distributed import from_environment, start, teardown
 from fastcifar.errors import ConfigError
 from fastcifar.lr_range_test import RangeTestResult
 from fastcifar.model import ModelChoice
-from fastcifar.records import RunKind, Summary, read_config
+from fastcifar.records import RunKind, read_config
 from fastcifar.report import Estimate
+from fastcifar.run_summary import Summary
 from fastcifar.saved_run import SavedRun, load_saved_run
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
@@ -194,7 +196,7 @@ def execute(request: Any) -> RunResult:
 
 
 def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:
-    from fastcifar.records import read_summary
+    from fastcifar.run_summary import read_summary
 
     children: list[RunResult] = []
     if summary.kind == RunKind.MULTI:

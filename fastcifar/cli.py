@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
-from fastcifar.config import suggestion
 from fastcifar.config_checks import MAX_SEED
+from fastcifar.config_file import suggestion
 from fastcifar.errors import ConfigError, RunFolderError, RunStopped, UserError
 
 

@@ -29,7 +29,8 @@ from typing import Any, BinaryIO
 
 from fastcifar.atomic_file import TEMPORARY, atomic_save, atomic_write
 from fastcifar.errors import RunFolderError
-from fastcifar.records import ConfigRecord, Summary
+from fastcifar.records import ConfigRecord
+from fastcifar.run_summary import Summary
 
 RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
 LOCK_NAME = ".lock"  # held (flock) while a process writes the run

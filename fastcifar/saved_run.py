@@ -18,7 +18,8 @@ from fastcifar.config import TrainConfig
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from fastcifar.model import ModelChoice, build_model, model_factory
 from fastcifar.normalisation import CIFAR10, Normalisation, to_batch
-from fastcifar.records import ConfigRecord, RunKind, Status, Summary, read_config, read_summary
+from fastcifar.records import ConfigRecord, RunKind, Status, read_config
+from fastcifar.run_summary import Summary, read_summary
 
 
 @dataclass(frozen=True)

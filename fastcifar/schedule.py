@@ -80,3 +80,15 @@ def schedule_points(
     steps = sorted({round(i * (total_steps - 1) / (count - 1)) for i in range(count)} | {peak})
     shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction)
     return steps, [one_cycle_lr(step, **shape) for step in steps]
+
+
+def given_bounds(config: Any, how_max: str = "given") -> LrBounds | None:
+    """The bounds `config` (a TrainConfig) fixes: LRMIN given, or LRMAX / lr_min_divisor; None:
+    find them."""
+    if config.lr_max is None or isinstance(config.lr_max, tuple):
+        return None
+    if config.lr_min is not None:
+        return LrBounds(config.lr_min, config.lr_max, {"lr_max": how_max, "lr_min": "given"})
+    how_min = f"LRMAX / {config.lr_min_divisor:g}"
+    lr_min = config.lr_max / config.lr_min_divisor
+    return LrBounds(lr_min, config.lr_max, {"lr_max": how_max, "lr_min": how_min})

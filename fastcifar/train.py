@@ -17,7 +17,8 @@ import argparse
 from typing import Any
 
 from fastcifar.cli import Parser, add_fields, flag_names, given, run_main
-from fastcifar.config import RunOptions, TrainConfig, read_toml
+from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.config_file import read_toml, to_toml
 from fastcifar.errors import ConfigError
 
 COMMAND_FLAGS = ("config", "print_config", "estimate")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
         base = read_toml(args.config) if "config" in args else {}
         if "print_config" in args:
             print(
-                resolved(TrainConfig.from_dict({**base, **settings}, "the settings")).to_toml(),
+                to_toml(resolved(TrainConfig.from_dict({**base, **settings}, "the settings"))),
                 end="",
             )
             return

@@ -302,14 +302,3 @@ def find_bounds(
         "seconds_per_step": seconds / len(result.lrs),
     }
     return LrBounds(result.lr_min, result.lr_max, source), result
-
-
-def given_bounds(config: TrainConfig, how_max: str = "given") -> LrBounds | None:
-    """The bounds the config fixes: LRMIN given, or LRMAX / lr_min_divisor; None: find them."""
-    if config.lr_max is None or isinstance(config.lr_max, tuple):
-        return None
-    if config.lr_min is not None:
-        return LrBounds(config.lr_min, config.lr_max, {"lr_max": how_max, "lr_min": "given"})
-    how_min = f"LRMAX / {config.lr_min_divisor:g}"
-    lr_min = config.lr_max / config.lr_min_divisor
-    return LrBounds(lr_min, config.lr_max, {"lr_max": how_max, "lr_min": how_min})

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fastcifar import records
+from fastcifar import run_summary
 from fastcifar.config import TrainConfig
 from fastcifar.device import synchronize
 from fastcifar.distributed import launch_command
@@ -25,9 +25,10 @@ from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps, state_is_
 from fastcifar.errors import Diverged, LimitReached
 from fastcifar.evaluation import Evaluation
 from fastcifar.progress import progress, say
-from fastcifar.records import RunKind, Status, Summary
+from fastcifar.records import RunKind, Status
 from fastcifar.report import Reporter, epoch_line, final_line, metrics_row
 from fastcifar.run_folder import RunFolder
+from fastcifar.run_summary import Summary
 from fastcifar.schedule import LrBounds, one_cycle_lr, one_cycle_schedule
 from fastcifar.signals import StopSignals
 from fastcifar.state import TrainingState
@@ -279,7 +280,7 @@ class TrainingRun:
                 "model.pt", lambda buffer: torch.save(self.trainer.model.state_dict(), buffer)
             )
             self.reporter.end(self.state, evaluation)
-        summary = records.run_complete(
+        summary = run_summary.run_complete(
             running_summary(self.trainer),
             self.trainer.facts(),
             self.state,

@@ -14,6 +14,10 @@ from fastcifar import engine
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 
+# Two epochs of 3 steps (48 images in batches of 16), evaluation on 32 images, LRMAX given.
+TWO_EPOCHS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset",
+              "32", "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+
 
 def exit_code(argv: list[str], data: Any = None) -> int:
     """Train with `argv` (on `data`); the exit status the command line would give (0 when it

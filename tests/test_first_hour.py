@@ -24,12 +24,11 @@ from fastcifar.statistics import aggregate
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import exit_code
+from tests.runs import TWO_EPOCHS, exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 48)
-ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
-        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+ARGS = TWO_EPOCHS
 
 
 def run(argv: list[str]) -> int:

@@ -17,12 +17,11 @@ from fastcifar import engine
 from fastcifar.checkpoint import load_checkpoint
 from fastcifar.run_folder import TIMING_COLUMNS
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code, finished_run, signal_after
+from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 
 # 3 steps per epoch, 2 epochs; evaluation on 32 images.
 ORIGINAL_STEP = engine.training_step
-ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
-        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+ARGS = TWO_EPOCHS
 
 
 DATA = synthetic_cifar(64, 32)

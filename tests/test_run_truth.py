@@ -20,13 +20,11 @@ from fastcifar.checkpoint import load_checkpoint
 from fastcifar.evaluation import Evaluation, Scores
 from fastcifar.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code, signal_after
+from tests.runs import TWO_EPOCHS, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 32)
-# 3 steps per epoch; evaluation on 32 images.
-ARGS = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
-        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+ARGS = TWO_EPOCHS
 
 
 def run(argv: list[str]) -> int:
