@@ -32,7 +32,6 @@ PUBLIC = {
     "as_dataset": "fastcifar.dataset",
     "load_cifar10": "fastcifar.data_source",
     "CifarTensorLoader": "fastcifar.loaders.torch_loader",
-    "AugmentationSpec": "fastcifar.augmentation",
 }
 __all__ = [*PUBLIC, "find_lr"]
 

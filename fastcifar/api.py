@@ -236,7 +236,7 @@ def estimate(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> Estimate:
     """What the run would cost here, from one measured step after the warm-up (compilation
-    included on a GPU); writes nothing. `.line(...)` says it, `.total` is in seconds."""
+    included on a GPU); writes nothing. `.line()` says it, `.total` is in seconds."""
     from fastcifar.progress import say
     from fastcifar.runs import estimate_of, load_data, start_line
     from fastcifar.trainer import build, warm_up

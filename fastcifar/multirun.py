@@ -123,7 +123,7 @@ def train_plan(
                 estimate = estimate_of(
                     trainer, len(runs), config.needs_range_test and resume is None
                 )
-                say(estimate.line("a measured step", True))
+                say(estimate.line())
             plan.found = _range_test(plan, stop, config.needs_range_test)
             _train_runs(plan, runs, stop, timings)
         except RunStopped as stopped:

@@ -55,6 +55,7 @@ class Estimate:
     evaluation: float
     range_test: float
     gflop_per_step: float | None = None  # the model's FLOPs of one step (forward + backward)
+    on_cpu: bool = False  # then a long run points at the quick try
 
     @property
     def total(self) -> float:
@@ -73,6 +74,7 @@ class Estimate:
         tta: bool,
         range_test_steps: int,
         gflop_per_step: float | None = None,
+        on_cpu: bool = False,
     ) -> Estimate:
         evaluation = seconds_per_step * FORWARD_SHARE_OF_STEP * test_images / batch * epochs
         return cls(
@@ -81,9 +83,10 @@ class Estimate:
             evaluation=evaluation * (2 if tta else 1) * runs,
             range_test=seconds_per_step * range_test_steps,
             gflop_per_step=gflop_per_step,
+            on_cpu=on_cpu,
         )
 
-    def line(self, where: str, on_cpu: bool) -> str:
+    def line(self, where: str = "a measured step") -> str:
         parts = [f"{duration(self.training)} training", f"{duration(self.evaluation)} evaluation"]
         if self.range_test:
             parts.append(f"{duration(self.range_test)} LR range test")
@@ -95,7 +98,7 @@ class Estimate:
             f"estimated time: ~{duration(self.total)} ({', '.join(parts)}) at {where}'s "
             f"{self.seconds_per_step:.3g} s/step{speed}"
         )
-        if on_cpu and self.total > 600:
+        if self.on_cpu and self.total > 600:
             line += (
                 "; on a CPU try a slice first (README, Quick start: --epochs 2 --train-subset "
                 "2048 --batch-size 128 --test-subset 1000)"

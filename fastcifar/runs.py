@@ -100,6 +100,7 @@ def estimate_of(
         tta=config.tta,
         range_test_steps=config.resolved_range_test_steps(trainer.total_steps) if range_test else 0,
         gflop_per_step=step_gflop(trainer.model, trainer.train_loader.batch_size, trainer.device),
+        on_cpu=trainer.device.type == "cpu",
     )
 
 
@@ -136,7 +137,7 @@ def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary
     with life.running(record, running_summary(trainer)) as stop:
         timings.warm_up_seconds = warm_up(trainer)
         if device.type == "cpu":
-            say(estimate_of(trainer, 1, config.needs_range_test).line("a measured step", True))
+            say(estimate_of(trainer, 1, config.needs_range_test).line())
         hint = f": resume with {launch_command(f'fastcifar.train --resume {life.folder.final}')}"
         bounds = bounds_for(trainer, life.folder, stop, hint)
         run = TrainingRun(

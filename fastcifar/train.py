@@ -73,13 +73,8 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
         from fastcifar import api
 
         if "estimate" in args:
-            request = {**base, **settings}
-            print(
-                api.estimate(request, data=data, model=model, **options).line(
-                    "a measured step", on_cpu=True
-                ),
-                flush=True,
-            )
+            cost = api.estimate({**base, **settings}, data=data, model=model, **options)
+            print(cost.line(), flush=True)
             return
         api.fit({**base, **settings}, data=data, model=model, **options)
 
