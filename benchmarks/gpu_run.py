@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ MAX_FILE_BYTES = 16 * 2**20
 ESTIMATES = {"seeds": 150, "suite": 150, "sweep": 90, "tests": 90}
 CAPS = {"seeds": 300, "suite": 240, "sweep": 180, "tests": 180}
 STAGES = tuple(ESTIMATES)
+PREFLIGHT_SECONDS = 180  # importing torch, hashing 180 MB, initialising CUDA: well under
 
 
 @dataclass
@@ -122,9 +124,11 @@ def preflight(data: Path, allow_cpu: bool, python: str) -> str | None:
         f"if not {allow_cpu} and not torch.cuda.is_available():\n"
         "    sys.exit('this python sees no CUDA device (ALLOW_CPU=1 dry-runs on the CPU)')\n"
     )
-    result = subprocess.run(
-        [python, "-c", check], cwd=ROOT, capture_output=True, text=True, env=_environment()
-    )
+    try:
+        result = subprocess.run([python, "-c", check], cwd=ROOT, capture_output=True, text=True,
+                                env=_environment(), timeout=PREFLIGHT_SECONDS)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"checking DATA_DIR and the GPU took over {PREFLIGHT_SECONDS} s (a hung driver?)"
     if result.returncode == 0:
         return None
     lines = (result.stderr or result.stdout).strip().splitlines()
@@ -195,8 +199,20 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def write_out(out: Path, work: Path, results: list[StageResult], meta: dict[str, Any]) -> None:
-    """OUT rewritten whole from what the stages left in `work` (see the module docstring)."""
-    markdown, payload = gpu_summary.collect(work, [asdict(r) for r in results], meta)
+    """OUT rewritten whole from what the stages left in `work` (see the module docstring).
+    Whatever fails in the summing up, the stages' outcomes and logs still come back."""
+    try:
+        markdown, payload = gpu_summary.collect(work, [asdict(r) for r in results], meta)
+    except Exception as error:  # torch broken or missing is exactly when this must still work
+        rows = [f"| {r.name} | {r.status} {r.note} |" for r in results]
+        head = [
+            f"GPU check: the summary failed ({error!r})",
+            "",
+            "| Stage | Outcome |",
+            "|---|---|",
+        ]
+        markdown = "\n".join([*head, *rows]) + "\n"
+        payload = {"meta": meta, "stages": [asdict(r) for r in results], "error": repr(error)}
     (out / "summary.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     logs = [
@@ -244,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = stage_commands(args, work)
     results: list[StageResult] = []
     for name in args.stages:
+        shutil.rmtree(work / name, ignore_errors=True)  # a run folder of an earlier try
         left = args.budget - (time.monotonic() - started)
         results.append(run_stage(name, commands[name], left, work / "logs" / f"{name}.log"))
         write_out(out, work, results, meta)  # what finished is on disk at once

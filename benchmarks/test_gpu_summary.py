@@ -216,3 +216,19 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     assert not any(name.endswith((".pt", ".png")) for name in names)
     assert run["provenance"]["commit"] == "feedbee"  # the training JSON, without git
     assert run["checkpoints_written"] == 1  # an epoch of seconds: one checkpoint, at the end
+
+
+def test_a_summary_that_fails_still_brings_back_the_stages(tmp_path, monkeypatch):
+    def broken(*_args):
+        raise ImportError("torch is broken here")
+
+    monkeypatch.setattr(gpu_summary, "collect", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "work" / "logs").mkdir(parents=True)
+    stage = gpu_run.StageResult("seeds", "failed", 3.0, 1)
+    gpu_run.write_out(out, tmp_path / "work", [stage], {"command": "run_gpu.sh"})
+    summary = (out / "summary.md").read_text()
+    assert "the summary failed (ImportError('torch is broken here'))" in summary
+    assert "| seeds | failed  |" in summary
+    assert json.loads((out / "results.json").read_text())["stages"][0]["status"] == "failed"

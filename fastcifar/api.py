@@ -6,7 +6,7 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastcifar.lr_range_test import RangeTestResult
 from fastcifar.model import ModelChoice
 from fastcifar.records import RunKind, read_config
 from fastcifar.report import Estimate
-from fastcifar.run_summary import Summary
+from fastcifar.run_summary import Summary, read_summary
 from fastcifar.saved_run import SavedRun, load_saved_run
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
@@ -103,6 +103,15 @@ def make_request(config: Any = None, data: Any = None, model: ModelChoice = None
     `values` any TrainConfig field or run option (`out`, `resume`, `max_time`, ...)."""
     from fastcifar.runs import Request
 
+    if values.get("resume") is not None:
+        beside = sorted(
+            name for name in values if name not in ("resume", *RunOptions.BESIDE_RESUME)
+        )
+        if beside or config:  # an empty table of settings (the command's) is none
+            raise ConfigError(
+                "resume continues with the run's recorded config; drop "
+                + ", ".join(beside or ["config"])
+            )
     for name in values:
         if name not in CONFIG_NAMES and name not in OPTION_NAMES:
             raise ConfigError(
@@ -174,6 +183,11 @@ def execute(request: Any) -> RunResult:
         request = runs.Request(config, options, request.data, request.model)
     else:
         request.check()
+    if resume is not None and options.parallel == "auto":  # as the plan was trained
+        recorded = read_summary(resume).parallel
+        if recorded in ("runs", "data"):
+            options = replace(options, parallel=recorded)
+            request = runs.Request(config, options, request.data, request.model)
     world = from_environment()[2]
     parallel = multirun.runs_in_parallel(options, config, world)
     device, dist = start(config.device, config.batch_size, data_parallel=not parallel)
@@ -196,8 +210,6 @@ def execute(request: Any) -> RunResult:
 
 
 def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:
-    from fastcifar.run_summary import read_summary
-
     children: list[RunResult] = []
     if summary.kind == RunKind.MULTI:
         for child in sorted(folder.glob("**/seed-*/summary.json")):

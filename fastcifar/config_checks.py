@@ -130,6 +130,15 @@ def _check_learning_rates(config: Any) -> None:
         not (config.lr_min is not None and config.lr_max is None),
         "lr_min needs lr_max too (or neither, to find both by the LR range test)",
     )
+    _require(
+        not (config.range_test is False and config.lr_max is None),
+        "range_test off (--no-range-test) needs lr_max: the range test is what finds LRMAX",
+    )
+    names = [f"{lr:g}" for lr in config.lr_maxes if lr is not None]
+    _require(
+        len(names) == len(set(names)),
+        f"lr_max names one LR twice ({', '.join(names)}): each run of a sweep needs its own",
+    )
     if config.lr_min is not None and config.lr_max is not None:
         for lr_max in config.lr_maxes:
             _require(

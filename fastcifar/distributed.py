@@ -14,18 +14,22 @@ import datetime
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastcifar.errors import ConfigError
+from fastcifar.errors import ConfigError, RunStopped, UserError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-# Collectives that wait for work of rank 0 alone (the LR range test of parallel runs, a few
-# minutes on a CPU) use this timeout; a dead peer is seen at once (its connection closes).
-COORDINATION_TIMEOUT = datetime.timedelta(hours=1)
+T = TypeVar("T")
+
+# Collectives that wait for other ranks' work (the LR range test of parallel runs on rank 0
+# alone; the last runs of an uneven share, hours on a CPU) use this timeout. It only bounds a
+# peer that hangs: a dead one is seen at once (its connection closes).
+COORDINATION_TIMEOUT = datetime.timedelta(hours=24)
 # Under DDP the ranks agree on a stop (a gloo vote) every this many steps on a GPU, and after
 # every step on a CPU: they must all stop at the same step, or the next all-reduce would wait
 # forever; and torchrun kills its workers 30 s after forwarding a signal.
@@ -74,6 +78,19 @@ PEER_LOST = (
 def peer_lost(error: BaseException) -> bool:
     """Whether `error` is a collective that failed because another rank died."""
     return any(text in str(error) for text in PEER_LOST)
+
+
+def describe_error(error: BaseException) -> tuple[str, str, int]:
+    """(class name, message, exit status) of a fastcifar error, to send to other ranks."""
+    return type(error).__name__, str(error), getattr(error, "exit_code", 2)
+
+
+def rebuild_error(name: str, text: str, code: int) -> BaseException:
+    """The error `describe_error` described, raised on another rank."""
+    from fastcifar import errors
+
+    kind = getattr(errors, name, errors.UserError)
+    return kind(text, code) if issubclass(kind, RunStopped) else kind(text)
 
 
 def launch_command(arguments: str, world_size: int | None = None) -> str:
@@ -146,6 +163,24 @@ class Distributed:
         holder = [value]
         dist.broadcast_object_list(holder, src=0, group=self.vote_group)
         return holder[0]
+
+    def from_rank_0(self, work: Callable[[], T]) -> T:
+        """`work()` on rank 0 alone, and its result on every rank; when it fails with an error
+        a user can cause (or a stop), every rank raises it, so that none waits on in a
+        collective that rank 0 has left."""
+        if not self.enabled:
+            return work()
+        outcome: tuple = ("ok", None)
+        if self.is_main:
+            try:
+                outcome = ("ok", work())
+            except (UserError, RunStopped) as error:
+                self.broadcast_object(("error", *describe_error(error)))
+                raise
+        outcome = self.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise rebuild_error(*outcome[1:])
+        return outcome[1]
 
     def gather_objects(self, value: object) -> list[object]:
         """Every rank's `value` (picklable), in rank order, on every rank."""

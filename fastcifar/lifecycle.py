@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from fastcifar.distributed import Distributed, launch_command
-from fastcifar.errors import DiskFullError, RunFolderError, RunStopped
+from fastcifar.errors import DiskFullError, RunStopped
 from fastcifar.records import ConfigRecord, Status
 from fastcifar.run_folder import RunFolder
 from fastcifar.run_summary import Summary
 from fastcifar.signals import StopSignals
+
+
+def resume_command(folder: Path, world_size: int | None = None, data_parallel: bool = False) -> str:
+    """The command that continues the run in `folder`, as it must be typed: the running
+    interpreter, torchrun's form for several processes (`world_size`: another number than this
+    world's), and `--parallel data` where the runs of a plan were split over the ranks."""
+    extra = " --parallel data" if data_parallel else ""
+    return launch_command(f"fastcifar.train --resume {folder}{extra}", world_size)
 
 
 class Lifecycle:
@@ -28,24 +36,20 @@ class Lifecycle:
     @classmethod
     def claim(cls, out: str | None, overwrite: bool, dist: Distributed, **claim: Any) -> Lifecycle:
         """Rank 0 checks --out (creating nothing yet); every rank learns the outcome."""
-        folder, outcome = None, None
-        if dist.is_main:
-            try:
-                folder = RunFolder.claim(out, overwrite=overwrite, **claim)
-                outcome = ("ok", str(folder.final))
-            except RunFolderError as error:
-                outcome = ("error", str(error))
-        kind, text = dist.broadcast_object(outcome)
-        if kind == "error":
-            raise RunFolderError(text)
-        return cls(folder if folder is not None else RunFolder(Path(text), writes=False), dist)
+        claimed: list[RunFolder] = []
+
+        def check() -> str:
+            claimed.append(RunFolder.claim(out, overwrite=overwrite, **claim))
+            return str(claimed[0].final)
+
+        final = dist.from_rank_0(check)
+        return cls(claimed[0] if claimed else RunFolder(Path(final), writes=False), dist)
 
     @classmethod
     def reopen(cls, path: Path, dist: Distributed) -> Lifecycle:
-        """An unfinished run's folder, to continue it: refused at once while another process
-        writes it, and held from `running` on."""
-        if dist.is_main:
-            RunFolder.reopen(path).release()
+        """An unfinished run's folder, to continue it: refused at once (on every rank) while
+        another process writes it, and held from `running` on."""
+        dist.from_rank_0(lambda: RunFolder.reopen(path).release())
         return cls(RunFolder(path, writes=dist.is_main), dist)
 
     def child(self, name: str, writes: bool | None = None) -> Lifecycle:
@@ -107,7 +111,7 @@ class Lifecycle:
             if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(
                     f"{error.filename or folder.final}: {error.strerror}: free some space, then "
-                    f"resume with {launch_command(f'fastcifar.train --resume {folder.final}')}"
+                    f"resume with {resume_command(folder.final)}"
                 ) from None
             raise
 

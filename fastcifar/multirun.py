@@ -21,23 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from fastcifar.aggregation import aggregate_groups, plot_aggregate
-from fastcifar.checkpoint import check_fits, load_checkpoint
+from fastcifar.checkpoint import load_checkpoint
 from fastcifar.config import RunOptions, TrainConfig
-from fastcifar.distributed import Distributed, launch_command
-from fastcifar.errors import ConfigError, Diverged, Interrupted, RunStopped
-from fastcifar.lifecycle import Lifecycle
+from fastcifar.distributed import Distributed, describe_error, rebuild_error
+from fastcifar.errors import ConfigError, Diverged, RunStopped, UserError
+from fastcifar.lifecycle import Lifecycle, resume_command
 from fastcifar.progress import say, warn
 from fastcifar.records import ConfigRecord, RunKind, Status
 from fastcifar.report import read_range_test
 from fastcifar.run_summary import Summary, multi_complete, read_summary
 from fastcifar.runs import (
     Request,
+    check_continuable,
+    elastic_out,
     estimate_of,
     limits_of,
     load_data,
     range_test,
     start_line,
-    trained_how,
+    state_from,
 )
 from fastcifar.schedule import LrBounds, given_bounds
 from fastcifar.signals import StopSignals
@@ -80,8 +82,12 @@ class Plan:
     found: LrBounds | None = None
 
     @property
+    def data_parallel(self) -> bool:
+        return self.dist.enabled and not self.parallel
+
+    @property
     def hint(self) -> str:
-        command = launch_command(f"fastcifar.train --resume {self.life.folder.final}")
+        command = resume_command(self.life.folder.final, data_parallel=self.data_parallel)
         return f": resume all runs with {command}"
 
 
@@ -97,7 +103,7 @@ def train_plan(
                 "--overwrite is not available while ranks train runs in parallel: remove the "
                 "old run or choose another --out"
             )
-        life = Lifecycle.claim(options.out, options.overwrite, dist)
+        life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
     else:
         life = Lifecycle.reopen(resume, dist)
     plan = Plan(request, life, dist, parallel)
@@ -114,7 +120,8 @@ def train_plan(
     plan.trainer = trainer
     say(start_line(trainer, dist.world_size if parallel else 0))
     record = ConfigRecord(RunKind.MULTI, config.to_dict(), data.describe(), trainer.model_name)
-    running = Summary(RunKind.MULTI, Status.RUNNING, config.to_dict())
+    mode = "runs" if parallel else ("data" if dist.enabled else "none")
+    running = Summary(RunKind.MULTI, Status.RUNNING, config.to_dict(), parallel=mode)
     timings = Timings()
     with life.running(record if resume is None else None, running) as stop:
         try:
@@ -138,13 +145,11 @@ def _range_test(plan: Plan, stop: StopSignals, needed: bool) -> LrBounds | None:
     if not needed:
         return None
     dist = plan.dist
-    recorded = dist.broadcast_object(
-        _recorded_bounds(plan.life.folder.path) if dist.is_main else None
-    )
+    recorded = dist.from_rank_0(lambda: _recorded_bounds(plan.life.folder.path))
     if recorded is not None:
         return recorded
     if plan.parallel:
-        return dist.broadcast_object(_find_bounds(plan, stop) if dist.is_main else None)
+        return dist.from_rank_0(lambda: _find_bounds(plan, stop))
     return _find_bounds(plan, stop)  # one process, or every rank of data-parallel runs
 
 
@@ -164,31 +169,31 @@ def _find_bounds(plan: Plan, stop: StopSignals) -> LrBounds:
 
 
 def _train_runs(plan: Plan, runs: list[PlannedRun], stop: StopSignals, timings: Timings) -> None:
-    """This rank's runs; in parallel runs every rank then reports how its share ended, and a
-    stop on any rank stops the plan on all of them."""
-    todo = [run for run in runs if not _finished(plan.life.folder.path / run.name)]
-    todo = plan.dist.broadcast_object(todo)  # rank 0 read the folder: every rank agrees
-    mine = todo[plan.dist.rank :: plan.dist.world_size] if plan.parallel else todo
-    stopped: RunStopped | None = None
+    """This rank's runs. In parallel runs every rank then reports how its share ended, and a
+    stop or an error on any rank ends the plan on all of them, said once."""
+    folder, dist = plan.life.folder, plan.dist
+    todo = dist.from_rank_0(lambda: [r for r in runs if not _finished(folder.path / r.name)])
+    mine = todo[dist.rank :: dist.world_size] if plan.parallel else todo
+    failure: tuple[str, str, int] | None = None
+    current = ""
     try:
         for run in mine:
-            requested = stop.requested if plan.parallel else plan.dist.any(stop.requested)
-            if requested:
+            if stop.requested if plan.parallel else dist.any(stop.requested):
                 raise stop.interrupted(f" before run {run.name}")
+            current = run.name
             _one_run(plan, run, stop, timings)
-        if plan.life.folder.replaces:  # --overwrite, and not one run reached a checkpoint
+        if dist.any(folder.replaces):  # --overwrite, and not one run reached a checkpoint
             raise Diverged("every run diverged")
-    except RunStopped as error:
+    except (RunStopped, UserError) as error:
         if not plan.parallel:
             raise
-        stopped = error
+        failure = describe_error(error)
+        if isinstance(error, UserError):  # which run of which rank: no other rank knows
+            failure = (failure[0], f"rank {dist.rank}, run {current}: {failure[1]}", 2)
     if plan.parallel:
-        outcomes = plan.dist.gather_objects(
-            None if stopped is None else (stopped.headline, stopped.exit_code)
-        )
-        first = next((outcome for outcome in outcomes if outcome is not None), None)
+        first = next((f for f in dist.gather_objects(failure) if f is not None), None)
         if first is not None:
-            raise stopped or Interrupted(first[0], first[1])
+            raise rebuild_error(*first)
 
 
 def _finished(path: Path) -> bool:
@@ -200,41 +205,25 @@ def _finished(path: Path) -> bool:
 def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -> None:
     trainer = plan.trainer
     child = plan.life.child(run.name, writes=True if plan.parallel else None)
-    path = child.folder.path
-    checkpoint = (
-        load_checkpoint(path / "checkpoint.pt") if (path / "checkpoint.pt").exists() else None
-    )
+    path = child.folder.path / "checkpoint.pt"
+    checkpoint = load_checkpoint(path) if path.exists() else None
     trainer.reseed(run.seed, run.lr_max)
     say(f"== run {run.name}")
     record = ConfigRecord(
         RunKind.RUN, trainer.config.to_dict(), trainer.data.describe(), trainer.model_name
     )
-    if checkpoint is not None:
-        resume_with = lambda world: launch_command(  # noqa: E731
-            f"fastcifar.train --resume {plan.life.folder.final}", world
-        )
-        for line in check_fits(
-            checkpoint, trained_how(trainer), path / "checkpoint.pt", resume_with
-        ):
-            warn(line)
     try:
         with child.running(record if checkpoint is None else None, running_summary(trainer), stop):
-            bounds = _bounds_for(trainer.config, plan.found, plan.request.config.is_sweep)
             if checkpoint is not None:
-                bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
-            state = new_state(trainer, bounds)
-            if checkpoint is not None:
-                state.restore(checkpoint, path / "checkpoint.pt")
+                check_continuable(trainer, checkpoint, path, plan.life.folder.final,
+                                  plan.data_parallel)  # fmt: skip
+                state = state_from(trainer, checkpoint, path)
+            else:
+                found = _bounds_for(trainer.config, plan.found, plan.request.config.is_sweep)
+                state = new_state(trainer, found)
             limits = limits_of(plan.request.options, timings)
-            TrainingRun(
-                trainer,
-                child.folder,
-                stop,
-                state,
-                resumed=checkpoint is not None,
-                limits=limits,
-                timings=Timings(),
-            ).run()
+            TrainingRun(trainer, child.folder, stop, state, resumed=checkpoint is not None,
+                        limits=limits, timings=Timings()).run()  # fmt: skip
     except Diverged as diverged:
         warn(f"{run.name}: {diverged}; the other runs go on")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F  # noqa: N812 (the usual name)
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -85,20 +86,63 @@ def _node_geometry(
     if not inputs or node.op == "output":
         return None
     widest = max(inputs, key=lambda g: g.receptive_field)
+    source = next(arg for arg in node.all_input_nodes if arg.name in known)
     if node.op == "call_module":
         module = graph.get_submodule(str(node.target))
         if isinstance(module, WINDOWED):
-            return widest.windowed(
-                *(
-                    _square(getattr(module, name, 1), name, node)
-                    for name in ("kernel_size", "stride", "padding", "dilation")
-                )
-            )
+            names = ("kernel_size", "stride", "padding", "dilation")
+            return widest.windowed(*(_square(getattr(module, n, 1), n, node) for n in names))
         if isinstance(module, nn.Linear | nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
-            return widest.whole_map(_map_size(node.all_input_nodes[0]))
-    if node.op in ("call_function", "call_method") and str(node.target) in ("linear", "mean"):
-        return widest.whole_map(_map_size(node.all_input_nodes[0]))
+            return widest.whole_map(_map_size(source))
+    if node.op == "call_function" and node.target in WINDOWED_FUNCTIONS:
+        return widest.windowed(*_window_of(node))
+    if (node.op == "call_function" and node.target in WHOLE_MAP_FUNCTIONS) or (
+        node.op == "call_method" and node.target == "mean"
+    ):
+        return widest.whole_map(_map_size(source))
+    if _resizes(node, source):  # an op that changes the map by rules not written here
+        name = getattr(node.target, "__name__", str(node.target))
+        raise ConfigError(
+            f"receptive fields cannot follow {name} ({node.name}), which changes the map's side "
+            f"from {_map_size(source)}: use convolution and pooling layers"
+        )
     return widest  # element-wise, or a reshaping that keeps each unit's field
+
+
+# The functional forms of the windowed layers, with where their arguments stand:
+# (kernel, stride, padding, dilation) as (position, keyword, default).
+WINDOWED_FUNCTIONS: dict[object, tuple[tuple[int, str, object], ...]] = {
+    F.max_pool2d: ((1, "kernel_size", None), (2, "stride", None), (3, "padding", 0),
+                   (4, "dilation", 1)),
+    F.avg_pool2d: ((1, "kernel_size", None), (2, "stride", None), (3, "padding", 0),
+                   (-1, "", 1)),
+    F.conv2d: ((1, "weight", None), (3, "stride", 1), (4, "padding", 0), (5, "dilation", 1)),
+}  # fmt: skip
+WHOLE_MAP_FUNCTIONS = {F.linear, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.mean}
+
+
+def _window_of(node: fx.Node) -> tuple[int, int, int, int]:
+    """(kernel, stride, padding, dilation) of a functional convolution or pooling."""
+    values = []
+    for position, keyword, default in WINDOWED_FUNCTIONS[node.target]:
+        value = node.args[position] if 0 <= position < len(node.args) else default
+        value = node.kwargs.get(keyword, value) if keyword else value
+        if isinstance(value, fx.Node):  # a convolution's weight: its kernel is its last side
+            value = tuple(value.meta["tensor_meta"].shape)[-1]
+        values.append(value)
+    kernel, stride, padding, dilation = values
+    stride = kernel if stride is None else stride  # pooling's default stride is its kernel
+    if padding == "same":
+        padding = (_square(kernel, "kernel", node) - 1) * _square(dilation, "dilation", node) // 2
+    padding = 0 if padding == "valid" else padding
+    return tuple(_square(v, name, node) for v, name in  # type: ignore[return-value]
+                 zip((kernel, stride, padding, dilation),
+                     ("kernel", "stride", "padding", "dilation"), strict=True))  # fmt: skip
+
+
+def _resizes(node: fx.Node, source: fx.Node) -> bool:
+    shape = tuple(node.meta.get("tensor_meta").shape) if "tensor_meta" in node.meta else ()
+    return len(shape) == 4 and shape[-1] != _map_size(source)
 
 
 def _square(value: object, name: str, node: fx.Node) -> int:

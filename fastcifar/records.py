@@ -91,10 +91,10 @@ def read_config(folder: Path) -> ConfigRecord:
                 f"{path} has schema {record.schema}; this fastcifar reads {CONFIG_SCHEMA} or older"
             )
         record.train_config  # noqa: B018 (checks every setting)
+    except ConfigError as error:  # a ValueError too: it goes first
+        raise RunFolderError(f"{path}: {error}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunFolderError(f"{path} is not a fastcifar config ({short(error)})") from None
-    except ConfigError as error:
-        raise RunFolderError(f"{path}: {error}") from None
     return record
 
 

@@ -286,6 +286,8 @@ def _remove_stale_staging(final: Path) -> None:
         pattern = rf"\.{re.escape(final.name)}\.(new|old)-[0-9a-f]{{6}}"
         if not (stale.is_dir() and re.fullmatch(pattern, stale.name)):
             continue
+        if ".old-" in stale.name and not final.exists():
+            continue  # killed between the renames of a swap: the only copy of the old run
         if (stale / LOCK_NAME).exists():
             try:
                 os.close(_lock_folder(stale, stale))

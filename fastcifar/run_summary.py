@@ -79,7 +79,7 @@ class Summary:
 
     def stopped(self, status: Status, reason: str) -> Summary:
         """This running summary, ended with `status` and why."""
-        return _replace(self, status=status, reason=reason)
+        return replace(self, status=status, reason=reason)
 
     def to_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -90,10 +90,6 @@ class Summary:
                 continue
             values[item.name] = value.value if isinstance(value, Enum) else value
         return values
-
-
-def _replace(summary: Summary, **changes: Any) -> Summary:
-    return replace(summary, **changes)
 
 
 NUMBERS = {
@@ -206,7 +202,7 @@ def run_complete(
     epoch_seconds = [row["epoch_seconds"] for row in history]
     eval_seconds = [row["eval_seconds"] for row in history]
     tta = evaluation.tta
-    return _replace(
+    return replace(
         running,
         status=Status.COMPLETE,
         final_test_accuracy=evaluation.plain.accuracy,
@@ -253,7 +249,7 @@ def multi_complete(
     warm_up_seconds: float,
     wall_seconds: float,
 ) -> Summary:
-    return _replace(
+    return replace(
         running,
         status=Status.COMPLETE,
         groups=groups,
@@ -268,7 +264,7 @@ def multi_complete(
 def range_test_complete(
     running: Summary, bounds: Any, device_name: str, wall_seconds: float
 ) -> Summary:
-    return _replace(
+    return replace(
         running,
         status=Status.COMPLETE,
         lr_min=bounds.lr_min,

@@ -10,17 +10,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fastcifar.checkpoint import TrainedHow, check_fits, load_checkpoint
+from fastcifar.checkpoint import Checkpoint, TrainedHow, check_fits, load_checkpoint
 from fastcifar.config import CIFAR10_TRAIN_IMAGES, RunOptions, TrainConfig
 from fastcifar.dataset import Dataset, as_dataset
 from fastcifar.device import device_name
-from fastcifar.distributed import Distributed, launch_command, restarted
+from fastcifar.distributed import Distributed, restarted
 from fastcifar.errors import (
     ConfigError,
     DataError,
     RunFolderError,
 )
-from fastcifar.lifecycle import Lifecycle
+from fastcifar.lifecycle import Lifecycle, resume_command
 from fastcifar.model import ModelChoice
 from fastcifar.progress import say, warn
 from fastcifar.records import ConfigRecord, RunKind, Status, read_config
@@ -29,6 +29,7 @@ from fastcifar.run_folder import RunFolder, run_status
 from fastcifar.run_summary import Summary, read_summary
 from fastcifar.schedule import LrBounds, given_bounds
 from fastcifar.signals import StopSignals
+from fastcifar.state import TrainingState
 from fastcifar.trainer import Trainer, build, find_bounds, measure_step, warm_up
 from fastcifar.training_run import Limits, Timings, TrainingRun, new_state, running_summary
 
@@ -138,7 +139,7 @@ def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary
         timings.warm_up_seconds = warm_up(trainer)
         if device.type == "cpu":
             say(estimate_of(trainer, 1, config.needs_range_test).line())
-        hint = f": resume with {launch_command(f'fastcifar.train --resume {life.folder.final}')}"
+        hint = f": resume with {resume_command(life.folder.final)}"
         bounds = bounds_for(trainer, life.folder, stop, hint)
         run = TrainingRun(
             trainer,
@@ -183,11 +184,12 @@ def continuable(out: str | None, request: Request) -> Path | None:
     if run_status(path) in (None, Status.COMPLETE.value):
         return None
     recorded = read_config(path).train_config
-    config = replace(request.config, data_dir=None)
+    config = replace(request.config, data_dir=None)  # data of one's own: the setting says nothing
     if request.data is None:
         from fastcifar.data_source import default_data_dir
 
-        config = replace(config, data_dir=str(default_data_dir(config.data_dir).resolve()))
+        folder = default_data_dir(request.config.data_dir).resolve()
+        config = replace(config, data_dir=str(folder))
     if recorded.to_dict() != config.to_dict():
         changed = sorted(k for k, v in config.to_dict().items() if recorded.to_dict().get(k) != v)
         raise RunFolderError(
@@ -220,6 +222,8 @@ def check_resumable(path: Path, request: Request) -> ConfigRecord:
             f"{path} was trained on data of one's own: resume it from Python with "
             "fastcifar.fit(resume=..., data=...) and the same data"
         )
+    if record.own_data and request.data.fingerprint != record.data.get("sha256"):
+        raise DataError(f"{path} was trained on other data than this (its SHA-256 differs)")
     if record.custom_model and request.model is None:
         raise ConfigError(
             f"{path} trained a model of one's own ({record.model}): resume it from Python "
@@ -237,29 +241,22 @@ def resume_one(
     checkpoint_path = path / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     config, data = load_data(record.train_config, request.data)
-    if record.own_data and data.fingerprint != record.data.get("sha256"):
-        raise DataError(f"{path} was trained on other data than this (its SHA-256 differs)")
     life = Lifecycle.reopen(path, dist)
     trainer = build(config, data, device, dist, request.model)
     say(start_line(trainer))
-    if checkpoint is not None:
-        resume_with = lambda world: launch_command(f"fastcifar.train --resume {path}", world)  # noqa: E731
-        for line in check_fits(checkpoint, trained_how(trainer), checkpoint_path, resume_with):
-            warn(line)
+    if checkpoint is not None:  # refused before anything compiles
+        check_continuable(trainer, checkpoint, checkpoint_path, path)
     timings = Timings()
     with life.running(None, running_summary(trainer)) as stop:
         timings.warm_up_seconds = warm_up(trainer)
         if checkpoint is not None:
-            state = new_state(
-                trainer, LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
-            )
-            state.restore(checkpoint, checkpoint_path)
+            state = state_from(trainer, checkpoint, checkpoint_path)
         else:
             say(
                 f"resuming {path}: no checkpoint was saved, so the run starts over"
                 + (" with the LR range test" if config.needs_range_test else "")
             )
-            hint = f": resume with {launch_command(f'fastcifar.train --resume {path}')}"
+            hint = f": resume with {resume_command(path)}"
             state = new_state(trainer, bounds_for(trainer, life.folder, stop, hint))
         run = TrainingRun(
             trainer,
@@ -276,9 +273,24 @@ def resume_one(
     return result, trainer, path
 
 
-def trained_how(trainer: Trainer) -> TrainedHow:
+def check_continuable(
+    trainer: Trainer, checkpoint: Checkpoint, path: Path, folder: Path, data_parallel: bool = False
+) -> None:
+    """One line when `checkpoint` (at `path`) cannot be continued exactly the way `trainer`
+    trains (the command that would, for the run in `folder`); warnings said."""
     how = trainer.trained_how()
-    return TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
+    now = TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
+    for line in check_fits(checkpoint, now, path,
+                           lambda world: resume_command(folder, world, data_parallel)):  # fmt: skip
+        warn(line)
+
+
+def state_from(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> TrainingState:
+    """The training state `checkpoint` (at `path`) holds, restored into `trainer`."""
+    bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
+    state = new_state(trainer, bounds)
+    state.restore(checkpoint, path)
+    return state
 
 
 def range_test_only(request: Request, device: Any, dist: Distributed) -> tuple[LrBounds, Any, Path]:

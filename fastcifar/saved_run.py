@@ -16,6 +16,7 @@ from torch import nn
 from fastcifar.checkpoint import load_checkpoint, load_weights_file
 from fastcifar.config import TrainConfig
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
+from fastcifar.lifecycle import resume_command
 from fastcifar.model import ModelChoice, build_model, model_factory
 from fastcifar.normalisation import CIFAR10, Normalisation, to_batch
 from fastcifar.records import ConfigRecord, RunKind, Status, read_config
@@ -61,7 +62,7 @@ def load_saved_run(
         raise RunFolderError(
             f"{folder} is not a complete run (status: {summary.status.value}"
             f"{': ' + summary.reason if summary.reason else ''}); resume it with "
-            f"python -m fastcifar.train --resume {folder}, or pass --allow-incomplete"
+            f"{resume_command(folder)}, or pass --allow-incomplete"
         )
     record = read_config(folder) if (folder / "config.json").is_file() else None
     config = summary.config_of_run

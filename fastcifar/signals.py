@@ -82,10 +82,10 @@ class StopSignals:
             self._force_stops.remove(record)
 
     def _handle(self, number: int, _frame: FrameType | None) -> None:
+        # The watcher answers every signal (a second one ends the process); the loop only
+        # needs to know that one came.
         if self.received is None:
             self.received = number
-        elif self._watcher is None:  # no watcher (never here in the main thread): stop now
-            raise KeyboardInterrupt
 
     def _watch(self) -> None:
         reader = self._pipe[0]

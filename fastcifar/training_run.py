@@ -20,10 +20,10 @@ import torch
 from fastcifar import run_summary
 from fastcifar.config import TrainConfig
 from fastcifar.device import synchronize
-from fastcifar.distributed import launch_command
 from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps, state_is_finite
 from fastcifar.errors import Diverged, LimitReached
 from fastcifar.evaluation import Evaluation
+from fastcifar.lifecycle import resume_command
 from fastcifar.progress import progress, say
 from fastcifar.records import RunKind, Status
 from fastcifar.report import Reporter, epoch_line, final_line, metrics_row
@@ -169,9 +169,13 @@ class TrainingRun:
 
     def _should_stop(self, next_step: int) -> bool:
         """Whether to stop before global step `next_step`, inside an epoch: a signal or a
-        limit, agreed on by every rank (see Distributed.stop_vote)."""
+        limit, agreed on by every rank (see Distributed.stop_vote); --max-steps is the same on
+        every rank, so it needs no vote and stops at its step exactly."""
+        wanted = self._wanted(next_step)
+        if self.limits.max_steps is not None and next_step >= self.limits.max_steps:
+            return True
         steps_done = next_step - self.state.epoch * self.trainer.steps_per_epoch
-        return self.trainer.dist.stop_vote(self._wanted(next_step), steps_done, self.trainer.device)
+        return self.trainer.dist.stop_vote(wanted, steps_done, self.trainer.device)
 
     def _wanted(self, next_step: int) -> bool:
         self.limit = self.limits.reached(next_step)
@@ -231,8 +235,10 @@ class TrainingRun:
         return self.elapsed_before + time.perf_counter() - self.timings.started
 
     def save_checkpoint(self) -> None:
-        if self.last_checkpoint == self.position():
-            return  # this very state is saved already
+        # A state that has not trained a step is no checkpoint: the first one of an --overwrite
+        # run would replace the previous run with nothing.
+        if not self.state.started or self.last_checkpoint == self.position():
+            return  # nothing trained, or this very state is saved already
         self.state.elapsed = self.wall_seconds()
         checkpoint = self.state.checkpoint(self.config.to_dict(), self.trainer.trained_how())
         self.folder.save_checkpoint(checkpoint.save)
@@ -247,7 +253,7 @@ class TrainingRun:
         return f"after epoch {self.state.epoch}"
 
     def resume_hint(self) -> str:
-        return f": resume with {launch_command(f'fastcifar.train --resume {self.folder.final}')}"
+        return f": resume with {resume_command(self.folder.final)}"
 
     def _stopped(self) -> LimitReached | Exception:
         self.save_checkpoint()

@@ -41,19 +41,33 @@ def finished_run(
     return out
 
 
+def after_training_steps(monkeypatch: pytest.MonkeyPatch, then: Callable) -> Callable:
+    """Call `then(n, ctx, result)` after the n-th step of the training epochs (n = 1, 2, ...),
+    returning what it returns; returns the plain training step, to put back before a resume.
+    Only the epochs' steps count (theirs have a schedule): the warm-up, the estimate's steps and
+    the range test take steps too, and which of them reach this wrapper depends on import order."""
+    original, done = engine.training_step, []
+
+    def counted(ctx, *batch):
+        result = original(ctx, *batch)
+        if ctx.scheduler is None:
+            return result
+        done.append(1)
+        return then(len(done), ctx, result)
+
+    monkeypatch.setattr(engine, "training_step", counted)
+    return original
+
+
 def signal_after(
     monkeypatch: pytest.MonkeyPatch, steps: int, number: int = signal.SIGTERM
 ) -> Callable:
     """Deliver `number` to this process once `steps` training steps have run; returns the
     plain training step, to put back before a resume."""
-    original, done = engine.training_step, []
 
-    def step_then_signal(*args):
-        result = original(*args)
-        done.append(1)
-        if len(done) == steps:
+    def signal_then(count: int, _ctx: object, result: object) -> object:
+        if count == steps:
             os.kill(os.getpid(), number)
         return result
 
-    monkeypatch.setattr(engine, "training_step", step_then_signal)
-    return original
+    return after_training_steps(monkeypatch, signal_then)

@@ -277,3 +277,29 @@ def test_the_interrupt_of_fit_is_an_exception_not_an_exit(tmp_path, monkeypatch)
     with pytest.raises(Interrupted) as stopped:
         fastcifar.fit(**QUICK, lr_max=0.05, data=DATA, out=str(tmp_path / "r"))
     assert stopped.value.exit_code == 130 and "--resume" in str(stopped.value)
+
+
+def test_resume_from_python_takes_no_other_settings(tmp_path):
+    with pytest.raises(ConfigError, match="resume continues with the run's recorded config; drop"):
+        fastcifar.fit(resume=str(tmp_path), epochs=30)
+    with pytest.raises(ConfigError, match="drop config"):
+        fastcifar.fit({"epochs": 3}, resume=str(tmp_path))
+
+
+def test_a_multi_run_resumed_on_other_data_is_refused(tmp_path, monkeypatch):
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05, seeds=2)
+    signal_after(monkeypatch, 8)
+    with pytest.raises(Interrupted):
+        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "p"))
+    with pytest.raises(DataError, match="trained on other data"):
+        fastcifar.fit(resume=str(tmp_path / "p"), data=synthetic_cifar(96, 40, seed=9, classes=4))
+
+
+def test_a_plan_restarted_by_torchrun_without_out_finds_its_folder(tmp_path, monkeypatch):
+    """torchrun --max-restarts, no --out: the folder is named by torchrun's run id, for every
+    kind of run, so that a restart finds what it continues."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
+    fastcifar.fit(**QUICK, lr_max=0.05, seeds=2, data=DATA)
+    assert (tmp_path / "runs" / "torchrun-job42" / "seed-1" / "model.pt").is_file()

@@ -92,6 +92,8 @@ def test_find_lr_rejects_a_bad_sweep(capsys):
         ({"device": "mps"}, "unknown device 'mps'"),
         ({"checkpoint_every": 0}, "checkpoint_every must be a positive integer"),
         ({"epochs": "24"}, "epochs must be a positive integer, got '24'"),
+        ({"range_test": False}, r"range_test off \(--no-range-test\) needs lr_max"),
+        ({"lr_max": (0.1, 0.2, 0.1)}, "lr_max names one LR twice"),
     ],
 )
 def test_config_rejects_values_that_cannot_work(values, message):

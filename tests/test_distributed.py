@@ -296,3 +296,35 @@ def test_evaluation_on_8_ranks_pads_under_5_percent():
               for rank in range(8)]  # fmt: skip
     slots = sum(len(shard) * shard.batch_size for shard in shards)
     assert sum(s.count for s in shards) == 10_000 and (slots - 10_000) / slots < 0.05
+
+
+def test_an_error_of_rank_0_reaches_every_rank_as_the_same_error():
+    from fastcifar.distributed import describe_error, rebuild_error
+    from fastcifar.errors import CheckpointError, Interrupted
+
+    stop = rebuild_error(*describe_error(Interrupted("interrupted by SIGTERM", 143, ": resume")))
+    assert isinstance(stop, Interrupted) and stop.exit_code == 143
+    assert str(stop) == "interrupted by SIGTERM: resume"
+    refusal = rebuild_error(*describe_error(CheckpointError("x.pt is not a regular file")))
+    assert isinstance(refusal, CheckpointError) and str(refusal) == "x.pt is not a regular file"
+
+
+def test_max_steps_stops_at_its_step_even_between_the_votes_of_a_gpu():
+    """Under DDP on a GPU the ranks vote on a stop every 8 steps; --max-steps is the same on
+    every rank, so it stops at its step without a vote."""
+    from types import SimpleNamespace
+
+    from fastcifar.training_run import Limits, TrainingRun
+
+    votes = []
+    dist = SimpleNamespace(stop_vote=lambda wanted, done, device: votes.append(done) or False)
+    run = SimpleNamespace(
+        limits=Limits(max_steps=10),
+        stop=SimpleNamespace(requested=False),
+        state=SimpleNamespace(epoch=0),
+        trainer=SimpleNamespace(steps_per_epoch=97, dist=dist, device=torch.device("cuda")),
+        limit=None,
+    )
+    run._wanted = lambda step: TrainingRun._wanted(run, step)
+    assert not TrainingRun._should_stop(run, 9) and votes == [9]
+    assert TrainingRun._should_stop(run, 10) and run.limit == "--max-steps 10"

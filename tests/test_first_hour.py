@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar import evaluate, lr_range_test, plots, predict
+from fastcifar import engine, evaluate, lr_range_test, plots, predict
 from fastcifar.statistics import aggregate
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import TWO_EPOCHS, exit_code
+from tests.runs import TWO_EPOCHS, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 48)
@@ -127,6 +127,8 @@ from tests.cifar_files import synthetic_cifar
 
 original, done = engine.training_step, []
 def step(*args):
+    if args[0].scheduler is None:  # not a step of the epochs (warm-up, estimate)
+        return original(*args)
     done.append(1)
     if len(done) == 2:
         print("LONG STEP STARTS", file=sys.stderr, flush=True)
@@ -367,3 +369,23 @@ def test_tensorboard_gets_the_steps_of_an_epoch_in_progress_without_a_read_per_s
     assert log.steps == [100, 101, 102, 103, 104, 105] and log.flushes == 3 and len(reads) == 3
     reporter.steps(100, [2.0] * 6, lambda _step: 0.1)  # the epoch's end: nothing left to add
     assert len(log.steps) == 6
+
+
+def test_auto_resume_continues_the_unfinished_run_of_the_same_settings(
+    tmp_path, monkeypatch, capsys
+):
+    """Its own --data-dir, whatever $FASTCIFAR_DATA says: the same settings, the same run."""
+    data = real_cifar_dir()
+    if data is None:
+        pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10")
+    monkeypatch.setenv("FASTCIFAR_DATA", str(tmp_path / "elsewhere"))
+    out = tmp_path / "run"
+    argv = [*ARGS, "--data-dir", str(data), "--out", str(out)]
+    original = signal_after(monkeypatch, 4)
+    assert exit_code(argv) == 143
+    monkeypatch.setattr(engine, "training_step", original)
+    capsys.readouterr()
+    assert exit_code([*argv, "--auto-resume"]) == 0
+    assert f"resuming {out} at step 1/3 of epoch 2" in capsys.readouterr().out
+    assert exit_code([*argv, "--epochs", "3", "--auto-resume"]) == 2  # complete: refused
+    assert "already holds a run (status: complete)" in capsys.readouterr().err

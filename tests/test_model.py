@@ -99,3 +99,30 @@ def test_summary_command_prints_the_table(capsys):
     ]
     row = next(line for line in printed.splitlines() if line.startswith("MaxPool(4)"))
     assert row.split()[-2:] == ["88", "32"]
+
+
+def test_functional_convolutions_and_pooling_count_like_their_layers():
+    import torch.nn.functional as F  # noqa: N812
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(8, 3, 5, 5))
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(F.conv2d(x, self.weight, padding=2)), 2)
+            return F.adaptive_avg_pool2d(x, 1)
+
+    layers = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.AdaptiveAvgPool2d(1))  # fmt: skip
+    (ours,) = layer_table(nn.Sequential(Functional()))
+    assert ours[3:] == layer_table(layers)[-1][3:] == (36, 32)  # 5, 6 (jump 2), 6 + 15 * 2
+
+
+def test_an_op_that_resizes_by_unknown_rules_is_refused_not_guessed():
+    class Upsample(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=2)
+
+    with pytest.raises(ConfigError, match="cannot follow interpolate"):
+        layer_table(nn.Sequential(nn.Conv2d(3, 3, 3), Upsample()))

@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -381,3 +382,38 @@ def test_a_missing_tensorboard_fails_before_any_work(tmp_path, capsys, monkeypat
     assert run([*TINY, "--tensorboard", "--out", str(tmp_path / "run")]) == 2
     assert "TensorBoard is not installed" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_stopped_before_a_single_step_keeps_the_old_run(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """A stop during the warm-up (or a limit reached at once) trains nothing: no checkpoint,
+    so the run it was to replace stays, byte for byte."""
+    from fastcifar import runs
+
+    target = copy_run(finished, tmp_path / "run")
+    before = snapshot(target)
+    warm_up = runs.warm_up
+
+    def then_stop(*args):
+        seconds = warm_up(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return seconds
+
+    monkeypatch.setattr(runs, "warm_up", then_stop)
+    assert run([*TINY, "--out", str(target), "--overwrite"]) == 143
+    assert f"so {target} still holds the previous run, unchanged" in capsys.readouterr().err
+    assert snapshot(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_swap_killed_between_its_renames_keeps_the_only_copy_of_the_old_run(tmp_path):
+    """Killed after the old run was moved aside and before the new one moved in: the next
+    claim of that --out must not delete the old run's folder."""
+    old = tmp_path / ".run.old-abc123"
+    new = tmp_path / ".run.new-def456"
+    for folder in (old, new):
+        folder.mkdir()
+        (folder / "summary.json").write_text("{}")
+    RunFolder.claim(str(tmp_path / "run"))
+    assert old.is_dir() and not new.exists()

@@ -20,7 +20,7 @@ from fastcifar.checkpoint import load_checkpoint
 from fastcifar.evaluation import Evaluation, Scores
 from fastcifar.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
-from tests.runs import TWO_EPOCHS, exit_code, signal_after
+from tests.runs import TWO_EPOCHS, after_training_steps, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 32)
@@ -52,14 +52,12 @@ def test_a_huge_lrmax_is_diverged_not_complete(tmp_path, capsys):
 
 def nan_after(monkeypatch, steps: int) -> None:
     """The training loss of every step from the `steps`-th on is NaN (the step itself runs)."""
-    original, done = engine.training_step, []
 
-    def step(*args):
-        loss, correct = original(*args)
-        done.append(1)
-        return (loss * math.nan if len(done) >= steps else loss), correct
+    def nan_loss(count, _ctx, result):
+        loss, correct = result
+        return (loss * math.nan if count >= steps else loss), correct
 
-    monkeypatch.setattr(engine, "training_step", step)
+    after_training_steps(monkeypatch, nan_loss)
 
 
 def test_a_non_finite_training_loss_names_its_step(tmp_path, monkeypatch, capsys):
@@ -92,17 +90,14 @@ def test_a_non_finite_test_loss_is_divergence(tmp_path, monkeypatch, capsys):
 def test_non_finite_batchnorm_statistics_are_divergence(tmp_path, monkeypatch, capsys):
     """Training normalises with the batch's statistics, so an infinite running variance leaves
     the training loss finite; the end-of-epoch check of every buffer finds it."""
-    original, done = engine.training_step, []
 
-    def poison(ctx, *batch):
-        result = original(ctx, *batch)
-        done.append(1)
-        if len(done) == 3:  # the last step of epoch 1
+    def poison(count, ctx, result):
+        if count == 3:  # the last step of epoch 1
             model = getattr(ctx.forward, "_orig_mod", ctx.forward).model
             model.layer2[2].running_var[0] = math.inf
         return result
 
-    monkeypatch.setattr(engine, "training_step", poison)
+    after_training_steps(monkeypatch, poison)
     out = tmp_path / "run"
     assert run([*ARGS, "--checkpoint-every", "1", "--out", str(out)]) == 3
     line = one_line(capsys)
