@@ -5,7 +5,6 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -262,10 +261,8 @@ def estimate(
         )
         trainer = build(config, dataset, device, dist, model)
         say(start_line(trainer))
-        started = time.perf_counter()
         warm_up(trainer)
         result = estimate_of(trainer, request.config.runs, request.config.needs_range_test)
-        say(f"warm-up {time.perf_counter() - started:.1f} s")
     finally:
         teardown()
     return result
