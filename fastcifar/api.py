@@ -248,8 +248,7 @@ def estimate(
 ) -> Estimate:
     """What the run would cost here, from one measured step after the warm-up (compilation
     included on a GPU); writes nothing. `.line()` says it, `.total` is in seconds."""
-    from fastcifar.progress import say
-    from fastcifar.runs import estimate_of, load_data, start_line
+    from fastcifar.runs import announce, estimate_of, load_data
     from fastcifar.trainer import build, warm_up
 
     request = make_request(config, data, model, **values)
@@ -260,7 +259,7 @@ def estimate(
             request.config.one_run(request.config.seed, request.config.lr_maxes[0]), request.data
         )
         trainer = build(config, dataset, device, dist, model)
-        say(start_line(trainer))
+        announce(trainer)
         warm_up(trainer)
         result = estimate_of(trainer, request.config.runs, request.config.needs_range_test)
     finally:

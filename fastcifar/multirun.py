@@ -32,13 +32,13 @@ from fastcifar.report import read_range_test
 from fastcifar.run_summary import Summary, multi_complete, read_summary
 from fastcifar.runs import (
     Request,
+    announce,
     check_continuable,
     elastic_out,
     estimate_of,
     limits_of,
     load_data,
     range_test,
-    start_line,
     state_from,
 )
 from fastcifar.schedule import LrBounds, given_bounds
@@ -118,7 +118,7 @@ def train_plan(
         request.model,
     )
     plan.trainer = trainer
-    say(start_line(trainer, dist.world_size if parallel else 0))
+    announce(trainer, dist.world_size if parallel else 0)
     record = ConfigRecord(RunKind.MULTI, config.to_dict(), data.describe(), trainer.model_name)
     mode = "runs" if parallel else ("data" if dist.enabled else "none")
     running = Summary(RunKind.MULTI, Status.RUNNING, config.to_dict(), parallel=mode)

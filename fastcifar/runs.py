@@ -74,10 +74,14 @@ def load_data(config: TrainConfig, data: Any) -> tuple[TrainConfig, Dataset]:
     return config, dataset.subsets(config.train_subset, config.test_subset)
 
 
-def start_line(trainer: Trainer, runs_in_parallel: int = 0) -> str:
+def announce(trainer: Trainer, runs_in_parallel: int = 0) -> None:
+    """The run's first line: the device, the ranks, the precision and why, compiled or not;
+    first, a warning where --amp was asked for and cannot be had."""
+    if trainer.precision.fallback_note:
+        warn(trainer.precision.fallback_note)
     parallel = f", {runs_in_parallel} ranks training runs in parallel" if runs_in_parallel else ""
     compiled = f"compiled ({trainer.compile_mode})" if trainer.compiled else "eager"
-    return (
+    say(
         f"{device_name(trainer.device)}, world size {trainer.dist.world_size}{parallel}; "
         f"precision {trainer.precision.name}: {trainer.precision.reason}; {compiled}"
     )
@@ -132,7 +136,7 @@ def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary
     life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
     config, data = load_data(request.config, request.data)
     trainer = build(config, data, device, dist, request.model)
-    say(start_line(trainer))
+    announce(trainer)
     record = ConfigRecord(RunKind.RUN, config.to_dict(), data.describe(), trainer.model_name)
     timings = Timings()
     with life.running(record, running_summary(trainer)) as stop:
@@ -243,7 +247,7 @@ def resume_one(
     config, data = load_data(record.train_config, request.data)
     life = Lifecycle.reopen(path, dist)
     trainer = build(config, data, device, dist, request.model)
-    say(start_line(trainer))
+    announce(trainer)
     if checkpoint is not None:  # refused before anything compiles
         check_continuable(trainer, checkpoint, checkpoint_path, path)
     timings = Timings()
@@ -306,7 +310,7 @@ def range_test_only(request: Request, device: Any, dist: Distributed) -> tuple[L
     )
     config, data = load_data(request.config, request.data)
     trainer = build(config, data, device, dist, request.model)
-    say(start_line(trainer))
+    announce(trainer)
     record = ConfigRecord(RunKind.RANGE_TEST, config.to_dict(), data.describe(), trainer.model_name)
     running = Summary(RunKind.RANGE_TEST, Status.RUNNING, config.to_dict())
     with life.running(record, running) as stop:

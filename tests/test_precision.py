@@ -9,6 +9,8 @@ import torch
 
 from fastcifar import device
 from fastcifar.device import Precision, cpu_bf16_support
+from tests.cifar_files import synthetic_cifar
+from tests.runs import TWO_EPOCHS, exit_code
 
 CPU = torch.device("cpu")
 
@@ -61,6 +63,21 @@ def test_amp_on_a_cpu_without_bf16_falls_back_to_fp32_with_one_line(monkeypatch)
     assert asked.reason == "this CPU has no native bf16 (AVX2): fp32 is faster here"
     by_default = Precision.choose(CPU, amp=None)
     assert by_default.dtype is None and by_default.fallback_note == ""  # nothing was asked
+
+
+def test_the_train_command_says_the_fallback_once_before_its_start_line(
+    monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr(
+        device, "cpu_bf16_support", lambda: (False, "this CPU has no native bf16 (AVX2)")
+    )
+    out = tmp_path / "run"
+    assert exit_code([*TWO_EPOCHS, "--amp", "--out", str(out)], synthetic_cifar(48, 32)) == 0
+    captured = capsys.readouterr()
+    note = "--amp: this CPU has no native bf16 (AVX2); training in fp32, which is faster here"
+    assert captured.err.count(note) == 1
+    start = "precision fp32: this CPU has no native bf16 (AVX2): fp32 is faster here"
+    assert start in captured.out.splitlines()[0]
 
 
 def test_no_amp_is_fp32_everywhere(native_bf16_cpu):
