@@ -39,8 +39,8 @@ from benchmarks import gpu_summary
 ROOT = Path(__file__).resolve().parents[1]
 OUT_FILES = ("summary.md", "results.json", "log.txt", "runs.tgz")
 MAX_FILE_BYTES = 16 * 2**20
-# What each stage is expected to take on an H200 (projected from the recipe's 3.4 ms/step with
-# CUDA graphs, measured outside fastcifar, plus about a minute of compilation per process; no
+# What each stage is expected to take on an H200 (projected from issue #16's figure of ~8 s of
+# training per 24-epoch run, ~3.4 ms/step, plus about a minute of compilation per process; no
 # GPU has run them yet), and the most it may take. A stage starts only if its estimate fits.
 ESTIMATES = {"seeds": 150, "suite": 150, "sweep": 90, "tests": 90}
 CAPS = {"seeds": 300, "suite": 240, "sweep": 180, "tests": 180}
