@@ -69,25 +69,32 @@ def plot_aggregate(folder: Any, groups: list[dict[str, Any]], found: LrBounds | 
         names = [f"seed {run['seed']}" for run in group["runs"]]
         accuracies = [run["final_test_accuracy"] for run in group["runs"]]
         tta = [run["final_test_accuracy_tta"] for run in group["runs"]]
-        suffix = f"_lr-{group['lr_max']:g}" if len(groups) > 1 else ""
+        suffix = f"_lr-{_lr_label(group['lr_max'])}" if len(groups) > 1 else ""
         plots.plot_seed_accuracies(
             names,
             accuracies,
             folder / f"seed_accuracies{suffix}.png",
             tta if None not in tta else None,
         )
-    if len(groups) > 1 and measured:
+    # Runs that found their own LRMAX (and no range test of the aggregate's) have no LR to plot.
+    swept = [group for group in measured if group["lr_max"] is not None]
+    if len(groups) > 1 and swept:
         plots.plot_lr_sweep(
-            [group["lr_max"] for group in measured],
-            [[run["final_test_accuracy"] for run in group["runs"]] for group in measured],
+            [group["lr_max"] for group in swept],
+            [[run["final_test_accuracy"] for run in group["runs"]] for group in swept],
             found.lr_max if found else None,
             folder / "lr_sweep.png",
         )
 
 
-# Settings in which the runs of one aggregate may differ; any other difference would mix
-# recipes in one mean.
-VARYING = {"seed", "seeds", "lr_max", "lr_min", "range_test", "data_dir"}
+def _lr_label(lr_max: float | None) -> str:
+    return "found" if lr_max is None else f"{lr_max:g}"
+
+
+# Settings in which the runs of one aggregate may differ (LRMAX may, and so may how it was
+# found); any other difference would mix recipes in one mean.
+VARYING = {"seed", "seeds", "lr_max", "lr_min", "range_test", "data_dir", "range_test_steps",
+           "range_test_start_lr", "range_test_end_lr"}  # fmt: skip
 
 
 def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> Summary:
@@ -146,6 +153,10 @@ def _run_folders(paths: list[Path]) -> list[Path]:
     for path in paths:
         summary = read_summary(path)
         if summary.kind == RunKind.MULTI:
+            if summary.status not in (Status.COMPLETE, Status.DIVERGED):  # runs not yet made
+                raise RunFolderError(
+                    f"{path} is a multi-run that is {summary.status.value}: resume it first"
+                )
             found += sorted(p.parent for p in path.glob("**/seed-*/summary.json"))
         elif summary.kind == RunKind.RUN:
             found.append(path)

@@ -137,10 +137,10 @@ def read_summary(folder: Path) -> Summary:
         kind, status = RunKind(values.get("kind", "run")), Status(values["status"])
     except ValueError as error:
         raise RunFolderError(f"{path}: {error}") from None
+    if not isinstance(values.get("config"), dict):
+        raise RunFolderError(f"{path}: config must be a table of settings")
     checked = {name: _checked(path, name, value) for name, value in values.items() if name in known}
     summary = Summary(**{**checked, "kind": kind, "status": status})
-    if not isinstance(summary.config, dict):
-        raise RunFolderError(f"{path}: config must be a table of settings")
     try:
         summary.config_of_run  # noqa: B018 (checks every setting)
     except ConfigError as error:

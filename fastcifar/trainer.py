@@ -213,11 +213,11 @@ def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
     """Where the FFCV loader finds (or writes) the training split's beton: --beton-dir, else
     a cache folder keyed by CIFAR-10's checksums (never the data folder, which may be shared
     and read-only). A subset, or data of one's own, gets a temporary beton instead."""
-    if config.loader != "ffcv":
-        return None
+    if config.loader != "ffcv" or config.train_subset is not None:
+        return None  # a beton holds a whole split
     if config.beton_dir:
         return Path(config.beton_dir) / BETON_NAMES["train"]
-    if config.train_subset is not None or not data.is_cifar10:
+    if not data.is_cifar10:
         return None
     return beton_cache_folder() / BETON_NAMES["train"]
 

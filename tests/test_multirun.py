@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -268,3 +269,39 @@ def test_the_aggregate_refuses_to_mix_recipes_or_count_a_run_twice(two_seeds, tm
     with pytest.raises(SystemExit):
         aggregate.main([str(two_seeds / "seed-5"), str(two_seeds / "seed-5")])
     assert "named more than once" in capsys.readouterr().err
+
+
+def test_the_aggregate_of_found_and_given_lrmax_plots_both_without_an_lr_for_the_found(
+    two_seeds, tmp_path
+):
+    from fastcifar import aggregate
+
+    found = tmp_path / "found"
+    train_main([*TINY, "--tta", "--range-test-steps", "4", "--out", str(found)])
+    out = tmp_path / "together"
+    aggregate.main([str(two_seeds / "seed-5"), str(found), "--out", str(out)])
+    groups = json.loads((out / "summary.json").read_text())["groups"]
+    assert [(group["lr_max"], group["lr_max_found"]) for group in groups] == [
+        (0.05, False),
+        (None, True),
+    ]
+    assert (out / "seed_accuracies_lr-found.png").is_file()
+    assert (out / "seed_accuracies_lr-0.05.png").is_file()
+
+
+def test_the_aggregate_refuses_a_multi_run_that_has_not_made_all_its_runs(
+    two_seeds, tmp_path, capsys
+):
+    from fastcifar import aggregate
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(two_seeds, stopped)
+    summary = json.loads((stopped / "summary.json").read_text())
+    summary.update(status="interrupted", reason="interrupted by SIGTERM before run 2/2")
+    (stopped / "summary.json").write_text(json.dumps(summary))
+    shutil.rmtree(stopped / "seed-6")
+    with pytest.raises(SystemExit):
+        aggregate.main([str(stopped)])
+    assert f"{stopped} is a multi-run that is interrupted: resume it first" in (
+        capsys.readouterr().err
+    )

@@ -227,3 +227,14 @@ def test_torch_is_required_at_2_6_or_later_for_safe_weights_only_loads():
     setup.read(ROOT / "setup.cfg")
     requirements = setup["options"]["install_requires"].split()
     assert "torch>=2.6" in requirements
+
+
+def test_a_summary_without_its_config_is_one_line(tmp_path, capsys):
+    from fastcifar import aggregate
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "summary.json").write_text('{"schema": 2, "kind": "run", "status": "complete"}')
+    with pytest.raises(SystemExit):
+        aggregate.main([str(folder)])
+    assert one_line(capsys).endswith("summary.json: config must be a table of settings")

@@ -244,3 +244,5 @@ def test_one_epoch_trains_with_each_loader(loader, data_args, tmp_path):
     metrics = read_metrics(tmp_path / "run")
     assert len(metrics) == 1 and np.isfinite(float(metrics[0]["train_loss"]))
     assert 0 <= float(metrics[0]["test_accuracy"]) <= 1
+    # A subset's beton is temporary: --beton-dir holds whole splits only (write_beton.py's).
+    assert not (tmp_path / "cifar10_train.beton").exists()
