@@ -240,11 +240,10 @@ def pack_runs(work: Path, target: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    out = args.out.resolve()
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.iterdir():  # OUT holds this run's files alone
-        if stale.is_file():
-            stale.unlink()
+    for name in OUT_FILES:  # an earlier try's, never anything else that OUT holds
+        (out / name).unlink(missing_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="fastcifar-gpu-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)
     meta = {
@@ -298,6 +297,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown stage {unknown[0]!r}: choose from {', '.join(STAGES)}")
     args.stages = args.stages or list(STAGES)
+    # The stages run from the repository root: paths are the caller's, made absolute first.
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    args.work = str(Path(args.work).resolve()) if args.work else None
     return args
 
 

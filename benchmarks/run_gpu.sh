@@ -10,11 +10,12 @@
 #   SUITE_K (which suite rows), WORK (the working folder), ALLOW_CPU=1 (a dry run on the CPU),
 #   FASTCIFAR_COMMIT (the commit, where git and .provenance.json are both missing).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# No cd: DATA_DIR and OUT_DIR are read from where the command was started.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "run_gpu.sh: no $PYTHON here: set PYTHON to the interpreter that has torch" >&2
     exit 2
 fi
-export PYTHON PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHON PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m benchmarks.gpu_run "$@"

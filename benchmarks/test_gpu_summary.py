@@ -143,6 +143,25 @@ def test_a_wrong_data_dir_fails_before_anything_compiles(tmp_path, capsys):
     assert "preflight: failed" in (out / "summary.md").read_text()
 
 
+def test_paths_are_the_callers_and_out_loses_only_an_earlier_trys_files(tmp_path):
+    """Started elsewhere, run_gpu.sh reads relative paths from there, and clears only its own
+    four files out of OUT (an OUT of `.` must not lose the files it holds)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "summary.md").write_text("an earlier try")
+    env = {**os.environ, "PYTHON": sys.executable, "ALLOW_CPU": "1", "WORK": "work"}
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/run_gpu.sh"), "nowhere", "out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"{tmp_path / 'nowhere'}" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "preflight: failed" in (out / "summary.md").read_text()
+    assert (tmp_path / "work" / "logs").is_dir()
+
+
 def standin_python(folder: Path) -> Path:
     """A python whose CUDA tests fail (like a GPU that fails them), otherwise the real one."""
     script = folder / "python-standin"
