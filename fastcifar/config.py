@@ -120,11 +120,9 @@ class TrainConfig:
     # fmt: on
 
     def __post_init__(self) -> None:
-        if isinstance(self.lr_max, list):  # from JSON or TOML
-            object.__setattr__(self, "lr_max", tuple(self.lr_max))
-        self.validate()
-
-    def validate(self) -> None:
+        if isinstance(self.lr_max, list | tuple):  # a list from JSON, TOML or Python
+            lr_max = tuple(self.lr_max)
+            object.__setattr__(self, "lr_max", lr_max[0] if len(lr_max) == 1 else lr_max)
         check_config(self)
 
     @property

@@ -142,6 +142,13 @@ def test_bad_settings_from_python_are_one_config_error(values, message):
         fastcifar.fit(**values, data=DATA)
 
 
+def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
+    cost = fastcifar.estimate(**QUICK, lr_max=[0.05], data=DATA)
+    assert cost.range_test == 0
+    result = fastcifar.fit(**QUICK, lr_max=(0.05,), data=DATA, out=str(tmp_path / "r"))
+    assert result.lr_max == 0.05 and result.summary.lr_source["lr_max"] == "given"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
