@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import epoch_row
+from fastcifar.provenance import describe_commit
 from fastcifar.statistics import Aggregate
 
 RECIPE_EPOCHS = 24
@@ -160,7 +161,7 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
     by_name = {stage["name"]: stage for stage in stages}
     origin = provenance()
     device = (seeds or {}).get("device_name") or origin["device"]
-    commit = origin["source"]["commit"] + ("+dirty" if origin["source"].get("dirty") else "")
+    commit = describe_commit(origin["source"])
     lines = [
         f"GPU check on {device} (commit {commit}, torch {origin['versions']['torch']}, "
         f"CUDA {origin['versions']['cuda']}, driver {origin['versions']['gpu_driver']})",

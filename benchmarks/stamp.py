@@ -13,7 +13,6 @@ from fastcifar.provenance import PROVENANCE_FILE, source_commit
 
 
 def main() -> None:
-    PROVENANCE_FILE.unlink(missing_ok=True)  # the stamp describes git's answer, not itself
     found = source_commit()
     if found["from"] != "git":
         raise SystemExit("benchmarks.stamp: git cannot tell the commit here")

@@ -188,6 +188,26 @@ def without_git(folder: Path) -> str:
     return str(bin_dir)
 
 
+def test_the_commit_comes_from_git_else_the_stamp_else_is_unknown(tmp_path, monkeypatch):
+    from fastcifar.provenance import source_commit
+
+    monkeypatch.delenv("FASTCIFAR_COMMIT", raising=False)
+    tree = tmp_path / "copied-tree"  # a copy without .git, as on the GPU machine
+    tree.mkdir()
+    assert source_commit(tree)["commit"] == "unknown"
+    (tree / ".provenance.json").write_text('{"commit": "abc1234", "dirty": true}')
+    monkeypatch.setenv("PATH", without_git(tmp_path))
+    assert source_commit(tree) == {"commit": "abc1234", "dirty": True, "from": ".provenance.json"}
+    monkeypatch.undo()
+    monkeypatch.delenv("FASTCIFAR_COMMIT", raising=False)
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    # A stamp left behind on the development machine never outlives its commit.
+    assert source_commit(tree) == {"commit": head.stdout.strip(), "dirty": False, "from": "git"}
+
+
 def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     data = real_cifar_dir()
     if data is None:

@@ -1,9 +1,10 @@
 """Where a number came from: the source commit (with or without git on the machine), the GPU
 driver, and the versions of what ran. Recorded in every summary and every benchmark result.
 
-The commit comes from, in order: $FASTCIFAR_COMMIT (and $FASTCIFAR_DIRTY); the file
-`.provenance.json` beside the package, written by `python -m benchmarks.stamp` before a source
-tree is copied to a machine without git; `git` itself; else "unknown".
+The commit comes from, in order: $FASTCIFAR_COMMIT (and $FASTCIFAR_DIRTY); `git` itself; the
+file `.provenance.json` beside the package, written by `python -m benchmarks.stamp` before a
+source tree is copied to a machine without git (git first, so that a stamp left behind on the
+development machine never outlives the commit it names); else "unknown".
 """
 
 from __future__ import annotations
@@ -25,22 +26,16 @@ def source_commit(root: Path = PROVENANCE_FILE.parent) -> dict[str, Any]:
     if os.environ.get("FASTCIFAR_COMMIT"):
         dirty = os.environ.get("FASTCIFAR_DIRTY", "").lower() in ("1", "true", "yes")
         return {"commit": os.environ["FASTCIFAR_COMMIT"], "dirty": dirty, "from": "environment"}
-    stamp = root / PROVENANCE_FILE.name
-    if stamp.is_file():
-        try:
-            values = json.loads(stamp.read_text())
-            return {
-                "commit": str(values["commit"]),
-                "dirty": bool(values["dirty"]),
-                "from": stamp.name,
-            }
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
     commit = _git(root, "rev-parse", "--short", "HEAD")
-    if commit is None:
+    if commit is not None:
+        status = _git(root, "status", "--porcelain", "--untracked-files=no")
+        return {"commit": commit, "dirty": bool(status), "from": "git"}
+    stamp = root / PROVENANCE_FILE.name
+    try:
+        values = json.loads(stamp.read_text())
+        return {"commit": str(values["commit"]), "dirty": bool(values["dirty"]), "from": stamp.name}
+    except (OSError, ValueError, KeyError, TypeError):
         return {"commit": "unknown", "dirty": None, "from": "nothing (no git, no stamp)"}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status), "from": "git"}
 
 
 def _git(root: Path, *args: str) -> str | None:
