@@ -130,7 +130,8 @@ def add_fields(
     """A flag per field of the dataclass `record` (grouped as its metadata says), with no
     default of argparse's own: what was not given is absent, and the dataclass's default
     applies (which the help shows)."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    # Groups by title, the parser's own included: two records may share one (runs).
+    groups = {group.title: group for group in parser._action_groups}
     wanted = set(only) if only is not None else None
     for item in fields(record):
         meta = item.metadata

@@ -139,3 +139,7 @@ def test_help_never_imports_torch(module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+    sections = [
+        line for line in result.stdout.splitlines() if line[:1].isalpha() and line[-1:] == ":"
+    ]
+    assert len(sections) == len(set(sections)), sections  # each group of flags once
