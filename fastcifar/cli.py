@@ -120,6 +120,29 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def add_saved_run_arguments(
+    parser: argparse.ArgumentParser, uses: str, data_dir: bool = True
+) -> None:
+    """RUN_DIR, --data-dir (the run's own by default), --device and --allow-incomplete: what
+    the commands that read a trained run (evaluate, predict, explain) share. `uses`: what the
+    command does with an unfinished run's checkpoint."""
+    parser.add_argument("run_dir", help="run folder written by fastcifar.train")
+    if data_dir:
+        parser.add_argument(
+            "--data-dir",
+            default=None,
+            help="folder holding cifar-10-batches-bin/ (default: the run's own)",
+        )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
+    )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help=f"{uses} an unfinished run's last checkpoint",
+    )
+
+
 def add_fields(
     parser: argparse.ArgumentParser,
     record: type,

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fastcifar.cli import Parser, count, run_main
+from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
+from fastcifar.config import TrainConfig
 
 
 def test_subset(text: str) -> int | str:
@@ -24,16 +25,13 @@ def test_subset(text: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.evaluate", description=__doc__)
-    parser.add_argument("run_dir", help="run folder written by fastcifar.train")
+    add_saved_run_arguments(parser, "evaluate")
     parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding cifar-10-batches-bin/ (default: the run's own)",
+        "--batch-size",
+        type=count,
+        default=TrainConfig.eval_batch_size,
+        help="(default: %(default)s, as in training)",
     )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
-    )
-    parser.add_argument("--batch-size", type=count, default=1000, help="(default: %(default)s)")
     parser.add_argument(
         "--test-subset",
         type=test_subset,
@@ -42,11 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first N test images, or all of them (default: those the run was evaluated on)",
     )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument(
-        "--allow-incomplete",
-        action="store_true",
-        help="evaluate an unfinished run's last checkpoint",
-    )
     return parser
 
 

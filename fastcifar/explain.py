@@ -11,20 +11,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fastcifar.cli import Parser, count, run_main
+from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.explain", description=__doc__)
-    parser.add_argument("run_dir", help="run folder written by fastcifar.train")
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding cifar-10-batches-bin/ (default: the run's own)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
-    )
+    add_saved_run_arguments(parser, "explain")
     parser.add_argument(
         "--count",
         type=count,
@@ -32,9 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="mistakes shown (default: as many as a run's own gradcam.png shows)",
     )
     parser.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/gradcam.png)")
-    parser.add_argument(
-        "--allow-incomplete", action="store_true", help="use an unfinished run's last checkpoint"
-    )
     return parser
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcifar.cli import Parser, count, run_main
+from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.errors import ImageInputError
 
 # Larger images are refused before they are decoded: a small file can expand to gigabytes.
@@ -29,7 +29,7 @@ TRUSTWORTHY_ACCURACY = 0.5
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m fastcifar.predict", description=__doc__)
-    parser.add_argument("run_dir", help="run folder written by fastcifar.train")
+    add_saved_run_arguments(parser, "use", data_dir=False)
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, ...) or folders")
     parser.add_argument("--top", type=count, default=3, help="(default: %(default)s)")
     parser.add_argument(
@@ -39,12 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="to 32x32: the whole image squashed, or its central square (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present, else cpu)"
-    )
-    parser.add_argument(
-        "--allow-incomplete", action="store_true", help="use an unfinished run's last checkpoint"
-    )
     return parser
 
 
