@@ -193,6 +193,8 @@ def test_the_gpu_loader_serves_a_training_loop_of_ones_own():
         epochs.append(served)
     assert len(epochs[0]) == 64 and epochs[0] != epochs[1]  # a new seeded order each epoch
     assert sorted(epochs[0]) == sorted(labels.tolist())
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        fastcifar.CifarTensorLoader.from_arrays(images, labels, device="tpu")
 
 
 def test_print_config_then_config_reproduces_the_run(tmp_path, capsys):

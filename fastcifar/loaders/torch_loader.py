@@ -18,6 +18,7 @@ from torch.nn import functional
 
 from fastcifar.augmentation import DRAW_NAMES
 from fastcifar.dataset import CifarSplit, split_from_arrays
+from fastcifar.device import pick_device
 from fastcifar.loaders.base import EpochCounter, LoaderOptions
 from fastcifar.normalisation import Normalisation, normalise
 
@@ -151,10 +152,9 @@ class CifarTensorLoader:
         normalised with `normalisation`, by default the images' own statistics; on CUDA when
         there is a GPU, unless `device` says otherwise."""
         split = split_from_arrays(images, labels)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         options = LoaderOptions(
             batch_size=batch_size,
-            device=torch.device(device),
+            device=pick_device(None if device is None else str(device)),
             augment=augment,
             shuffle=shuffle,
             drop_last=drop_last,
