@@ -8,8 +8,6 @@ files are removed.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
@@ -18,7 +16,6 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from tqdm import tqdm
 
 from fastcifar.dataset import CifarSplit, Dataset
 from fastcifar.errors import DataSourceError
+from fastcifar.file_lock import waiting_lock
 from fastcifar.normalisation import CIFAR10
 
 __all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10"]
@@ -133,20 +131,10 @@ def ensure_extracted(root: Path, *, download: bool, url: str, checksums: SourceC
     if root.exists() and not root.is_dir():
         raise DataSourceError(f"--data-dir {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / LOCK_NAME):
+    with waiting_lock(root / LOCK_NAME):
         if folder.is_dir():  # another process finished while this one waited
             return folder
         return _download_and_extract(root, url=url, checksums=checksums)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def _download_and_extract(root: Path, *, url: str, checksums: SourceChecksums) -> Path:

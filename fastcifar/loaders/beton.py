@@ -11,7 +11,6 @@ the hidden `.<name>.*.partial` file, so the process can exit at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import torch
 
 from fastcifar.dataset import CifarSplit
 from fastcifar.errors import BetonError, MissingBackendError
+from fastcifar.file_lock import waiting_lock
 
 # Importing FFCV sets torch's thread count to 1 (ffcv.pipeline.compiler calls
 # torch.set_num_threads(1) at import time); undo that for everything else in the process.
@@ -122,14 +122,10 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """One writer of betons in `folder` at a time (torchrun's ranks, several runs), each
     finding the other's file; the lock's holder removes what a killed writer left."""
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    with waiting_lock(folder / LOCK_NAME):
         for stale in folder.glob(".*.partial"):
             stale.unlink(missing_ok=True)
         yield
-    finally:
-        os.close(descriptor)
 
 
 def beton_holds(path: str | os.PathLike, split: CifarSplit) -> bool:
