@@ -29,7 +29,7 @@ from fastcifar.dataset import CifarSplit, Dataset
 from fastcifar.device import synchronize
 from fastcifar.distributed import Distributed
 from fastcifar.engine import EpochAccumulator, run_steps
-from fastcifar.loaders import LoaderOptions, make_loader
+from fastcifar.loaders import BETON_NAMES, LoaderOptions, make_loader
 from fastcifar.schedule import given_bounds
 from fastcifar.trainer import Trainer, build
 from fastcifar.training_run import new_state
@@ -102,6 +102,12 @@ def _batches(
     return loader if config.channels_last else ContiguousBatches(loader)
 
 
+def synthetic_betons(beton_dir: Path, split: CifarSplit) -> Path:
+    """The one folder of a synthetic split's beton: the loader rows and the training rows of
+    one size share it (the beton is checked against the split before it is used)."""
+    return beton_dir / f"synthetic-{len(split)}"
+
+
 def build_batches(
     config: BenchConfig, split: CifarSplit, batch_size: int, device: torch.device, beton_dir: Path
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -116,7 +122,7 @@ def build_batches(
         augment=True,
         shuffle=True,
         drop_last=True,
-        beton_path=beton_dir / f"synthetic-{len(split)}.beton",
+        beton_path=synthetic_betons(beton_dir, split) / BETON_NAMES["train"],
     )
     return make_loader(config.loader, split, options)
 
@@ -215,7 +221,7 @@ class EpochRunner(TimedEpochs):
             # process exceed Dynamo's recompile limit (8) and would silently fall back to eager.
             torch._dynamo.reset()
         trainer = build(
-            train_config(config, sizes, device, beton_dir / f"synthetic-{len(split)}"),
+            train_config(config, sizes, device, synthetic_betons(beton_dir, split)),
             Dataset(split, CifarSplit(split.images[:64], split.labels[:64]), CLASS_NAMES),
             device,
             Distributed(),
