@@ -7,7 +7,7 @@ cifar10_train.beton and cifar10_test.beton atomically (by default into fastcifar
 --loader ffcv looks for them; the data folder is only read), checks every record of each against the
 source, and skips files that already hold their split unless --force. Ctrl-C (SIGINT) and SIGTERM
 stop it at once with exit status 130 or 143, leaving no partial file, worker process or shared
-memory behind. The logic lives in fastcifar.beton.
+memory behind. The logic lives in fastcifar.loaders.beton.
 """
 
 from __future__ import annotations

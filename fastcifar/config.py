@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from fastcifar.config_checks import COMPILE_MODES, LOADER_NAMES, PARALLEL_MODES, check_config
+from fastcifar.config_checks import (
+    COMPILE_MODES,
+    LOADER_NAMES,
+    PARALLEL_MODES,
+    check_config,
+)
 from fastcifar.errors import ConfigError
 
 # The range test's default length: as many steps as the training run has, within these bounds.
 RANGE_TEST_MIN_STEPS, RANGE_TEST_MAX_STEPS = 10, 100
-CIFAR10_TRAIN_IMAGES = 50_000
 
 
 def option(group: str, default: Any, help: str, **flag: Any) -> Any:
@@ -38,7 +42,8 @@ class TrainConfig:
     """What to train. Recorded resolved in config.json; `--print-config` prints it as TOML."""
 
     data_dir: str | None = option(DATA, None, "folder holding cifar-10-batches-bin/ (default: "
-        "$FASTCIFAR_DATA, else ~/.cache/fastcifar; downloaded there if missing)")
+        "$FASTCIFAR_DATA, else the cache: $FASTCIFAR_CACHE, $XDG_CACHE_HOME/fastcifar or "
+        "~/.cache/fastcifar; downloaded there if missing)")
     loader: str = option(DATA, "torch", "batch loader back end", choices=LOADER_NAMES)
     train_subset: int | None = option(DATA, None, "use the first N training images (quick runs)",
         parse="count", metavar="N")

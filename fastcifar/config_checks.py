@@ -16,7 +16,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 PARALLEL_MODES = ("auto", "runs", "data")
 # Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
 MAX_EPOCHS = 10_000
-MAX_BATCH_SIZE = 50_000  # the whole CIFAR-10 training split
+CIFAR10_TRAIN_IMAGES = 50_000
+MAX_BATCH_SIZE = CIFAR10_TRAIN_IMAGES  # the whole CIFAR-10 training split
 MAX_RANGE_TEST_STEPS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 MAX_SEEDS = 1_000

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fastcifar.checkpoint import Checkpoint, TrainedHow, check_fits, load_checkpoint
-from fastcifar.config import CIFAR10_TRAIN_IMAGES, RunOptions, TrainConfig
+from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.config_checks import CIFAR10_TRAIN_IMAGES
 from fastcifar.dataset import Dataset, as_dataset
 from fastcifar.device import device_name
 from fastcifar.distributed import Distributed, restarted

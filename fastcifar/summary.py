@@ -52,7 +52,9 @@ def layer_table(model: nn.Module | None = None) -> list[Row]:
     ]
 
 
-def format_table(rows: list[Row], total: int, classes: int = 10) -> str:
+def format_table(rows: list[Row], total: int) -> str:
+    """The layer table; the softmax has as many outputs as the last layer."""
+    classes = " x ".join(map(str, rows[-1][1])) if rows else "?"
     head = f"{'Layer':<18}{'Output shape':<16}{'Params':>12}{'Field':>8}{'Jump':>6}"
     lines = [head, "-" * len(head)]
     for label, shape, params, field, jump in rows:
@@ -60,7 +62,7 @@ def format_table(rows: list[Row], total: int, classes: int = 10) -> str:
         lines.append(f"{label:<18}{shown:<16}{params:>12,}{field:>8}{jump:>6}")
     lines += [
         "-" * len(head),
-        f"{'Softmax':<18}{classes!s:<16}{0:>12,}",
+        f"{'Softmax':<18}{classes:<16}{0:>12,}",
         f"{'Total':<34}{total:>12,}",
         "Field: input pixels (per side) one unit of the layer sees; Jump: input pixels between "
         "two neighbouring units.",

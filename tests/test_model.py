@@ -48,6 +48,10 @@ def test_receptive_fields_of_a_model_of_ones_own():
     assert rows["3"] == ((16, 8, 8), 10, 4)
     assert rows["4"] == ((16, 1, 1), 38, 32)
     assert rows["6"] == ((4,), 38, 32)
+    softmax = next(
+        line for line in format_table(layer_table(net), 0).splitlines() if "Softmax" in line
+    )
+    assert softmax.split()[:2] == ["Softmax", "4"]  # as many outputs as the model's classes
 
 
 def test_a_model_fx_cannot_trace_is_one_error():

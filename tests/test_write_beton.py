@@ -329,5 +329,5 @@ def test_ffcv_loader_writes_a_missing_beton_path_and_refuses_a_wrong_one(tmp_pat
     path = tmp_path / "split.beton"
     build_loader("ffcv", split, batch_size=50, beton_path=path)
     assert beton.beton_holds(path, split)
-    with pytest.raises(beton.BetonError, match="other"):
+    with pytest.raises(beton.BetonError, match=r"other .*\(data_prep/write_beton.py --force\)"):
         build_loader("ffcv", random_split(200, seed=1), batch_size=50, beton_path=path)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcifar.dataset import CifarSplit
+from fastcifar.dataset import IMAGE_SHAPE, CifarSplit
 from fastcifar.errors import BetonError, MissingBackendError
 from fastcifar.file_lock import waiting_lock
 
@@ -42,7 +42,6 @@ finally:
 # isort: split
 from fastcifar.loaders.supervised_write import SupervisedWrite  # noqa: E402
 
-IMAGE_SHAPE = (32, 32, 3)
 LOCK_NAME = ".fastcifar-beton.lock"
 RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
 
@@ -137,6 +136,10 @@ def beton_holds(path: str | os.PathLike, split: CifarSplit) -> bool:
     return True
 
 
+# The training command has no --force: the script that writes betons does.
+REWRITE = "rewrite it (data_prep/write_beton.py --force)"
+
+
 def verify_beton(path: str | os.PathLike, split: CifarSplit) -> None:
     """Raise BetonError unless `path` is a complete beton of `split`: same count, same field
     layout, and every record's label and image equal to the split's."""
@@ -145,7 +148,7 @@ def verify_beton(path: str | os.PathLike, split: CifarSplit) -> None:
     if header["num_samples"] != len(split):
         raise BetonError(
             f"{path} holds {header['num_samples']} examples, this split has {len(split)}: "
-            "it was written for other data; delete it or rewrite it with --force"
+            f"it was written for other data; delete it or {REWRITE}"
         )
     reader = Reader(str(path))
     if len(reader.metadata) != len(split):
@@ -161,7 +164,7 @@ def verify_beton(path: str | os.PathLike, split: CifarSplit) -> None:
     if not raw_32.all():
         raise BetonError(f"{path} holds images that are not raw 32x32 RGB: rewrite it")
     if not np.array_equal(labels, split.labels):
-        raise BetonError(f"{path} holds other labels than this split: rewrite it with --force")
+        raise BetonError(f"{path} holds other labels than this split: {REWRITE}")
     _compare_images(path, image_meta["data_ptr"], split.images)
 
 
@@ -188,8 +191,7 @@ def _compare_images(path: Path, pointers: np.ndarray, images: np.ndarray) -> Non
             differs = (stored != images[start:end]).reshape(end - start, -1).any(axis=1)
             record = start + int(np.argmax(differs))
             raise BetonError(
-                f"{path} holds other images than this split (record {record:,} differs): "
-                "rewrite it with --force"
+                f"{path} holds other images than this split (record {record:,} differs): {REWRITE}"
             )
 
 
