@@ -195,22 +195,27 @@ class Distributed:
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on any rank (a collective: all must call).
         It waits for the other ranks' hosts, never for a GPU."""
+        return self.agree(int(flag)) > 0
+
+    def agree(self, code: int) -> int:
+        """The largest of every rank's `code` (a collective: all must call), so that the ranks
+        stop for one and the same reason. It waits for the other ranks' hosts, never for a GPU."""
         if not self.enabled:
-            return flag
+            return code
         import torch
         import torch.distributed as dist
 
-        value = torch.tensor([int(flag)])
-        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=self.vote_group)
-        return bool(value.item())
+        value = torch.tensor([code])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.vote_group)
+        return int(value.item())
 
-    def stop_vote(self, requested: bool, steps_done: int, device: torch.device) -> bool:
-        """Whether every rank stops after this step: a vote every step on a CPU, every
+    def stop_vote(self, code: int, steps_done: int, device: torch.device) -> int:
+        """The agreed stop code (0: go on) after this step: a vote every step on a CPU, every
         GPU_STOP_CHECK_INTERVAL steps on a GPU; a single process just asks itself."""
         if not self.enabled:
-            return requested
+            return code
         interval = 1 if device.type == "cpu" else GPU_STOP_CHECK_INTERVAL
-        return False if steps_done % interval else self.any(requested)
+        return 0 if steps_done % interval else self.agree(code)
 
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm statistics) on every rank: after a training step each

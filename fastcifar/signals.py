@@ -118,9 +118,10 @@ class StopSignals:
     def requested(self) -> bool:
         return self.received is not None
 
-    def interrupted(self, where: str, hint: str = "") -> Interrupted:
-        """Interrupted("interrupted by SIGTERM" + where, the shell's exit status, hint)."""
-        number = self.received or signal.SIGINT
+    def interrupted(self, where: str, hint: str = "", number: int | None = None) -> Interrupted:
+        """Interrupted("interrupted by SIGTERM" + where, the shell's exit status, hint); by
+        signal `number` when given (another rank's), else the one received."""
+        number = number or self.received or signal.SIGINT
         return Interrupted(
             f"interrupted by {signal.Signals(number).name}{where}", 128 + number, hint
         )

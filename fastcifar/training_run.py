@@ -106,6 +106,7 @@ class TrainingRun:
         self.last_checkpoint_time = time.monotonic()
         self.checkpoints_written = 0
         self.limit: str | None = None
+        self.agreed = 0  # the stop code every rank agreed on (see _wanted)
 
     def run(self) -> Summary:
         """Train from wherever the state stands to the last epoch; returns the summary."""
@@ -144,7 +145,8 @@ class TrainingRun:
         )
         start = time.perf_counter()
         ctx.forward.train()
-        if not self.trainer.dist.any(self._wanted(first_step)):  # a limit reached already
+        self.agreed = self.trainer.dist.agree(self._wanted(first_step))
+        if not self.agreed:  # else a limit reached (or a signal received) already
             run_steps(
                 ctx,
                 batches,
@@ -171,15 +173,22 @@ class TrainingRun:
         """Whether to stop before global step `next_step`, inside an epoch: a signal or a
         limit, agreed on by every rank (see Distributed.stop_vote); --max-steps is the same on
         every rank, so it needs no vote and stops at its step exactly."""
-        wanted = self._wanted(next_step)
+        wanted, dist = self._wanted(next_step), self.trainer.dist
         if self.limits.max_steps is not None and next_step >= self.limits.max_steps:
+            self.agreed = dist.agree(wanted)  # every rank is at this step: a vote, then stop
             return True
         steps_done = next_step - self.state.epoch * self.trainer.steps_per_epoch
-        return self.trainer.dist.stop_vote(wanted, steps_done, self.trainer.device)
+        self.agreed = dist.stop_vote(wanted, steps_done, self.trainer.device)
+        return self.agreed > 0
 
-    def _wanted(self, next_step: int) -> bool:
+    def _wanted(self, next_step: int) -> int:
+        """This rank's stop code before `next_step`: 0 none, 1 a limit, 2 + N signal N. A
+        signal outranks a limit, and the ranks agree on the largest code (their clocks, and
+        the moments a signal reaches each, differ)."""
         self.limit = self.limits.reached(next_step)
-        return self.stop.requested or self.limit is not None
+        if self.stop.received is not None:
+            return 2 + self.stop.received
+        return int(self.limit is not None)
 
     def _check_finite(self, totals: EpochTotals, evaluation: Evaluation | None) -> None:
         """Diverged when a loss, a weight, a buffer or an optimizer state is not finite."""
@@ -221,9 +230,12 @@ class TrainingRun:
             self.save_checkpoint()
         self.reporter.epoch(state, row)
         say(epoch_line(row, self.config.epochs, self._seconds_left()))
-        if not last and self.trainer.dist.any(
+        if last:
+            return
+        self.agreed = self.trainer.dist.agree(
             self._wanted(state.epoch * self.trainer.steps_per_epoch)
-        ):
+        )
+        if self.agreed:
             raise self._stopped()
 
     def _checkpoint_due(self) -> bool:
@@ -256,12 +268,15 @@ class TrainingRun:
         return f": resume with {resume_command(self.folder.final)}"
 
     def _stopped(self) -> LimitReached | Exception:
+        """The agreed stop: the same outcome, status and exit code on every rank."""
         self.save_checkpoint()
-        if self.limit is not None and not self.stop.requested:
-            return LimitReached(
-                f"stopped at {self.limit} {self.position()}", hint=self.resume_hint()
+        if self.agreed >= 2:
+            return self.stop.interrupted(
+                f" {self.position()}", self.resume_hint(), number=self.agreed - 2
             )
-        return self.stop.interrupted(f" {self.position()}", self.resume_hint())
+        # Without a limit of its own, another rank's clock reached --max-time first.
+        limit = self.limit or f"--max-time {self.limits.describe_time}"
+        return LimitReached(f"stopped at {limit} {self.position()}", hint=self.resume_hint())
 
     def _lr(self, step: int) -> float:
         bounds = self.state.bounds

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.loader_helpers import build_loader, random_split
+from tests.runs import TWO_EPOCHS, exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "ddp_worker.py")
@@ -311,20 +313,48 @@ def test_an_error_of_rank_0_reaches_every_rank_as_the_same_error():
 
 def test_max_steps_stops_at_its_step_even_between_the_votes_of_a_gpu():
     """Under DDP on a GPU the ranks vote on a stop every 8 steps; --max-steps is the same on
-    every rank, so it stops at its step without a vote."""
+    every rank, so it stops at its step, off the votes' rhythm (every rank agrees on why)."""
     from types import SimpleNamespace
 
     from fastcifar.training_run import Limits, TrainingRun
 
     votes = []
-    dist = SimpleNamespace(stop_vote=lambda wanted, done, device: votes.append(done) or False)
+    dist = SimpleNamespace(
+        stop_vote=lambda code, done, device: votes.append(done) or 0, agree=lambda code: code
+    )
     run = SimpleNamespace(
         limits=Limits(max_steps=10),
-        stop=SimpleNamespace(requested=False),
+        stop=SimpleNamespace(received=None),
         state=SimpleNamespace(epoch=0),
         trainer=SimpleNamespace(steps_per_epoch=97, dist=dist, device=torch.device("cuda")),
         limit=None,
     )
     run._wanted = lambda step: TrainingRun._wanted(run, step)
     assert not TrainingRun._should_stop(run, 9) and votes == [9]
-    assert TrainingRun._should_stop(run, 10) and run.limit == "--max-steps 10"
+    assert TrainingRun._should_stop(run, 10) and run.limit == "--max-steps 10" and run.agreed == 1
+
+
+@pytest.mark.parametrize(
+    ("other_rank", "code", "line"),
+    [
+        (1, 0, "stopped at --max-time 60.0 min after epoch 1: resume with "),
+        (2 + signal.SIGTERM, 143, "interrupted by SIGTERM after epoch 1: resume with "),
+    ],
+)
+def test_the_ranks_stop_for_the_reason_they_agree_on(tmp_path, monkeypatch, capsys, other_rank,
+                                                     code, line):  # fmt: skip
+    """A rank whose own clock and signals say nothing still stops as the others do: with their
+    --max-time (exit 0), or their signal (its exit status), never as a SIGINT of its own."""
+    votes = []
+
+    def agree(self, mine):  # the other rank: its reason from the vote after epoch 1 on
+        votes.append(mine)
+        return max(mine, other_rank if len(votes) >= 2 else 0)
+
+    monkeypatch.setattr(Distributed, "agree", agree)
+    out = tmp_path / "run"
+    argv = [*TWO_EPOCHS, "--max-time", "1h", "--out", str(out)]
+    assert exit_code(argv, synthetic_cifar(64, 32)) == code
+    assert capsys.readouterr().err.strip().startswith(line)
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    assert votes == [0, 0]  # neither the clock nor a signal of this rank's own
