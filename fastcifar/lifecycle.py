@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastcifar.distributed import Distributed, launch_command
-from fastcifar.errors import DiskFullError, RunStopped
+from fastcifar.errors import DiskFullError, Diverged, RunStopped
 from fastcifar.records import ConfigRecord, Status
 from fastcifar.run_folder import RunFolder
 from fastcifar.run_summary import Summary
@@ -24,7 +25,12 @@ def resume_command(folder: Path, world_size: int | None = None, data_parallel: b
     interpreter, torchrun's form for several processes (`world_size`: another number than this
     world's), and `--parallel data` where the runs of a plan were split over the ranks."""
     extra = " --parallel data" if data_parallel else ""
-    return launch_command(f"fastcifar.train --resume {folder}{extra}", world_size)
+    return launch_command(f"fastcifar.train --resume {shlex.quote(str(folder))}{extra}", world_size)
+
+
+def resume_hint(folder: Path) -> str:
+    """What an error or a stop of the run in `folder` ends with: how to continue it."""
+    return f": resume with {resume_command(folder)}"
 
 
 class Lifecycle:
@@ -98,7 +104,7 @@ class Lifecycle:
                     f" — before the new run's first checkpoint, so {folder.final} still holds "
                     "the previous run, unchanged"
                 ) from None
-            status = Status.DIVERGED if stopped.exit_code == 3 else Status.INTERRUPTED
+            status = Status.DIVERGED if isinstance(stopped, Diverged) else Status.INTERRUPTED
             self._record(summary.stopped(status, str(stopped)))
             raise
         except BaseException as error:

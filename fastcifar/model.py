@@ -101,7 +101,6 @@ def build_model(
     channels_last: bool = True,
     seed: int | None = None,
     *,
-    num_classes: int = 10,
     factory: Callable[[], nn.Module] | None = None,
 ) -> nn.Module:
     """A freshly initialised model on `device` (the ResNet9 unless a `factory` of
@@ -111,7 +110,7 @@ def build_model(
     device and in every process."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = (factory or (lambda: ResNet9(num_classes, logit_scale)))().to(device)
+    model = (factory or model_factory(None, 10, logit_scale))().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -18,10 +18,6 @@ Item = TypeVar("Item")
 _silenced = False
 
 
-def is_silenced() -> bool:
-    return _silenced
-
-
 def silence() -> None:
     """No bars and no lines from this process (the non-zero ranks of a torchrun job)."""
     global _silenced
@@ -46,8 +42,6 @@ def progress(
     if not bars_enabled():
         yield from items
         return
-    if total is None and initial:
-        total = initial + len(items)  # type: ignore[arg-type]
     with tqdm(
         items, desc=description, unit=unit, leave=not nested, total=total, initial=initial
     ) as bar:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from fastcifar.errors import ConfigError
+from fastcifar.model import parameter_count
 
 WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -176,6 +177,6 @@ def layer_rows(model: nn.Module, paths: list[str] | None = None) -> list[LayerRo
             raise ConfigError(f"{path} is not a module the model's forward uses")
         node = last[path]
         shape = tuple(node.meta["tensor_meta"].shape[1:])
-        owned = sum(p.numel() for p in modules[path].parameters())
+        owned = parameter_count(modules[path])
         rows.append(LayerRow(path, shape, owned, geometry[node.name]))
     return rows

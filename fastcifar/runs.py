@@ -21,7 +21,7 @@ from fastcifar.errors import (
     DataError,
     RunFolderError,
 )
-from fastcifar.lifecycle import Lifecycle, resume_command
+from fastcifar.lifecycle import Lifecycle, resume_command, resume_hint
 from fastcifar.model import ModelChoice
 from fastcifar.progress import say, warn
 from fastcifar.records import ConfigRecord, RunKind, Status, read_config
@@ -144,8 +144,7 @@ def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary
         timings.warm_up_seconds = warm_up(trainer)
         if device.type == "cpu":
             say(estimate_of(trainer, 1, config.needs_range_test).line())
-        hint = f": resume with {resume_command(life.folder.final)}"
-        bounds = bounds_for(trainer, life.folder, stop, hint)
+        bounds = bounds_for(trainer, life.folder, stop, resume_hint(life.folder.final))
         run = TrainingRun(
             trainer,
             life.folder,
@@ -261,8 +260,7 @@ def resume_one(
                 f"resuming {path}: no checkpoint was saved, so the run starts over"
                 + (" with the LR range test" if config.needs_range_test else "")
             )
-            hint = f": resume with {resume_command(path)}"
-            state = new_state(trainer, bounds_for(trainer, life.folder, stop, hint))
+            state = new_state(trainer, bounds_for(trainer, life.folder, stop, resume_hint(path)))
         run = TrainingRun(
             trainer,
             life.folder,

@@ -63,8 +63,9 @@ class TrainingState:
         )
 
     def restore(self, checkpoint: Checkpoint, path: Path) -> None:
-        """Continue from `checkpoint` (already checked field by field); weights or optimizer
-        state that do not fit this model are one line naming the file."""
+        """Continue from `checkpoint` (already checked field by field; its bounds are the ones
+        this state was built with); weights or optimizer state that do not fit this model are
+        one line naming the file."""
         try:
             self.model.load_state_dict(checkpoint.model)
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -75,7 +76,6 @@ class TrainingState:
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             first = (str(error).strip().splitlines() or [""])[0]
             raise CheckpointError(f"{path} does not fit this run's model ({first})") from None
-        self.bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
         self.epoch, self.step_in_epoch = checkpoint.epoch, checkpoint.step_in_epoch
         self.partial = EpochTotals(**checkpoint.partial)
         self.history = list(checkpoint.history)

@@ -23,10 +23,10 @@ from fastcifar.device import synchronize
 from fastcifar.engine import EpochAccumulator, EpochTotals, run_steps, state_is_finite
 from fastcifar.errors import Diverged, LimitReached
 from fastcifar.evaluation import Evaluation
-from fastcifar.lifecycle import resume_command
+from fastcifar.lifecycle import resume_hint
 from fastcifar.progress import progress, say
 from fastcifar.records import RunKind, Status
-from fastcifar.report import Reporter, epoch_line, final_line, metrics_row
+from fastcifar.report import Reporter, duration, epoch_line, final_line, metrics_row
 from fastcifar.run_folder import RunFolder
 from fastcifar.run_summary import Summary
 from fastcifar.schedule import LrBounds, one_cycle_lr, one_cycle_schedule
@@ -45,8 +45,6 @@ class Limits:
 
     @classmethod
     def of(cls, max_time: float | None, max_steps: int | None, started: float) -> Limits:
-        from fastcifar.report import duration
-
         deadline = started + max_time if max_time is not None else None
         return cls(deadline, max_steps, duration(max_time) if max_time else "")
 
@@ -265,7 +263,7 @@ class TrainingRun:
         return f"after epoch {self.state.epoch}"
 
     def resume_hint(self) -> str:
-        return f": resume with {resume_command(self.folder.final)}"
+        return resume_hint(self.folder.final)
 
     def _stopped(self) -> LimitReached | Exception:
         """The agreed stop: the same outcome, status and exit code on every rank."""

@@ -258,8 +258,12 @@ def test_a_flag_error_under_torchrun_is_said_once(tmp_path):
 def test_the_resume_hint_under_torchrun_is_the_torchrun_command(monkeypatch):
     from fastcifar.distributed import launch_command
 
+    from fastcifar.lifecycle import resume_command
+
     python = sys.executable
     assert launch_command("fastcifar.train --resume r") == f"{python} -m fastcifar.train --resume r"
+    # Pasted into a shell, a folder with a space is still one argument.
+    assert resume_command(Path("runs/my run")).endswith("--resume 'runs/my run'")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert launch_command("fastcifar.train --resume r") == (
