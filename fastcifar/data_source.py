@@ -86,6 +86,13 @@ def default_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return cache_dir()
 
 
+def recorded_data_dir(explicit: str | os.PathLike | None = None) -> str:
+    """The data folder as a run records (and compares) it: absolute, links resolved; the
+    folder given (or found by default), not the cifar-10-batches-bin/ inside it, which may be a
+    link to elsewhere."""
+    return str(default_data_dir(explicit).resolve())
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -66,10 +66,10 @@ class Request:
 def load_data(config: TrainConfig, data: Any) -> tuple[TrainConfig, Dataset]:
     """The data set of a run, cut to its subsets, and the config with data_dir resolved."""
     if data is None:
-        from fastcifar.data_source import load_cifar10
+        from fastcifar.data_source import load_cifar10, recorded_data_dir
 
         dataset = load_cifar10(config.data_dir)
-        config = replace(config, data_dir=str(dataset.folder.parent))
+        config = replace(config, data_dir=recorded_data_dir(config.data_dir))
     else:  # no folder was read: the setting says nothing about the run
         dataset, config = as_dataset(data), replace(config, data_dir=None)
     return config, dataset.subsets(config.train_subset, config.test_subset)
@@ -190,10 +190,9 @@ def continuable(out: str | None, request: Request) -> Path | None:
     recorded = read_config(path).train_config
     config = replace(request.config, data_dir=None)  # data of one's own: the setting says nothing
     if request.data is None:
-        from fastcifar.data_source import default_data_dir
+        from fastcifar.data_source import recorded_data_dir
 
-        folder = default_data_dir(request.config.data_dir).resolve()
-        config = replace(config, data_dir=str(folder))
+        config = replace(config, data_dir=recorded_data_dir(request.config.data_dir))
     if recorded.to_dict() != config.to_dict():
         changed = sorted(k for k, v in config.to_dict().items() if recorded.to_dict().get(k) != v)
         raise RunFolderError(

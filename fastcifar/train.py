@@ -85,9 +85,9 @@ def resolved(config: TrainConfig) -> TrainConfig:
     """The config as a run records it: the data folder absolute."""
     from dataclasses import replace
 
-    from fastcifar.data_source import default_data_dir
+    from fastcifar.data_source import recorded_data_dir
 
-    return replace(config, data_dir=str(default_data_dir(config.data_dir).resolve()))
+    return replace(config, data_dir=recorded_data_dir(config.data_dir))
 
 
 def _refuse_settings_beside_resume(

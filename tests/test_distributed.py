@@ -257,7 +257,6 @@ def test_a_flag_error_under_torchrun_is_said_once(tmp_path):
 
 def test_the_resume_hint_under_torchrun_is_the_torchrun_command(monkeypatch):
     from fastcifar.distributed import launch_command
-
     from fastcifar.lifecycle import resume_command
 
     python = sys.executable

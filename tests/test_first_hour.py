@@ -374,18 +374,23 @@ def test_tensorboard_gets_the_steps_of_an_epoch_in_progress_without_a_read_per_s
 def test_auto_resume_continues_the_unfinished_run_of_the_same_settings(
     tmp_path, monkeypatch, capsys
 ):
-    """Its own --data-dir, whatever $FASTCIFAR_DATA says: the same settings, the same run."""
+    """Its own --data-dir, whatever $FASTCIFAR_DATA says: the same settings, the same run;
+    also where cifar-10-batches-bin/ is a link into a shared data set."""
     data = real_cifar_dir()
     if data is None:
         pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10")
     monkeypatch.setenv("FASTCIFAR_DATA", str(tmp_path / "elsewhere"))
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "cifar-10-batches-bin").symlink_to(Path(data) / "cifar-10-batches-bin")
     out = tmp_path / "run"
-    argv = [*ARGS, "--data-dir", str(data), "--out", str(out)]
+    argv = [*ARGS, "--data-dir", str(linked), "--out", str(out)]
     original = signal_after(monkeypatch, 4)
     assert exit_code(argv) == 143
     monkeypatch.setattr(engine, "training_step", original)
     capsys.readouterr()
     assert exit_code([*argv, "--auto-resume"]) == 0
     assert f"resuming {out} at step 1/3 of epoch 2" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["config"]["data_dir"] == str(linked)
     assert exit_code([*argv, "--epochs", "3", "--auto-resume"]) == 2  # complete: refused
     assert "already holds a run (status: complete)" in capsys.readouterr().err
