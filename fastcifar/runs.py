@@ -225,6 +225,10 @@ def check_resumable(path: Path, request: Request) -> ConfigRecord:
             f"{path} was trained on data of one's own: resume it from Python with "
             "fastcifar.fit(resume=..., data=...) and the same data"
         )
+    if not record.own_data and request.data is not None:
+        raise DataError(
+            f"{path} was trained on CIFAR-10 from its data folder: resume it without data="
+        )
     if record.own_data and request.data.fingerprint != record.data.get("sha256"):
         raise DataError(f"{path} was trained on other data than this (its SHA-256 differs)")
     if record.custom_model and request.model is None:
@@ -232,6 +236,8 @@ def check_resumable(path: Path, request: Request) -> ConfigRecord:
             f"{path} trained a model of one's own ({record.model}): resume it from Python "
             "with fastcifar.fit(resume=..., model=...)"
         )
+    if not record.custom_model and request.model is not None:
+        raise ConfigError(f"{path} trained the recipe's ResNet9: resume it without model=")
     return record
 
 

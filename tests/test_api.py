@@ -111,6 +111,20 @@ def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
         fastcifar.fit(resume=str(tmp_path / "b"), data=synthetic_cifar(96, 40, seed=9, classes=4))
 
 
+def test_a_resume_with_data_or_a_model_the_run_did_not_have_is_refused(tmp_path, monkeypatch):
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    signal_after(monkeypatch, 8)
+    with pytest.raises(Interrupted):
+        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "r"))
+    with pytest.raises(ConfigError, match="trained the recipe's ResNet9: resume it without model="):
+        fastcifar.fit(resume=str(tmp_path / "r"), data=four_classes(), model=TinyNet)
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    record["data"].update(source="cifar10", folder="/data/cifar10")  # as a CIFAR-10 run has it
+    (tmp_path / "r" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="CIFAR-10 from its data folder: resume it without data="):
+        fastcifar.fit(resume=str(tmp_path / "r"), data=four_classes())
+
+
 def test_seeds_from_python_return_the_aggregate_and_every_run(tmp_path):
     result = fastcifar.fit(**QUICK, lr_max=0.05, seeds=2, tta=True, data=DATA, out=str(tmp_path))
     (group,) = result.groups
