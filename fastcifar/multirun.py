@@ -207,6 +207,8 @@ def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -
     child = plan.life.child(run.name, writes=True if plan.parallel else None)
     path = child.folder.path / "checkpoint.pt"
     checkpoint = load_checkpoint(path) if path.exists() else None
+    if checkpoint is not None:  # refused before the run is marked running (it stays resumable)
+        check_continuable(trainer, checkpoint, path, plan.life.folder.final, plan.data_parallel)
     trainer.reseed(run.seed, run.lr_max)
     say(f"== run {run.name}")
     record = ConfigRecord(
@@ -215,8 +217,6 @@ def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -
     try:
         with child.running(record if checkpoint is None else None, running_summary(trainer), stop):
             if checkpoint is not None:
-                check_continuable(trainer, checkpoint, path, plan.life.folder.final,
-                                  plan.data_parallel)  # fmt: skip
                 state = state_from(trainer, checkpoint, path)
             else:
                 found = _bounds_for(trainer.config, plan.found, plan.request.config.is_sweep)

@@ -21,6 +21,7 @@ from fastcifar.model import build_model
 from fastcifar.run_folder import TIMING_COLUMNS
 from fastcifar.statistics import aggregate, t_quantile
 from fastcifar.train import main as command_main
+from fastcifar.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
 from tests.runs import finished_run, signal_after
 
@@ -148,6 +149,15 @@ def test_a_stopped_multi_run_resumes_with_the_runs_it_lacks(tmp_path, monkeypatc
     )
     first = (out / "seed-0" / "model.pt").stat().st_mtime_ns
     monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    # A checkpoint this process could not continue exactly is refused before its run is
+    # marked running: the run stays interrupted, and resumable.
+    how = Trainer.trained_how
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "trained_how", lambda self: {**how(self), "world_size": 2})
+        with pytest.raises(SystemExit) as refused:
+            train_main(["--resume", str(out)])
+    assert refused.value.code == 2 and "was trained by 1 proc" in capsys.readouterr().err
+    assert json.loads((out / "seed-1" / "summary.json").read_text())["status"] == "interrupted"
     train_main(["--resume", str(out)])
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
     assert (out / "seed-0" / "model.pt").stat().st_mtime_ns == first  # not trained again
