@@ -26,6 +26,18 @@ def aggregate_groups(summaries: list[Summary], found: LrBounds | None) -> list[d
     return [_group(lr_max, runs, found) for lr_max, runs in groups.items()]
 
 
+def say_groups(groups: list[dict[str, Any]]) -> None:
+    """A line per LRMAX: the test accuracy over its runs."""
+    for group in groups:
+        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
+        say(f"{lr}test accuracy {group['describe']}")
+
+
+def run_folders_of(multi: Path) -> list[Path]:
+    """The folders of a multi-run's runs (seed-K, or lr-X/seed-K in a sweep), sorted."""
+    return sorted(path.parent for path in multi.glob("**/seed-*/summary.json"))
+
+
 def _group(lr_max: float | None, runs: list[Summary], found: LrBounds | None) -> dict[str, Any]:
     complete = [run for run in runs if run.status == Status.COMPLETE]
     diverged = [run.config["seed"] for run in runs if run.status == Status.DIVERGED]
@@ -119,9 +131,7 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
                 "an aggregate takes runs of one recipe"
             )
     groups = aggregate_groups(summaries, None)
-    for group in groups:
-        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
-        say(f"{lr}test accuracy {group['describe']}")
+    say_groups(groups)
     lr_maxes = [group["lr_max"] for group in groups]
     config = {
         **first,
@@ -157,7 +167,7 @@ def _run_folders(paths: list[Path]) -> list[Path]:
                 raise RunFolderError(
                     f"{path} is a multi-run that is {summary.status.value}: resume it first"
                 )
-            found += sorted(p.parent for p in path.glob("**/seed-*/summary.json"))
+            found += run_folders_of(path)
         elif summary.kind == RunKind.RUN:
             found.append(path)
         else:

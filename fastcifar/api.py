@@ -11,7 +11,9 @@ from typing import Any
 
 from torch import nn
 
+from fastcifar.aggregation import run_folders_of
 from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.config_checks import PARALLEL_MODES
 from fastcifar.config_file import read_toml, suggestion
 from fastcifar.dataset import as_dataset
 from fastcifar.distributed import from_environment, start, teardown
@@ -118,8 +120,6 @@ def make_request(config: Any = None, data: Any = None, model: ModelChoice = None
             )
     base = _base_config(config)
     settings = {k: v for k, v in values.items() if k in CONFIG_NAMES}
-    if isinstance(settings.get("lr_max"), list):
-        settings["lr_max"] = tuple(settings["lr_max"])
     train = TrainConfig.from_dict({**base, **settings}, where="the settings")
     options = RunOptions(**{k: v for k, v in values.items() if k in OPTION_NAMES})
     _check_options(options)
@@ -151,7 +151,7 @@ def _check_options(options: RunOptions) -> None:
         isinstance(options.max_steps, int) and options.max_steps >= 1
     ):
         raise ConfigError(f"max_steps must be a positive integer, got {options.max_steps!r}")
-    if options.parallel not in ("auto", "runs", "data"):
+    if options.parallel not in PARALLEL_MODES:
         raise ConfigError(f"parallel must be auto, runs or data, got {options.parallel!r}")
     if options.resume is not None and options.overwrite:
         raise ConfigError("--resume continues a run; --overwrite replaces one: choose one")
@@ -211,8 +211,8 @@ def execute(request: Any) -> RunResult:
 def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:
     children: list[RunResult] = []
     if summary.kind == RunKind.MULTI:
-        for child in sorted(folder.glob("**/seed-*/summary.json")):
-            children.append(RunResult(child.parent, read_summary(child.parent)))
+        for child in run_folders_of(folder):
+            children.append(RunResult(child, read_summary(child)))
     return RunResult(folder, summary, children, model)
 
 

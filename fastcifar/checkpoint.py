@@ -20,6 +20,7 @@ import torch
 
 from fastcifar import __version__
 from fastcifar.errors import CheckpointError
+from fastcifar.records import short
 
 CHECKPOINT_SCHEMA = 2
 LOAD_ERRORS = (
@@ -75,7 +76,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     payload = load_weights_file(path, "a checkpoint")
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a fastcifar checkpoint (not a dictionary)")
-    payload = _upgraded(payload, path)
+    payload = _upgraded(payload)
     schema = payload.get("schema")
     if not isinstance(schema, int) or schema > CHECKPOINT_SCHEMA:
         raise CheckpointError(
@@ -110,10 +111,10 @@ def load_weights_file(path: Path, what: str) -> Any:
             "tensors and numbers, which are never loaded (they could run code)"
         ) from None
     except LOAD_ERRORS as error:
-        raise CheckpointError(f"{path} cannot be read as {what} ({_short(error)})") from None
+        raise CheckpointError(f"{path} cannot be read as {what} ({short(error)})") from None
 
 
-def _upgraded(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+def _upgraded(payload: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 (fastcifar 0.1: {"fastcifar", "config", "state": {...}}) as schema 2."""
     state = payload.get("state")
     if "schema" in payload or not isinstance(state, dict):
@@ -175,11 +176,6 @@ def _integer(value: object) -> bool:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastcifar.aggregation import aggregate_groups, plot_aggregate
+from fastcifar.aggregation import aggregate_groups, plot_aggregate, say_groups
 from fastcifar.checkpoint import load_checkpoint
 from fastcifar.config import RunOptions, TrainConfig
 from fastcifar.distributed import Distributed, describe_error, rebuild_error
@@ -262,14 +262,11 @@ def _aggregate(plan: Plan, running: Summary, runs: list[PlannedRun], timings: Ti
         facts,
         groups,
         range_test,
-        parallel="runs" if plan.parallel else ("data" if plan.dist.enabled else "none"),
         warm_up_seconds=timings.warm_up_seconds,
         wall_seconds=time.perf_counter() - timings.started,
     )
     folder.write_summary(summary)
     if folder.writes and plan.trainer.config.plots:
         plot_aggregate(folder, groups, found)
-    for group in groups:
-        lr = f"LRMAX {group['lr_max']:.4g}: " if group["lr_max"] else ""
-        say(f"{lr}test accuracy {group['describe']}")
+    say_groups(groups)
     return summary

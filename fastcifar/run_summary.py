@@ -245,7 +245,6 @@ def multi_complete(
     groups: list[dict[str, Any]],
     range_test: dict[str, Any] | None,
     *,
-    parallel: str,
     warm_up_seconds: float,
     wall_seconds: float,
 ) -> Summary:
@@ -254,7 +253,6 @@ def multi_complete(
         status=Status.COMPLETE,
         groups=groups,
         range_test=range_test,
-        parallel=parallel,
         **_warm_up(facts, warm_up_seconds),
         wall_seconds=wall_seconds,
         **_environment(),

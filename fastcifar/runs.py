@@ -88,9 +88,7 @@ def announce(trainer: Trainer, runs_in_parallel: int = 0) -> None:
     )
 
 
-def estimate_of(
-    trainer: Trainer, runs: int, range_test: bool, where: str = "a measured step"
-) -> Estimate:
+def estimate_of(trainer: Trainer, runs: int, range_test: bool) -> Estimate:
     """The cost of the requested runs from one measured step of this trainer."""
     from fastcifar.model import step_gflop
 

@@ -21,8 +21,6 @@ from fastcifar.config import RunOptions, TrainConfig
 from fastcifar.config_file import read_toml, to_toml
 from fastcifar.errors import ConfigError
 
-COMMAND_FLAGS = ("config", "print_config", "estimate")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
