@@ -165,7 +165,7 @@ def _recorded_bounds(folder: Path) -> LrBounds | None:
 
 
 def _find_bounds(plan: Plan, stop: StopSignals) -> LrBounds:
-    return range_test(plan.trainer, plan.life.folder, stop, plan.hint)
+    return range_test(plan.trainer, plan.life.folder, stop, plan.hint)[0]
 
 
 def _train_runs(plan: Plan, runs: list[PlannedRun], stop: StopSignals, timings: Timings) -> None:

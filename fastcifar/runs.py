@@ -22,10 +22,11 @@ from fastcifar.errors import (
     RunFolderError,
 )
 from fastcifar.lifecycle import Lifecycle, resume_command, resume_hint
+from fastcifar.lr_range_test import RangeTestResult
 from fastcifar.model import ModelChoice
 from fastcifar.progress import say, warn
 from fastcifar.records import ConfigRecord, RunKind, Status, read_config
-from fastcifar.report import Estimate, read_range_test, save_range_test
+from fastcifar.report import Estimate, save_range_test
 from fastcifar.run_folder import RunFolder, run_status
 from fastcifar.run_summary import Summary, read_summary
 from fastcifar.schedule import LrBounds, given_bounds
@@ -114,11 +115,14 @@ def bounds_for(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str
     given = given_bounds(trainer.config)
     if given is not None:
         return given
-    return range_test(trainer, folder, stop, hint)
+    return range_test(trainer, folder, stop, hint)[0]
 
 
-def range_test(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str = "") -> LrBounds:
-    """The LR range test, written into `folder` (curve and plot) and said in one line."""
+def range_test(
+    trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str = ""
+) -> tuple[LrBounds, RangeTestResult]:
+    """The LR range test, written into `folder` (curve and plot) and said in one line; its
+    bounds and its whole curve."""
     bounds, result = find_bounds(trainer, stop, hint)
     save_range_test(result, folder, trainer.config.plots)
     say(
@@ -126,7 +130,7 @@ def range_test(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str
         f"LRMIN {bounds.lr_min:.4g} ({result.lr_min_method}), LRMAX {bounds.lr_max:.4g} "
         f"({result.lr_max_method})"
     )
-    return bounds
+    return bounds, result
 
 
 def train_one(request: Request, device: Any, dist: Distributed) -> tuple[Summary, Trainer, Path]:
@@ -299,7 +303,9 @@ def state_from(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> Training
     return state
 
 
-def range_test_only(request: Request, device: Any, dist: Distributed) -> tuple[LrBounds, Any, Path]:
+def range_test_only(
+    request: Request, device: Any, dist: Distributed
+) -> tuple[LrBounds, RangeTestResult, Path]:
     """find_lr: the LR range test in a folder of its own (its summary says kind range_test)."""
     import time
 
@@ -317,8 +323,8 @@ def range_test_only(request: Request, device: Any, dist: Distributed) -> tuple[L
     running = Summary(RunKind.RANGE_TEST, Status.RUNNING, config.to_dict())
     with life.running(record, running) as stop:
         warm_up(trainer)
-        bounds = range_test(trainer, life.folder, stop)
+        bounds, curve = range_test(trainer, life.folder, stop)
         wall = time.perf_counter() - started
         life.folder.write_summary(range_test_complete(running, bounds, device_name(device), wall))
     say(f"plot: {life.folder / 'lr_range_test.png'}  curve: {life.folder / 'lr_range_test.json'}")
-    return bounds, read_range_test(life.folder.path), life.folder.path
+    return bounds, curve, life.folder.path  # on every rank: each ran the range test
