@@ -146,7 +146,8 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
         reason=f"aggregated from {len(folders)} run folders",
     )
     if out is not None:
-        folder = RunFolder.claim(out, occupied="choose another --out")
+        taken = "choose another --out"  # aggregate has no --overwrite, no --resume
+        folder = RunFolder.claim(out, occupied=taken, occupied_complete=taken)
         folder.create()
         folder.write_config(ConfigRecord(RunKind.MULTI, config))
         folder.write_summary(summary)

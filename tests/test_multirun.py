@@ -279,6 +279,10 @@ def test_the_aggregate_refuses_to_mix_recipes_or_count_a_run_twice(two_seeds, tm
     with pytest.raises(SystemExit):
         aggregate.main([str(two_seeds / "seed-5"), str(two_seeds / "seed-5")])
     assert "named more than once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a finished run in --out: aggregate has no --overwrite
+        aggregate.main([str(two_seeds / "seed-5"), "--out", str(two_seeds / "seed-6")])
+    error = capsys.readouterr().err
+    assert "choose another --out" in error and "--overwrite" not in error
 
 
 def test_the_aggregate_of_found_and_given_lrmax_plots_both_without_an_lr_for_the_found(
