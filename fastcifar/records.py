@@ -91,11 +91,28 @@ def read_config(folder: Path) -> ConfigRecord:
                 f"{path} has schema {record.schema}; this fastcifar reads {CONFIG_SCHEMA} or older"
             )
         record.train_config  # noqa: B018 (checks every setting)
+        if record.data is not None:
+            _check_data(record.data)
     except ConfigError as error:  # a ValueError too: it goes first
         raise RunFolderError(f"{path}: {error}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunFolderError(f"{path} is not a fastcifar config ({short(error)})") from None
     return record
+
+
+def _check_data(data: Any) -> None:
+    """What a run recorded of its data: a table whose normalisation has 3 means and 3 stds
+    (what evaluate and predict normalise with)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a table, got {data!r}"[:200])
+    normalisation = data.get("normalisation")
+    if not isinstance(normalisation, dict) or not all(
+        isinstance(normalisation.get(key), list)
+        and len(normalisation[key]) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in normalisation[key])
+        for key in ("mean", "std")
+    ):
+        raise ValueError("data.normalisation must hold 3 numbers for mean and for std")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -257,6 +257,17 @@ def test_a_malformed_summary_is_one_line_naming_it(finished, tmp_path, capsys, s
     assert error.count("\n") == 1 and "summary.json" in error
 
 
+@pytest.mark.parametrize("data", ["cifar", {"source": "arrays"}, {"normalisation": {"mean": 1}}])
+def test_a_malformed_data_record_is_one_line_naming_config_json(finished, tmp_path, capsys, data):
+    target = copy_run(finished, tmp_path / "run")
+    record = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**record, "data": data}))
+    with pytest.raises(SystemExit):
+        evaluate_main([str(target)])
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "config.json" in error and "data" in error, error
+
+
 def test_non_finite_weights_are_refused(finished, tmp_path, capsys):
     target = copy_run(finished, tmp_path / "run")
     state = torch.load(target / "model.pt", weights_only=True)
