@@ -203,7 +203,9 @@ class TrainingRun:
             math.isfinite(scores.loss) for scores in (evaluation.plain, evaluation.tta) if scores
         ):
             problem = f"the test loss is not finite after epoch {state.epoch + 1}"
-        elif not state_is_finite(self.trainer.model, self.trainer.optimizer):
+        # Every rank gets here alike (the losses are all-reduced); BatchNorm statistics are each
+        # rank's own until evaluation broadcasts them, so the ranks agree on the verdict.
+        elif self.trainer.dist.any(not state_is_finite(self.trainer.model, self.trainer.optimizer)):
             problem = (
                 "weights, BatchNorm statistics or momentum are not finite in epoch "
                 f"{state.epoch + 1}"
