@@ -195,19 +195,23 @@ class Distributed:
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on any rank (a collective: all must call).
         It waits for the other ranks' hosts, never for a GPU."""
-        return self.agree(int(flag)) > 0
+        return self._largest(int(flag)) > 0
 
     def agree(self, code: int) -> int:
-        """The largest of every rank's `code` (a collective: all must call), so that the ranks
-        stop for one and the same reason. It waits for the other ranks' hosts, never for a GPU."""
+        """The largest of every rank's stop `code` (a collective: all must call), so that the
+        ranks stop for one and the same reason. It waits for the other ranks' hosts, never for
+        a GPU."""
+        return self._largest(code)
+
+    def _largest(self, value: int) -> int:
         if not self.enabled:
-            return code
+            return value
         import torch
         import torch.distributed as dist
 
-        value = torch.tensor([code])
-        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.vote_group)
-        return int(value.item())
+        tensor = torch.tensor([value])
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.vote_group)
+        return int(tensor.item())
 
     def stop_vote(self, code: int, steps_done: int, device: torch.device) -> int:
         """The agreed stop code (0: go on) after this step: a vote every step on a CPU, every

@@ -361,3 +361,25 @@ def test_the_ranks_stop_for_the_reason_they_agree_on(tmp_path, monkeypatch, caps
     assert capsys.readouterr().err.strip().startswith(line)
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert votes == [0, 0]  # neither the clock nor a signal of this rank's own
+
+
+def test_a_rank_whose_state_is_finite_diverges_with_the_one_whose_state_is_not(
+    tmp_path, monkeypatch, capsys
+):
+    """BatchNorm statistics are each rank's own between evaluations: when another rank's turn
+    non-finite, this rank calls the run diverged too (the verdict is agreed), so no rank writes
+    a checkpoint that another has refused."""
+    flags = []
+
+    def any_rank(self, flag):  # the other rank: its running variance is infinite
+        flags.append(flag)
+        return True
+
+    monkeypatch.setattr(Distributed, "any", any_rank)
+    out = tmp_path / "run"
+    argv = [*TWO_EPOCHS, "--checkpoint-every", "1", "--out", str(out)]
+    assert exit_code(argv, synthetic_cifar(64, 32)) == 3
+    error = capsys.readouterr().err
+    assert "weights, BatchNorm statistics or momentum are not finite in epoch 1" in error
+    assert flags == [False]  # this rank's own state was finite
+    assert not (out / "checkpoint.pt").exists()
