@@ -78,6 +78,15 @@ def four_classes():
     return synthetic_cifar(96, 40, classes=4)
 
 
+def stopped_in_epoch_2(monkeypatch, out: Path, **extra) -> str:
+    """A 2-epoch fit on four_classes() interrupted at its 8th step; its folder."""
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05, **extra)
+    signal_after(monkeypatch, 8)
+    with pytest.raises(Interrupted):
+        fastcifar.fit(**settings, data=four_classes(), out=str(out))
+    return str(out)
+
+
 def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     tmp_path, monkeypatch
 ):
@@ -103,26 +112,20 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
 
 
 def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
-    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
-    signal_after(monkeypatch, 8)
-    with pytest.raises(Interrupted):
-        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "b"))
+    run = stopped_in_epoch_2(monkeypatch, tmp_path / "b")
     with pytest.raises(DataError, match="trained on other data"):
-        fastcifar.fit(resume=str(tmp_path / "b"), data=synthetic_cifar(96, 40, seed=9, classes=4))
+        fastcifar.fit(resume=run, data=synthetic_cifar(96, 40, seed=9, classes=4))
 
 
 def test_a_resume_with_data_or_a_model_the_run_did_not_have_is_refused(tmp_path, monkeypatch):
-    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
-    signal_after(monkeypatch, 8)
-    with pytest.raises(Interrupted):
-        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "r"))
+    run = stopped_in_epoch_2(monkeypatch, tmp_path / "r")
     with pytest.raises(ConfigError, match="trained the recipe's ResNet9: resume it without model="):
-        fastcifar.fit(resume=str(tmp_path / "r"), data=four_classes(), model=TinyNet)
+        fastcifar.fit(resume=run, data=four_classes(), model=TinyNet)
     record = json.loads((tmp_path / "r" / "config.json").read_text())
     record["data"].update(source="cifar10", folder="/data/cifar10")  # as a CIFAR-10 run has it
     (tmp_path / "r" / "config.json").write_text(json.dumps(record))
     with pytest.raises(DataError, match="CIFAR-10 from its data folder: resume it without data="):
-        fastcifar.fit(resume=str(tmp_path / "r"), data=four_classes())
+        fastcifar.fit(resume=run, data=four_classes())
 
 
 def test_seeds_from_python_return_the_aggregate_and_every_run(tmp_path):
@@ -310,12 +313,9 @@ def test_resume_from_python_takes_no_other_settings(tmp_path):
 
 
 def test_a_multi_run_resumed_on_other_data_is_refused(tmp_path, monkeypatch):
-    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05, seeds=2)
-    signal_after(monkeypatch, 8)
-    with pytest.raises(Interrupted):
-        fastcifar.fit(**settings, data=four_classes(), out=str(tmp_path / "p"))
+    run = stopped_in_epoch_2(monkeypatch, tmp_path / "p", seeds=2)
     with pytest.raises(DataError, match="trained on other data"):
-        fastcifar.fit(resume=str(tmp_path / "p"), data=synthetic_cifar(96, 40, seed=9, classes=4))
+        fastcifar.fit(resume=run, data=synthetic_cifar(96, 40, seed=9, classes=4))
 
 
 def test_a_plan_restarted_by_torchrun_without_out_finds_its_folder(tmp_path, monkeypatch):
