@@ -25,7 +25,7 @@ from benchmarks.reference_pipeline import reference_workers
 from benchmarks.report import render_markdown, save_report
 from benchmarks.runner import BenchEnv, synthetic_split
 from benchmarks.settings import BenchSizes, choose_sizes, config_matrix
-from fastcifar.device import Precision, cpu_bf16_support, cpu_capability, pick_device
+from fastcifar.system.device import Precision, cpu_bf16_support, cpu_capability, pick_device
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPORT = pytest.StashKey[dict[str, Any]]()
@@ -80,7 +80,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def bench_env(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> BenchEnv:
     device = session_device(pytestconfig)
-    # As fastcifar.trainer.build does: cuDNN picks the fastest convolution algorithm per shape.
+    # As fastcifar.training.trainer.build does: cuDNN picks the fastest convolution algorithm per
+    # shape.
     torch.backends.cudnn.benchmark = device.type == "cuda"
     sizes = choose_sizes(device.type, full=pytestconfig.getoption("fastcifar_benchmark"))
     report = pytestconfig.stash[REPORT] = new_report(pytestconfig, device, sizes)

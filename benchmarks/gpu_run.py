@@ -115,7 +115,7 @@ def preflight(data: Path, allow_cpu: bool, python: str) -> str | None:
     """One line when DATA_DIR is not the complete CIFAR-10 or no CUDA device is seen."""
     check = (
         "import sys, torch\n"
-        "from fastcifar.data_source import load_cifar10\n"
+        "from fastcifar.data.source import load_cifar10\n"
         "from fastcifar.errors import UserError\n"
         f"try:\n    data = load_cifar10({str(data)!r}, download=False)\n"
         "except UserError as error:\n    sys.exit(f'DATA_DIR: {error}')\n"

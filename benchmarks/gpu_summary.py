@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import epoch_row
-from fastcifar.provenance import describe_commit
-from fastcifar.statistics import Aggregate
+from fastcifar.outputs.statistics import Aggregate
+from fastcifar.records.provenance import describe_commit
 
 RECIPE_EPOCHS = 24
 
@@ -140,8 +140,8 @@ def per_run_rows(parent: Path) -> list[dict[str, Any]]:
 def provenance() -> dict[str, Any]:
     import torch
 
-    from fastcifar.device import device_name
-    from fastcifar.provenance import source_commit, versions
+    from fastcifar.records.provenance import source_commit, versions
+    from fastcifar.system.device import device_name
 
     device = "cpu"
     if torch.cuda.is_available():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastcifar.device import cpu_capability, cpu_model_name, device_name
+from fastcifar.system.device import cpu_capability, cpu_model_name, device_name
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def load_average() -> float | None:
 
 def git_commit() -> str:
     """Short commit of the source, marked "+dirty" when files differ from it; from git, or
-    where there is none, from $FASTCIFAR_COMMIT or .provenance.json (fastcifar.provenance)."""
-    from fastcifar.provenance import describe_commit, source_commit
+    where there is none, from $FASTCIFAR_COMMIT or .provenance.json
+    (fastcifar.records.provenance)."""
+    from fastcifar.records.provenance import describe_commit, source_commit
 
     return describe_commit(source_commit())

@@ -18,9 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from fastcifar.augmentation import SPEC, AugmentationSpec
-from fastcifar.dataset import CifarSplit
-from fastcifar.normalisation import CIFAR10_MEAN, CIFAR10_STD
+from fastcifar.data.augmentation import SPEC, AugmentationSpec
+from fastcifar.data.dataset import CifarSplit
+from fastcifar.data.normalisation import CIFAR10_MEAN, CIFAR10_STD
 
 
 def reference_workers() -> int:

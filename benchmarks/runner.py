@@ -1,9 +1,9 @@
 """Timed training epochs and loader-only epochs, through fastcifar's own engine.
 
-A row's trainer is the one `python -m fastcifar.train` builds (`fastcifar.trainer.build`), with
-its One Cycle state, and an epoch is the engine's (`engine.run_steps`: augmentation + forward +
-loss + backward + SGD step + LR schedule, then the epoch's one read-back), so the suite times
-what a run runs. Each timed region starts and
+A row's trainer is the one `python -m fastcifar.train` builds
+(`fastcifar.training.trainer.build`), with its One Cycle state, and an epoch is the engine's
+(`engine.run_steps`: augmentation + forward + loss + backward + SGD step + LR schedule, then the
+epoch's one read-back), so the suite times what a run runs. Each timed region starts and
 ends with a device synchronisation; warm-up epochs (compilation, autotuning, CUDA-graph recording,
 worker start-up) are timed on their own and never mixed into the epoch figure.
 """
@@ -23,16 +23,16 @@ import pytest
 import torch
 
 from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
-from fastcifar.compilation import CompileCounts, compile_counts
-from fastcifar.config import TrainConfig
-from fastcifar.dataset import CifarSplit, Dataset
-from fastcifar.device import synchronize
-from fastcifar.distributed import Distributed
-from fastcifar.engine import EpochAccumulator, run_steps
-from fastcifar.loaders import BETON_NAMES, LoaderOptions, make_loader
-from fastcifar.schedule import given_bounds
-from fastcifar.trainer import Trainer, build
-from fastcifar.training_run import new_state
+from fastcifar.data.dataset import CifarSplit, Dataset
+from fastcifar.data.loaders import BETON_NAMES, LoaderOptions, make_loader
+from fastcifar.engine.compilation import CompileCounts, compile_counts
+from fastcifar.engine.schedule import given_bounds
+from fastcifar.engine.step import EpochAccumulator, run_steps
+from fastcifar.records.config import TrainConfig
+from fastcifar.system.device import synchronize
+from fastcifar.system.distributed import Distributed
+from fastcifar.training.loop import new_state
+from fastcifar.training.trainer import Trainer, build
 
 # Speed does not depend on the learning rate; this keeps synthetic-data training finite.
 LR_MAX = 0.4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastcifar.loaders import LOADER_NAMES
+from fastcifar.data.loaders import LOADER_NAMES
 
 # The seed's kind of data path: per-sample torchvision transforms (see reference_pipeline).
 REFERENCE = "reference"

@@ -2,14 +2,14 @@
 differs from it) beside the package, for a copy of the source tree on a machine without git.
 
 Run it just before the tree is copied (the device calls carry the git-ignored file); every
-summary and benchmark result there then records this commit (fastcifar.provenance).
+summary and benchmark result there then records this commit (fastcifar.records.provenance).
 """
 
 from __future__ import annotations
 
 import json
 
-from fastcifar.provenance import PROVENANCE_FILE, source_commit
+from fastcifar.records.provenance import PROVENANCE_FILE, source_commit
 
 
 def main() -> None:

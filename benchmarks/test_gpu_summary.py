@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_run, gpu_summary, publish
-from fastcifar.statistics import aggregate
+from fastcifar.outputs.statistics import aggregate
 from tests.conftest import real_cifar_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def without_git(folder: Path) -> str:
 
 
 def test_the_commit_comes_from_git_else_the_stamp_else_is_unknown(tmp_path, monkeypatch):
-    from fastcifar.provenance import source_commit
+    from fastcifar.records.provenance import source_commit
 
     monkeypatch.delenv("FASTCIFAR_COMMIT", raising=False)
     tree = tmp_path / "copied-tree"  # a copy without .git, as on the GPU machine

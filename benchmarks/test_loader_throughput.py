@@ -14,7 +14,7 @@ from benchmarks.runner import (
     skip_if_backend_broken,
 )
 from benchmarks.settings import REFERENCE, BenchConfig
-from fastcifar.loaders import LOADER_NAMES
+from fastcifar.data.loaders import LOADER_NAMES
 
 
 @pytest.mark.parametrize("loader", [*LOADER_NAMES, REFERENCE])

@@ -7,7 +7,7 @@ cifar10_train.beton and cifar10_test.beton atomically (by default into fastcifar
 --loader ffcv looks for them; the data folder is only read), checks every record of each against the
 source, and skips files that already hold their split unless --force. Ctrl-C (SIGINT) and SIGTERM
 stop it at once with exit status 130 or 143, leaving no partial file, worker process or shared
-memory behind. The logic lives in fastcifar.loaders.beton.
+memory behind. The logic lives in fastcifar.data.loaders.beton.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None, *, data: object = None) -> None:
     """The command; `data`: a fastcifar Dataset to write instead of CIFAR-10 (tests)."""
     args = parse_args(argv)
     # Imported here so that a missing FFCV is reported as one line by run_main, before any work.
-    import fastcifar.loaders.beton  # noqa: F401
-    from fastcifar.signals import HANDLED
+    import fastcifar.data.loaders.beton  # noqa: F401
+    from fastcifar.system.signals import HANDLED
 
     with signals_raise(HANDLED):
         try:
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None, *, data: object = None) -> None:
 
 
 def write_betons(args: argparse.Namespace, data: object = None) -> None:
-    from fastcifar.data_source import beton_cache_folder, load_cifar10
-    from fastcifar.loaders import BETON_NAMES
-    from fastcifar.loaders.beton import ensure_beton
+    from fastcifar.data.loaders import BETON_NAMES
+    from fastcifar.data.loaders.beton import ensure_beton
+    from fastcifar.data.source import beton_cache_folder, load_cifar10
 
     data = data or load_cifar10(args.data_dir)
     out_dir = Path(args.out_dir).expanduser() if args.out_dir else beton_cache_folder()

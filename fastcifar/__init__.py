@@ -15,30 +15,34 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
-
-# name -> module that defines it
+# name -> module that defines it, below this package
 PUBLIC = {
-    "fit": "fastcifar.api",
-    "estimate": "fastcifar.api",
-    "load_run": "fastcifar.api",
-    "RunResult": "fastcifar.api",
-    "RangeTest": "fastcifar.api",
-    "SavedRun": "fastcifar.saved_run",
-    "TrainConfig": "fastcifar.config",
-    "RunOptions": "fastcifar.config",
-    "ResNet9": "fastcifar.model",
-    "Dataset": "fastcifar.dataset",
-    "as_dataset": "fastcifar.dataset",
-    "load_cifar10": "fastcifar.data_source",
-    "CifarTensorLoader": "fastcifar.loaders.torch_loader",
+    "fit": "api",
+    "estimate": "api",
+    "load_run": "api",
+    "RunResult": "api",
+    "RangeTest": "api",
+    "SavedRun": "runs.saved_run",
+    "RunEvaluation": "runs.inference",
+    "Predictions": "runs.inference",
+    "TrainConfig": "records.config",
+    "RunOptions": "records.config",
+    "ResNet9": "engine.model",
+    "Dataset": "data.dataset",
+    "as_dataset": "data.dataset",
+    "load_cifar10": "data.source",
+    "CifarTensorLoader": "data.loaders.torch_loader",
+    "__version__": "records.provenance",  # declared there as VERSION, read by setup.cfg
 }
-__all__ = [*PUBLIC, "find_lr"]
+# the command modules that are callable as their function (see find_lr.py)
+COMMAND_FUNCTIONS = ("find_lr", "evaluate", "predict")
+__all__ = [*(name for name in PUBLIC if name != "__version__"), *COMMAND_FUNCTIONS]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "find_lr":  # the command module, callable as the function (see find_lr.py)
-        return importlib.import_module("fastcifar.find_lr")
+    if name in COMMAND_FUNCTIONS:
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in PUBLIC:
         raise AttributeError(f"module 'fastcifar' has no attribute {name!r}")
-    return getattr(importlib.import_module(PUBLIC[name]), name)
+    module = importlib.import_module(f"{__name__}.{PUBLIC[name]}")
+    return module.VERSION if name == "__version__" else getattr(module, name)

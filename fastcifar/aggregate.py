@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.aggregation import aggregate_folders
+        from fastcifar.runs.aggregation import aggregate_folders
 
         aggregate_folders([Path(run) for run in args.runs], args.out, args.plots)
 

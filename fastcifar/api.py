@@ -5,25 +5,26 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from fastcifar.aggregation import run_folders_of
-from fastcifar.config import RunOptions, TrainConfig
-from fastcifar.config_checks import PARALLEL_MODES
-from fastcifar.config_file import read_toml, suggestion
-from fastcifar.dataset import as_dataset
-from fastcifar.distributed import from_environment, start, teardown
+from fastcifar.data.dataset import as_dataset
+from fastcifar.engine.lr_range_test import RangeTestResult
+from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError
-from fastcifar.lr_range_test import RangeTestResult
-from fastcifar.model import ModelChoice
-from fastcifar.records import RunKind, read_config
-from fastcifar.report import Estimate
-from fastcifar.run_summary import Summary, read_summary
-from fastcifar.saved_run import SavedRun, load_saved_run
+from fastcifar.outputs.report import Estimate
+from fastcifar.records.config import RunOptions, TrainConfig
+from fastcifar.records.config_checks import PARALLEL_MODES
+from fastcifar.records.config_file import read_toml, suggestion
+from fastcifar.records.config_record import RunKind, read_config
+from fastcifar.records.summary import Summary, read_summary
+from fastcifar.runs.aggregation import run_folders_of
+from fastcifar.runs.request import Request
+from fastcifar.runs.saved_run import SavedRun, load_saved_run
+from fastcifar.system.distributed import from_environment, start, teardown
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
 OPTION_NAMES = [item.name for item in fields(RunOptions)]
@@ -32,7 +33,8 @@ OPTION_NAMES = [item.name for item in fields(RunOptions)]
 @dataclass
 class RunResult:
     """What `fit` returns. For several runs (seeds, a sweep) `runs` holds each run and
-    `groups` the aggregate per LRMAX; `accuracy` is then the mean of the one LRMAX's runs."""
+    `groups` the aggregate per LRMAX; `accuracy` is then the mean of the one LRMAX's runs.
+    Accuracies are fractions in [0, 1], as in summary.json: 0.9345 is the 93.45% printed."""
 
     folder: Path
     summary: Summary
@@ -49,13 +51,15 @@ class RunResult:
 
     @property
     def accuracy(self) -> float | None:
-        """Plain test accuracy (a multi-run with one LRMAX: the mean over its runs)."""
+        """Plain test accuracy, a fraction in [0, 1] (a multi-run with one LRMAX: the mean over
+        its runs)."""
         if self.summary.kind == RunKind.MULTI:
             return _group_mean(self.summary, "accuracy")
         return self.summary.final_test_accuracy
 
     @property
     def tta_accuracy(self) -> float | None:
+        """Flip-TTA test accuracy, a fraction in [0, 1]; None without --tta."""
         if self.summary.kind == RunKind.MULTI:
             return _group_mean(self.summary, "accuracy_tta")
         return self.summary.final_test_accuracy_tta
@@ -99,20 +103,17 @@ def _group_mean(summary: Summary, key: str) -> float | None:
     return groups[0][key]["mean"]
 
 
-def make_request(config: Any = None, data: Any = None, model: ModelChoice = None, **values: Any):
+def make_request(
+    config: Any = None, data: Any = None, model: ModelChoice = None, **values: Any
+) -> Request:
     """The Request of `fit`'s arguments: `config` a TrainConfig, a dict or a TOML file's path;
     `values` any TrainConfig field or run option (`out`, `resume`, `max_time`, ...)."""
-    from fastcifar.runs import Request
-
     if values.get("resume") is not None:
-        beside = sorted(
-            name for name in values if name not in ("resume", *RunOptions.BESIDE_RESUME)
-        )
-        if beside or config:  # an empty table of settings (the command's) is none
-            raise ConfigError(
-                "resume continues with the run's recorded config; drop "
-                + ", ".join(beside or ["config"])
-            )
+        from fastcifar.runs.resume import BESIDE_RESUME, refuse_beside_resume
+
+        given = sorted(name for name in values if name not in BESIDE_RESUME)
+        given = given or (["config"] if config else [])  # an empty table (the command's): none
+        refuse_beside_resume(given, "resume")
     for name in values:
         if name not in CONFIG_NAMES and name not in OPTION_NAMES:
             raise ConfigError(
@@ -166,36 +167,37 @@ def fit(
     settings that override it (`epochs=2`, `lr_max=0.4` or a list for a sweep, `seeds=5`) and
     run options (`out`, `overwrite`, `resume`, `auto_resume`, `max_time`, `max_steps`,
     `parallel`). `data`: your own data (see `fastcifar.as_dataset`), else CIFAR-10; `model`:
-    your own nn.Module, or a class or function returning one, else the ResNet9."""
-    return execute(make_request(config, data, model, **values))
+    your own nn.Module, or a class or function returning one, else the ResNet9. A stop says
+    how to continue from Python (`fit(resume=..., ...)`, naming what to pass again)."""
+    from fastcifar.system.caller import called_from_python
+
+    with called_from_python(data is not None, model is not None):
+        return execute(make_request(config, data, model, **values))
 
 
-def execute(request: Any) -> RunResult:
+def execute(request: Request) -> RunResult:
     """Run a Request (see fit): a new run or plan, a resumed one, or one continued after a
     torchrun restart; the process group is left whatever happens."""
-    from fastcifar import multirun, runs
+    from fastcifar.system.progress import quiet
 
-    options, config = request.options, request.config
-    resume = Path(options.resume) if options.resume is not None else None
-    if resume is not None:
-        config = runs.check_resumable(resume, request).train_config
-        request = runs.Request(config, options, request.data, request.model)
+    with quiet(request.options.quiet):
+        return _execute(request)
+
+
+def _execute(request: Request) -> RunResult:
+    from fastcifar.runs import multi as multirun
+    from fastcifar.runs import resume as resuming
+    from fastcifar.runs import single as runs
+
+    if request.options.resume is not None:
+        request = resuming.resumed(request)
     else:
         request.check()
-    if resume is not None and options.parallel == "auto":  # as the plan was trained
-        recorded = read_summary(resume).parallel
-        if recorded in ("runs", "data"):
-            options = replace(options, parallel=recorded)
-            request = runs.Request(config, options, request.data, request.model)
-    world = from_environment()[2]
-    parallel = multirun.runs_in_parallel(options, config, world)
+    options, config = request.options, request.config
+    parallel = multirun.runs_in_parallel(options, config, from_environment()[2])
     device, dist = start(config.device, config.batch_size, data_parallel=not parallel)
     try:
-        if resume is None:
-            resume = runs.continuable(options.out or runs.elastic_out(), request)
-            if resume is not None:
-                record = runs.check_resumable(resume, request)
-                request = runs.Request(record.train_config, options, request.data, request.model)
+        resume, request = resuming.resume_target(request)
         multi = (read_config(resume).kind == RunKind.MULTI) if resume else config.runs > 1
         if multi:
             summary, trainer, folder = multirun.train_plan(request, device, dist, parallel, resume)
@@ -231,13 +233,15 @@ def find_lr(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> RangeTest:
     """The LR range test as `python -m fastcifar.find_lr` runs it (same settings as `fit`)."""
-    from fastcifar.runs import range_test_only
+    from fastcifar.runs.single import range_test_only
+    from fastcifar.system.progress import quiet
 
     request = make_request(config, data, model, **values)
     request.check()
     device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
     try:
-        bounds, curve, folder = range_test_only(request, device, dist)
+        with quiet(request.options.quiet):
+            bounds, curve, folder = range_test_only(request, device, dist)
     finally:
         teardown()
     return RangeTest(bounds.lr_min, bounds.lr_max, bounds.source, curve, folder)
@@ -248,18 +252,15 @@ def estimate(
 ) -> Estimate:
     """What the run would cost here, from one measured step after the warm-up (compilation
     included on a GPU); writes nothing. `.line()` says it, `.total` is in seconds."""
-    from fastcifar.runs import announce, estimate_of, load_data
-    from fastcifar.trainer import build, warm_up
+    from fastcifar.runs.setup import Setup, built, estimate_of
+    from fastcifar.training.trainer import warm_up
 
     request = make_request(config, data, model, **values)
     request.check()
     device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
     try:
-        config, dataset = load_data(
-            request.config.one_run(request.config.seed, request.config.lr_maxes[0]), request.data
-        )
-        trainer = build(config, dataset, device, dist, model)
-        announce(trainer)
+        first = (request.config.seed, request.config.lr_maxes[0])
+        trainer = built(request, device, dist, Setup(first_run=first))[0]
         warm_up(trainer)
         result = estimate_of(trainer, request.config.runs, request.config.needs_range_test)
     finally:
@@ -276,7 +277,7 @@ def load_run(
 ) -> SavedRun:
     """The trained model of a run folder with its records, checked as `evaluate` checks them;
     a run of a model of one's own needs that `model` (class, function or module) again."""
-    from fastcifar.device import pick_device
+    from fastcifar.system.device import pick_device
 
     return load_saved_run(
         Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
-from fastcifar.config_checks import MAX_SEED
-from fastcifar.config_file import suggestion
-from fastcifar.errors import ConfigError, RunFolderError, RunStopped, UserError
+from fastcifar.errors import ConfigError, RunFolderError, RunStopped, UserError, first_line
+from fastcifar.records.config_checks import MAX_SEED
+from fastcifar.records.config_file import suggestion
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +27,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **options)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        from fastcifar.distributed import environment_ranks
+        from fastcifar.system.distributed import environment_ranks
 
         if environment_ranks()[0] != 0:  # every torchrun rank parses the same flags: one says it
             self.exit(2)
@@ -205,7 +205,7 @@ def run_main(main: Callable[[], object]) -> None:
     Under torchrun every rank meets the same config error, folder refusal or stop, and only
     rank 0 says it; another error may be a node's own (a missing data file or extra on one
     machine), so the first rank of each node says it, the other nodes' with their rank."""
-    from fastcifar.distributed import environment_ranks
+    from fastcifar.system.distributed import environment_ranks
 
     rank, local_rank = environment_ranks()
     try:
@@ -222,7 +222,7 @@ def run_main(main: Callable[[], object]) -> None:
         where = f"{error.filename}: " if error.filename else ""
         _fail(_node_line(f"error: {where}{error.strerror or error}", rank, local_rank), 2)
     except RuntimeError as error:
-        from fastcifar.distributed import peer_lost
+        from fastcifar.system.distributed import peer_lost
 
         if not peer_lost(error):
             raise
@@ -231,7 +231,7 @@ def run_main(main: Callable[[], object]) -> None:
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (first_line(error) or type(error).__name__)[:200]
 
 
 def _node_line(line: str, rank: int, local_rank: int) -> str | None:

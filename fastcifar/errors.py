@@ -83,3 +83,8 @@ class LimitReached(RunStopped):
 
 class RangeTestError(UserError):
     """The LR range test could not read bounds off its curve (e.g. it diverged at once)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, as a one-line message quotes it ('' if empty)."""
+    return (str(error).strip().splitlines() or [""])[0]

@@ -10,13 +10,15 @@ trained (and evaluated) under bf16 may differ in the last digit.
 from __future__ import annotations
 
 import argparse
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
-from fastcifar.config import TrainConfig
+from fastcifar.records.config import TrainConfig
 
 
 def test_subset(text: str) -> int | str:
@@ -67,39 +69,49 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.atomic_file import atomic_write
-        from fastcifar.device import pick_device
-        from fastcifar.evaluation import evaluate_split
-        from fastcifar.plots import confusion_matrix
-        from fastcifar.progress import say
-        from fastcifar.run_folder import strict_json
-        from fastcifar.saved_run import load_saved_run, test_split_of
+        from fastcifar.records.run_folder import strict_json
+        from fastcifar.system.files import atomic_write
+        from fastcifar.system.progress import say
 
-        device = pick_device(args.device)
-        saved = load_saved_run(Path(args.run_dir), device, allow_incomplete=args.allow_incomplete)
-        test, which = test_split_of(saved, args.data_dir, args.test_subset, data)
-        say(f"evaluating {which} on {device} (fp32)")
-        result = evaluate_split(
-            saved.model, test, device, args.batch_size, args.tta, saved.normalisation
+        result = evaluate(
+            args.run_dir,
+            tta=args.tta,
+            test_subset=args.test_subset,
+            batch_size=args.batch_size,
+            device=args.device,
+            data=data,
+            data_dir=args.data_dir,
+            allow_incomplete=args.allow_incomplete,
         )
-        names = list(saved.class_names)
-        report = {"run": str(Path(args.run_dir).resolve()), "test_examples": len(test)}
-        for key, scores in (("", result.plain), ("_tta", result.tta)):
-            if scores is None:
-                continue
-            matrix = confusion_matrix(result.labels.numpy(), scores.predictions.numpy(), len(names))
-            print(format_report(matrix, names, "flip TTA accuracy" if key else "test accuracy"))
-            per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
-            report |= {
-                f"test_accuracy{key}": scores.accuracy,
-                f"test_loss{key}": scores.loss,
-                f"per_class_accuracy{key}": dict(zip(names, per_class.tolist(), strict=True)),
-                f"confusion_matrix{key}": matrix.tolist(),
-            }
-        written = atomic_write(Path(args.run_dir) / "evaluation.json", strict_json(report))
+        if result.note:
+            say(f"note: {result.note}")
+        for title, scores in (("test accuracy", result.plain), ("flip TTA accuracy", result.tta)):
+            if scores is not None:
+                print(format_report(scores.confusion, list(scores.class_names), title))
+        written = atomic_write(
+            Path(args.run_dir) / "evaluation.json", strict_json(result.to_dict())
+        )
         say(f"wrote {written}")
 
     run_main(run)
+
+
+def evaluate(run: Any, **options: Any) -> Any:
+    """fastcifar.runs.inference.evaluate: a trained run on a test split; a RunEvaluation."""
+    from fastcifar.runs.inference import evaluate as evaluate_run
+
+    return evaluate_run(run, **options)
+
+
+class EvaluateCommand(types.ModuleType):
+    """This module, callable: `fastcifar.evaluate(run, ...)` is the function and
+    `python -m fastcifar.evaluate` the command, under one name (as find_lr)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = EvaluateCommand
 
 
 if __name__ == "__main__":

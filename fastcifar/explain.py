@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.dataset import Dataset
-        from fastcifar.device import pick_device
-        from fastcifar.evaluation import evaluate_split
-        from fastcifar.gradcam import SHOWN, explain_mistakes, import_grad_cam
-        from fastcifar.progress import say
-        from fastcifar.saved_run import load_saved_run, test_split_of
+        from fastcifar.data.dataset import Dataset
+        from fastcifar.engine.evaluation import evaluate_split
+        from fastcifar.outputs.gradcam import SHOWN, explain_mistakes, import_grad_cam
+        from fastcifar.runs.saved_run import load_saved_run, test_split_of
+        from fastcifar.system.device import pick_device
+        from fastcifar.system.progress import say
 
         import_grad_cam()  # a missing extra fails before any work
         device = pick_device(args.device)

@@ -15,7 +15,7 @@ import types
 from typing import Any
 
 from fastcifar.cli import Parser, add_fields, given, run_main
-from fastcifar.config import RunOptions, TrainConfig
+from fastcifar.records.config import RunOptions, TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """`python -m fastcifar.summary`: the model's layer table, in the form the assignment gives it
 (layer, output shape, parameters), with each layer's receptive field and jump in input pixels,
-computed from the modules (fastcifar.receptive_field)."""
+computed from the modules (fastcifar.engine.receptive_field)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def layer_table(model: nn.Module | None = None) -> list[Row]:
     """A row per layer of the seed's table (the ResNet9), or per top-level child of another
     model: (label, output shape without batch, parameters owned by the row, receptive field,
     jump)."""
-    from fastcifar.model import ResNet9
-    from fastcifar.receptive_field import layer_rows
+    from fastcifar.engine.model import ResNet9
+    from fastcifar.engine.receptive_field import layer_rows
 
     model = model if model is not None else ResNet9()
     labelled = TABLE_ROWS if isinstance(model, ResNet9) else None
@@ -52,16 +52,19 @@ def layer_table(model: nn.Module | None = None) -> list[Row]:
     ]
 
 
-def format_table(rows: list[Row], total: int) -> str:
-    """The layer table; the softmax has as many outputs as the last layer."""
+def format_table(rows: list[Row], total: int, logit_scale: float | None = None) -> str:
+    """The layer table; the softmax has as many outputs as the last layer, and takes the
+    logits times `logit_scale` where the model scales them (the ResNet9: 0.125)."""
     classes = " x ".join(map(str, rows[-1][1])) if rows else "?"
     head = f"{'Layer':<18}{'Output shape':<16}{'Params':>12}{'Field':>8}{'Jump':>6}"
     lines = [head, "-" * len(head)]
     for label, shape, params, field, jump in rows:
         shown = " x ".join(map(str, shape))
         lines.append(f"{label:<18}{shown:<16}{params:>12,}{field:>8}{jump:>6}")
+    lines.append("-" * len(head))
+    if logit_scale is not None and logit_scale != 1:
+        lines.append(f"{f'Logits x {logit_scale:g}':<18}{classes:<16}{0:>12,}")
     lines += [
-        "-" * len(head),
         f"{'Softmax':<18}{classes:<16}{0:>12,}",
         f"{'Total':<34}{total:>12,}",
         "Field: input pixels (per side) one unit of the layer sees; Jump: input pixels between "
@@ -72,10 +75,10 @@ def format_table(rows: list[Row], total: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     Parser(prog="python -m fastcifar.summary", description=__doc__).parse_args(argv)
-    from fastcifar.model import ResNet9, parameter_count
+    from fastcifar.engine.model import ResNet9, parameter_count
 
     model = ResNet9()
-    print(format_table(layer_table(model), parameter_count(model)))
+    print(format_table(layer_table(model), parameter_count(model), model.logit_scale))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import argparse
 from typing import Any
 
 from fastcifar.cli import Parser, add_fields, flag_names, given, run_main
-from fastcifar.config import RunOptions, TrainConfig
-from fastcifar.config_file import read_toml, to_toml
-from fastcifar.errors import ConfigError
+from fastcifar.records.config import RunOptions, TrainConfig
+from fastcifar.records.config_file import read_toml, to_toml
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +73,8 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
             cost = api.estimate({**base, **settings}, data=data, model=model, **options)
             print(cost.line(), flush=True)
             return
-        api.fit({**base, **settings}, data=data, model=model, **options)
+        # Not api.fit: a stop here says the command to paste, not the Python call.
+        api.execute(api.make_request({**base, **settings}, data, model, **options))
 
     run_main(run)
 
@@ -83,7 +83,7 @@ def resolved(config: TrainConfig) -> TrainConfig:
     """The config as a run records it: the data folder absolute."""
     from dataclasses import replace
 
-    from fastcifar.data_source import recorded_data_dir
+    from fastcifar.data.source import recorded_data_dir
 
     return replace(config, data_dir=recorded_data_dir(config.data_dir))
 
@@ -91,13 +91,11 @@ def resolved(config: TrainConfig) -> TrainConfig:
 def _refuse_settings_beside_resume(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> None:
-    allowed = {"resume", *RunOptions.BESIDE_RESUME}
-    extra = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in allowed})
+    from fastcifar.runs.resume import BESIDE_RESUME, refuse_beside_resume
+
+    extra = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in BESIDE_RESUME})
     others = flag_names(extra, parser)
-    if others:
-        raise ConfigError(
-            f"--resume continues with the run's recorded config; drop {', '.join(others)}"
-        )
+    refuse_beside_resume(others, "--resume")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcifar.data_source import (
+from fastcifar.data.dataset import CifarSplit, Dataset, from_arrays
+from fastcifar.data.source import (
     FOLDER_NAME,
     META_FILE,
     TEST_FILES,
     TRAIN_FILES,
     SourceChecksums,
 )
-from fastcifar.dataset import CifarSplit, Dataset, from_arrays
 
 CLASS_NAMES = (
     "airplane",

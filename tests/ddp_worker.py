@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastcifar import engine, multirun, runs
+from fastcifar.engine import step as engine
+from fastcifar.runs import setup
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -41,13 +42,13 @@ def kill_once() -> None:
 def main() -> None:
     kill_once()
     built = []
-    build = runs.build
+    build = setup.build
 
     def keep(*args, **kwargs):
         built.append(build(*args, **kwargs))
         return built[-1]
 
-    runs.build = multirun.build = keep
+    setup.build = keep
     train_main(sys.argv[1:], data=None if real_cifar_dir() else synthetic_cifar(256, 100))
     trainer = built[-1]
     loader = trainer.train_loader

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar.augmentation import SPEC
-from fastcifar.dataset import CifarSplit
-from fastcifar.loaders import BatchLoader, LoaderOptions, MissingBackendError, make_loader
-from fastcifar.normalisation import CIFAR10_MEAN, CIFAR10_STD
+from fastcifar.data.augmentation import SPEC
+from fastcifar.data.dataset import CifarSplit
+from fastcifar.data.loaders import BatchLoader, LoaderOptions, MissingBackendError, make_loader
+from fastcifar.data.normalisation import CIFAR10_MEAN, CIFAR10_STD
 
 SIZE, PAD, CUT = SPEC.image_size, SPEC.pad, SPEC.cutout_size
 # CI sets this so that a broken FFCV/DALI install fails the tests instead of skipping them.

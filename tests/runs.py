@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fastcifar import engine
+from fastcifar.engine import step as engine
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 

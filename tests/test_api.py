@@ -1,12 +1,12 @@
 """fastcifar from Python: fit, find_lr, estimate and load_run with the command's settings and run
 folders; data and models of one's own (any class count, no download); the GPU loader in a loop
-of one's own; TOML configs; and an import graph without cycles."""
+of one's own; TOML configs (the import rules: test_layers)."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 import fastcifar
-from fastcifar import engine
-from fastcifar.errors import ConfigError, DataError, Interrupted
+from fastcifar.engine import step as engine
+from fastcifar.errors import ConfigError, DataError, Interrupted, LimitReached
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import signal_after
+from tests.runs import exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 32)
@@ -109,6 +109,14 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     assert loaded.class_names == ("0", "1", "2", "3")
     probabilities = loaded.predict_proba(four_classes().test.images[:5])
     assert probabilities.shape == (5, 4) and torch.allclose(probabilities.sum(1), torch.ones(5))
+    one = four_classes().test.images[0]
+    assert torch.equal(loaded.predict_proba(one), loaded.predict_proba(one[None]))  # N = 1
+    assert loaded.predict_proba(torch.from_numpy(one).permute(2, 0, 1)).shape == (1, 4)
+    with pytest.raises(DataError) as refused:
+        loaded.predict_proba(np.zeros((32, 32), np.uint8))
+    message = str(refused.value)
+    assert message.startswith("images must be (N, 32, 32, 3)") and "images images" not in message
+    assert "or one image, (32, 32, 3)" in message
 
 
 def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
@@ -176,11 +184,29 @@ def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
         ((np.zeros((4, 32, 32, 3), np.uint8), [0] * 3, np.zeros((2, 32, 32, 3), np.uint8), [0, 1]),
          "4 images but 3 labels"),
         ({"train": None}, "needs 'train' and 'test'"),
+        ((np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 9], np.zeros((2, 32, 32, 3), np.uint8),
+          [9, 10]), "test label.s. 10 never occur in the training split"),
+        ((np.zeros((4, 32, 32, 3), np.uint8), [0] * 4, np.zeros((2, 32, 32, 3), np.uint8), [0, 0]),
+         "every training label is 0: one class leaves nothing to classify"),
+        ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 3]),
+          "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": ["a", "b"]},
+         "labels go up to 3 but 2 class name.s. were given"),
     ],
 )  # fmt: skip
 def test_data_of_ones_own_that_cannot_work_is_one_data_error(data, message):
     with pytest.raises(DataError, match=message):
         fastcifar.fit(**QUICK, data=data)
+
+
+def test_a_batch_larger_than_the_training_split_is_named_as_the_cause(tmp_path, capsys):
+    """Not "0 batches make 0 steps: raise epochs": the batch size is what is wrong, and Python
+    is told its keyword, the command line its flag."""
+    with pytest.raises(ConfigError, match="batch_size 1000 is larger than the 96 training images"):
+        fastcifar.fit(**{**QUICK, "batch_size": 1000, "train_subset": None}, data=four_classes())
+    argv = ["--batch-size", "1000", "--device", "cpu", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit):
+        train_main(argv, data=four_classes())
+    assert "--batch-size 1000 is larger than the 96 training images" in capsys.readouterr().err
 
 
 def test_tensors_in_nchw_or_floats_are_taken_as_they_come():
@@ -241,55 +267,6 @@ def test_a_config_file_with_an_unknown_setting_is_one_line(tmp_path, capsys):
     assert "unknown setting 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
 
 
-def imports_of(path: Path) -> set[str]:
-    """The fastcifar modules a file imports, at its top or inside its functions."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fastcifar"):
-            package = node.module
-            found.add(package)
-            found |= {f"{package}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("fastcifar")}
-    return found
-
-
-def module_graph() -> dict[str, set[str]]:
-    modules = {}
-    for path in (ROOT / "fastcifar").rglob("*.py"):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        modules[name] = path
-    return {name: imports_of(path) & set(modules) - {name} for name, path in modules.items()}
-
-
-COMMANDS = {"fastcifar.train", "fastcifar.find_lr", "fastcifar.evaluate", "fastcifar.predict",
-            "fastcifar.explain", "fastcifar.summary", "fastcifar.aggregate"}  # fmt: skip
-
-
-def test_the_import_graph_has_no_cycle_and_no_library_module_imports_a_command():
-    graph = module_graph()
-    graph["fastcifar"] = set()  # the package's face imports lazily, by name
-    visiting, done, cycles = set(), set(), []
-
-    def visit(node: str, path: list[str]) -> None:
-        if node in visiting:
-            cycles.append([*path[path.index(node) :], node])
-            return
-        if node in done:
-            return
-        visiting.add(node)
-        for child in sorted(graph[node]):
-            visit(child, [*path, child])
-        visiting.discard(node)
-        done.add(node)
-
-    for node in sorted(graph):
-        visit(node, [node])
-    assert cycles == []
-    library = set(graph) - COMMANDS
-    assert {(m, c) for m in library for c in graph[m] & COMMANDS} == set()
-
-
 def test_the_public_names_resolve_and_find_lr_is_both_command_and_function():
     for name in fastcifar.__all__:
         assert getattr(fastcifar, name) is not None, name
@@ -302,7 +279,42 @@ def test_the_interrupt_of_fit_is_an_exception_not_an_exit(tmp_path, monkeypatch)
     signal_after(monkeypatch, 2, signal.SIGINT)
     with pytest.raises(Interrupted) as stopped:
         fastcifar.fit(**QUICK, lr_max=0.05, data=DATA, out=str(tmp_path / "r"))
-    assert stopped.value.exit_code == 130 and "--resume" in str(stopped.value)
+    assert stopped.value.exit_code == 130 and "fastcifar.fit(resume=" in str(stopped.value)
+
+
+def test_a_stop_of_fit_says_the_call_that_resumes_it_and_pasting_that_call_works(tmp_path):
+    """Python's words, not the command line's: max_steps=8, and fit(resume=...) naming the data
+    and the model to pass again; pasted (with them filled in), it finishes the run exactly."""
+    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    whole = fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "a"))
+    with pytest.raises(LimitReached) as stopped:
+        fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "b"),
+                      max_steps=8)  # fmt: skip
+    message = str(stopped.value)
+    assert "stopped at max_steps=8 at step 2/6 of epoch 2" in message and "--" not in message
+    call = re.search(r"resume with (fastcifar\.fit\(.*\))$", message).group(1)
+    assert "data=<the same data>" in call and "model=<the same model>" in call
+    pasted = call.replace("<the same data>", "four_classes()").replace(
+        "<the same model>", "TinyNet"
+    )
+    resumed = eval(
+        pasted, {"fastcifar": fastcifar, "four_classes": four_classes, "TinyNet": TinyNet}
+    )
+    assert resumed.summary.resumed
+    ours, theirs = resumed.model.state_dict(), whole.model.state_dict()
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+def test_the_command_line_keeps_its_own_resume_line(tmp_path, capsys):
+    """The same stop, started from the shell (train.main), prints the command to paste."""
+    out = tmp_path / "c"
+    argv = ["--epochs", "2", "--train-subset", "96", "--batch-size", "16", "--test-subset", "40",
+            "--lr-max", "0.05", "--no-plots", "--device", "cpu", "--max-steps", "8",
+            "--out", str(out)]  # fmt: skip
+    assert exit_code(argv, four_classes()) == 0
+    printed = capsys.readouterr()
+    assert "stopped at --max-steps 8" in printed.err + printed.out
+    assert f"-m fastcifar.train --resume {out}" in printed.err + printed.out
 
 
 def test_resume_from_python_takes_no_other_settings(tmp_path):
@@ -326,3 +338,35 @@ def test_a_plan_restarted_by_torchrun_without_out_finds_its_folder(tmp_path, mon
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
     fastcifar.fit(**QUICK, lr_max=0.05, seeds=2, data=DATA)
     assert (tmp_path / "runs" / "torchrun-job42" / "seed-1" / "model.pt").is_file()
+
+
+def test_a_quiet_fit_prints_nothing_and_writes_the_same_run_folder(tmp_path, capsys):
+    settings = dict(QUICK, lr_max=0.05, data=four_classes())
+    fastcifar.fit(**settings, out=str(tmp_path / "loud"))
+    assert "test accuracy" in capsys.readouterr().out
+    result = fastcifar.fit(**settings, out=str(tmp_path / "quiet"), quiet=True)
+    printed = capsys.readouterr()
+    assert printed.out == "" and "epoch" not in printed.err
+    assert result.status == "complete" and 0 <= result.accuracy <= 1
+    assert sorted(p.name for p in (tmp_path / "quiet").iterdir()) == sorted(
+        p.name for p in (tmp_path / "loud").iterdir()
+    )
+    assert "quiet" not in json.loads((tmp_path / "quiet" / "config.json").read_text())["config"]
+
+
+def test_the_readmes_training_loop_of_ones_own_runs_as_written():
+    """The README's hand-written loop, on a few synthetic images: one epoch, smaller batches."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("# a training loop of one's own")
+    code = readme[start : readme.index("```", start)]
+    assert "normalisation=train.options.normalisation" in code  # the point of the example
+    code = code.replace("epochs = 24", "epochs = 1").replace("batch_size=512", "batch_size=32")
+    data = synthetic_cifar(64, 40)
+    printed = []
+    namespace = {
+        "x_train": data.train.images, "y_train": data.train.labels,
+        "x_test": data.test.images, "y_test": data.test.labels,
+        "print": printed.append,
+    }  # fmt: skip
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(printed) == 1 and re.fullmatch(r"epoch 1: test accuracy \d+\.\d\d%", printed[0])

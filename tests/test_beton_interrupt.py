@@ -16,7 +16,7 @@ import pytest
 
 from tests.loader_helpers import import_backend
 
-beton = import_backend("fastcifar.loaders.beton")  # the script needs FFCV
+beton = import_backend("fastcifar.data.loaders.beton")  # the script needs FFCV
 psutil = pytest.importorskip("psutil")  # installed with FFCV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +26,8 @@ RUN_SCRIPT = """
 import runpy, sys, time
 import numpy as np
 from fastcifar.cli import run_main
-from fastcifar.dataset import CifarSplit, Dataset
-from fastcifar.loaders import beton
+from fastcifar.data.dataset import CifarSplit, Dataset
+from fastcifar.data.loaders import beton
 
 def split(count):
     return CifarSplit(np.zeros((count, 32, 32, 3), np.uint8), np.zeros(count, np.int64))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastcifar import evaluate, find_lr, predict, train
-from fastcifar.config import ConfigError, TrainConfig
+from fastcifar.records.config import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,16 @@ import json
 
 import pytest
 
-from fastcifar import runs
-from fastcifar.compilation import compile_counts
+from fastcifar.engine.compilation import compile_counts
+from fastcifar.runs import setup
+from fastcifar.runs import single as runs
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 
 
 def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
     seen = {}
-    warm_up, find_bounds = runs.warm_up, runs.find_bounds
+    warm_up, find_bounds = setup.warm_up, runs.find_bounds
 
     def counted_warm_up(*args):
         seconds = warm_up(*args)
@@ -29,7 +30,7 @@ def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
         seen["after range test"] = compile_counts()
         return bounds
 
-    monkeypatch.setattr(runs, "warm_up", counted_warm_up)
+    monkeypatch.setattr(setup, "warm_up", counted_warm_up)
     monkeypatch.setattr(runs, "find_bounds", counted_range_test)
     out = tmp_path / "run"
     # 20 test images in batches of 8: the last batch is padded, not a new shape.
@@ -53,10 +54,10 @@ def test_any_eval_batch_size_gives_the_same_evaluation(eval_batch_size):
     in a single batch."""
     import torch
 
-    from fastcifar.device import Precision
-    from fastcifar.distributed import Distributed
-    from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
-    from fastcifar.model import build_model
+    from fastcifar.engine.evaluation import EvalBatches, EvalForward, evaluate
+    from fastcifar.engine.model import build_model
+    from fastcifar.system.device import Precision
+    from fastcifar.system.distributed import Distributed
 
     test = synthetic_cifar(16, 30).test
     model = build_model(torch.device("cpu"), seed=1)

@@ -9,12 +9,12 @@ import json
 import pytest
 import torch
 
-from fastcifar import runs
-from fastcifar.compilation import compile_counts
-from fastcifar.device import Precision
-from fastcifar.engine import StepContext, TrainForward, training_step
-from fastcifar.loaders import LOADER_NAMES
-from fastcifar.model import build_model
+from fastcifar.data.loaders import LOADER_NAMES
+from fastcifar.engine.compilation import compile_counts
+from fastcifar.engine.model import build_model
+from fastcifar.engine.step import StepContext, TrainForward, training_step
+from fastcifar.runs import setup
+from fastcifar.system.device import Precision
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.loader_helpers import build_loader, coordinate_split, decode_augmented
@@ -40,14 +40,14 @@ def test_cuda_graphs_are_recorded_once_across_range_test_epochs_and_evaluation(
     tmp_path, monkeypatch
 ):
     seen = {}
-    warm_up = runs.warm_up
+    warm_up = setup.warm_up
 
     def counted(*args):
         seconds = warm_up(*args)
         seen["after warm-up"] = compile_counts()
         return seconds
 
-    monkeypatch.setattr(runs, "warm_up", counted)
+    monkeypatch.setattr(setup, "warm_up", counted)
     out = tmp_path / "run"
     train_main(["--epochs", "2", "--train-subset", "1024", "--batch-size", "256", "--test-subset",
                 "300", "--eval-batch-size", "128", "--range-test-steps", "5", "--no-plots",

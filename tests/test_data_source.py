@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcifar import data_source
-from fastcifar.data_source import (
+from fastcifar.data import source as data_source
+from fastcifar.data.source import (
     ARCHIVE_NAME,
     FOLDER_NAME,
     DataSourceError,

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from fastcifar import load_run
-from fastcifar.augmentation import draw_epoch, rank_order
-from fastcifar.config import TrainConfig
-from fastcifar.device import Precision
-from fastcifar.distributed import Distributed, start
+from fastcifar.data.augmentation import draw_epoch, rank_order
+from fastcifar.engine.evaluation import EvalBatches, EvalForward, evaluate
 from fastcifar.errors import ConfigError
-from fastcifar.evaluation import EvalBatches, EvalForward, evaluate
+from fastcifar.records.config import TrainConfig
+from fastcifar.system.device import Precision
+from fastcifar.system.distributed import Distributed, start
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.loader_helpers import build_loader, random_split
@@ -110,7 +110,7 @@ def test_the_sharded_evaluation_equals_a_single_process_one(ddp, monkeypatch):
     model = load_run(ddp / "run", device="cpu").model
     data = synthetic_cifar(256, 100)
     if real_cifar_dir() is not None:
-        from fastcifar.data_source import load_cifar10
+        from fastcifar.data.source import load_cifar10
 
         data = load_cifar10(real_cifar_dir())
     test = data.test.subset(33)
@@ -256,8 +256,8 @@ def test_a_flag_error_under_torchrun_is_said_once(tmp_path):
 
 
 def test_the_resume_hint_under_torchrun_is_the_torchrun_command(monkeypatch):
-    from fastcifar.distributed import launch_command
-    from fastcifar.lifecycle import resume_command
+    from fastcifar.records.run_folder import resume_command
+    from fastcifar.system.distributed import launch_command
 
     python = sys.executable
     assert launch_command("fastcifar.train --resume r") == f"{python} -m fastcifar.train --resume r"
@@ -282,7 +282,7 @@ def test_the_resume_hint_under_torchrun_is_the_torchrun_command(monkeypatch):
     ids=["one machine, all GPUs", "srun: one GPU per process", "fewer GPUs than ranks"],
 )
 def test_each_rank_takes_its_gpu(monkeypatch, visible, local_rank, expected):
-    from fastcifar.distributed import local_device_name
+    from fastcifar.system.distributed import local_device_name
 
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("RANK", str(local_rank))
@@ -304,8 +304,8 @@ def test_evaluation_on_8_ranks_pads_under_5_percent():
 
 
 def test_an_error_of_rank_0_reaches_every_rank_as_the_same_error():
-    from fastcifar.distributed import describe_error, rebuild_error
     from fastcifar.errors import CheckpointError, Interrupted
+    from fastcifar.system.distributed import describe_error, rebuild_error
 
     stop = rebuild_error(*describe_error(Interrupted("interrupted by SIGTERM", 143, ": resume")))
     assert isinstance(stop, Interrupted) and stop.exit_code == 143
@@ -319,7 +319,7 @@ def test_max_steps_stops_at_its_step_even_between_the_votes_of_a_gpu():
     every rank, so it stops at its step, off the votes' rhythm (every rank agrees on why)."""
     from types import SimpleNamespace
 
-    from fastcifar.training_run import Limits, TrainingRun
+    from fastcifar.training.loop import Limits, TrainingRun
 
     votes = []
     dist = SimpleNamespace(

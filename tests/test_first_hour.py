@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar import engine, evaluate, lr_range_test, plots, predict
-from fastcifar.statistics import aggregate
+from fastcifar import evaluate, predict
+from fastcifar.data import images
+from fastcifar.engine import lr_range_test
+from fastcifar.engine import step as engine
+from fastcifar.outputs import plots
+from fastcifar.outputs.statistics import aggregate
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -66,10 +70,10 @@ def test_write_beton_and_every_loader_leave_the_data_folder_as_they_found_it(tmp
 
 
 def test_the_default_beton_of_the_full_split_lives_in_the_cache_not_the_data_folder(monkeypatch):
-    from fastcifar.config import TrainConfig
-    from fastcifar.data_source import FOLDER_NAME, cache_dir
-    from fastcifar.dataset import Dataset
-    from fastcifar.trainer import _beton_path
+    from fastcifar.data.dataset import Dataset
+    from fastcifar.data.source import FOLDER_NAME, cache_dir
+    from fastcifar.records.config import TrainConfig
+    from fastcifar.training.trainer import _beton_path
 
     cifar = Dataset(DATA.train, DATA.test, DATA.class_names, folder=Path("/data") / FOLDER_NAME)
     path = _beton_path(TrainConfig(loader="ffcv", data_dir="/data"), cifar)
@@ -121,7 +125,7 @@ def test_a_range_test_interrupted_says_the_resume_starts_it_over(tmp_path, monke
 # and after it.
 LONG_STEP = """
 import sys, torch
-from fastcifar import engine
+from fastcifar.engine import step as engine
 from fastcifar.train import main
 from tests.cifar_files import synthetic_cifar
 
@@ -183,7 +187,7 @@ def test_max_steps_stops_cleanly_with_a_checkpoint_and_the_resume_ends_the_same(
 
 def test_max_time_reads_as_people_write_durations():
     from fastcifar.cli import duration
-    from fastcifar.training_run import Limits
+    from fastcifar.training.loop import Limits
 
     assert [duration(text) for text in ("90", "90s", "15m", "1h30m", "1:30:00")] == [
         90.0, 90.0, 900.0, 5400.0, 5400.0
@@ -249,8 +253,8 @@ def test_predict_json_and_the_crop_option(trained, tmp_path, capsys):
     pixels = np.zeros((32, 96, 3), np.uint8)
     pixels[:, 32:64] = 255  # only the central square is white
     Image.fromarray(pixels).save(wide)
-    assert predict.read_image(wide, "crop").mean() == 255
-    assert predict.read_image(wide, "squash").mean() < 200
+    assert images.read_image(wide, "crop").mean() == 255
+    assert images.read_image(wide, "squash").mean() < 200
 
 
 def test_the_confidence_interval_of_an_accuracy_stays_within_0_and_100_percent():
@@ -260,7 +264,7 @@ def test_the_confidence_interval_of_an_accuracy_stays_within_0_and_100_percent()
 
 
 def test_a_resumed_epochs_bar_starts_where_it_stopped(monkeypatch):
-    from fastcifar import progress
+    from fastcifar.system import progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -313,7 +317,7 @@ def test_the_curves_show_every_steps_loss(monkeypatch, tmp_path):
 
 
 def test_the_range_test_plot_marks_the_valley_floor_and_both_bounds(monkeypatch, tmp_path):
-    from fastcifar.lr_range_test import RangeTestResult
+    from fastcifar.engine.lr_range_test import RangeTestResult
 
     figures = drawn(monkeypatch)
     curve = RangeTestResult([0.01, 0.1, 1.0], [2.3, 1.9, 2.5], [2.3, 2.0, 2.2], 0.01, 0.001,
@@ -337,8 +341,8 @@ def test_tensorboard_gets_the_steps_of_an_epoch_in_progress_without_a_read_per_s
 ):
     """While an epoch runs, the device-side losses are read once per LIVE_SECONDS (here: at
     every other step, by a clock that moves 20 s per step), not at every step."""
-    from fastcifar import report
-    from fastcifar.engine import EpochAccumulator
+    from fastcifar.engine.step import EpochAccumulator
+    from fastcifar.outputs import report
 
     class Log:
         def __init__(self) -> None:

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fastcifar.engine.model import build_model
 from fastcifar.errors import MissingBackendError
-from fastcifar.gradcam import gradcam_heatmaps, grid_title, plot_gradcam_grid
-from fastcifar.model import build_model
+from fastcifar.outputs.gradcam import gradcam_heatmaps, grid_title, plot_gradcam_grid
 
 needs_grad_cam = pytest.mark.skipif(
     importlib.util.find_spec("pytorch_grad_cam") is None, reason="pip install .[gradcam]"

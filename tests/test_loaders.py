@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar.loaders import LOADER_NAMES, LoaderOptions, MissingBackendError, make_loader
+from fastcifar.data.loaders import LOADER_NAMES, LoaderOptions, MissingBackendError, make_loader
 from tests.loader_helpers import (
     CUT,
     PAD,
@@ -194,7 +194,7 @@ def test_a_missing_backend_names_the_extra_to_install(name, package, monkeypatch
     loaded = [module for module in sys.modules if module.startswith(package + ".")]
     for module in [package, *loaded]:
         monkeypatch.setitem(sys.modules, module, None)  # None makes `import` fail
-    for ours in (f"fastcifar.loaders.{name}_loader", "fastcifar.loaders.beton"):
+    for ours in (f"fastcifar.data.loaders.{name}_loader", "fastcifar.data.loaders.beton"):
         monkeypatch.delitem(sys.modules, ours, raising=False)  # import them afresh
     options = LoaderOptions(batch_size=8, device=torch.device("cpu"))
     with pytest.raises(MissingBackendError, match=rf"pip install '\.\[{name}\]'"):

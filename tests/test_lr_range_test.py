@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from fastcifar.engine import StepContext
+from fastcifar.engine.lr_range_test import lr_range_test, suggest_bounds
+from fastcifar.engine.step import StepContext
 from fastcifar.errors import RangeTestError
-from fastcifar.lr_range_test import lr_range_test, suggest_bounds
 
 
 def sweep(model, optimizer, batches, loss_fn, **options):

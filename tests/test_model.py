@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from fastcifar.engine.model import ResNet9, parameter_count
 from fastcifar.errors import ConfigError
-from fastcifar.model import ResNet9, parameter_count
 from fastcifar.summary import format_table, layer_table, main
 
 # (layer, output shape, parameters, receptive field, jump): conv weights are 3*3*in*out, BN has
@@ -67,6 +67,28 @@ def test_total_parameters_with_fc_bias():
     assert parameter_count(ResNet9()) == 6_573_130
 
 
+def test_resnet9_defaults_to_the_recipes_logit_scale():
+    """fit(model=ResNet9()) must train the recipe, not a run with 8x larger logits."""
+    from fastcifar.records.config import TrainConfig
+
+    assert ResNet9().logit_scale == TrainConfig().logit_scale == 0.125
+
+
+def test_weights_that_do_not_fit_are_named_key_by_key_in_one_line():
+    from fastcifar.engine.model import load_weights
+
+    model = ResNet9()
+    state = dict(ResNet9(num_classes=20).state_dict())
+    state["prep.0.weight"] = torch.zeros(3, 3)
+    del state["layer2.2.running_mean"]
+    state["extra.weight"] = torch.zeros(1)
+    line = load_weights(model, state)
+    assert "\n" not in line and "Error(s)" not in line
+    assert "missing layer2.2.running_mean" in line and "unexpected extra.weight" in line
+    assert "prep.0.weight (3, 3) for (64, 3, 3, 3)" in line and "fc.weight (20, 512)" in line
+    assert load_weights(model, ResNet9().state_dict()) is None
+
+
 def test_forward_returns_scaled_logits_and_predict_proba_sums_to_one():
     torch.manual_seed(0)
     plain, scaled = ResNet9(logit_scale=1.0).eval(), ResNet9(logit_scale=0.125).eval()
@@ -103,6 +125,9 @@ def test_summary_command_prints_the_table(capsys):
     ]
     row = next(line for line in printed.splitlines() if line.startswith("MaxPool(4)"))
     assert row.split()[-2:] == ["88", "32"]
+    lines = printed.splitlines()
+    scale = next(i for i, line in enumerate(lines) if line.startswith("Logits x 0.125"))
+    assert lines[scale + 1].startswith("Softmax")  # the softmax takes the scaled logits
 
 
 def test_functional_convolutions_and_pooling_count_like_their_layers():

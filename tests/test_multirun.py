@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcifar import engine, multirun, training_run
-from fastcifar.device import Precision
-from fastcifar.evaluation import EvalForward
-from fastcifar.model import build_model
-from fastcifar.run_folder import TIMING_COLUMNS
-from fastcifar.statistics import aggregate, t_quantile
+from fastcifar.engine import step as engine
+from fastcifar.engine.evaluation import EvalForward
+from fastcifar.engine.model import build_model
+from fastcifar.outputs.statistics import aggregate, t_quantile
+from fastcifar.records.run_folder import TIMING_COLUMNS
+from fastcifar.runs import setup
+from fastcifar.system.device import Precision
 from fastcifar.train import main as command_main
-from fastcifar.trainer import Trainer
+from fastcifar.training import loop as training_run
+from fastcifar.training.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
 from tests.runs import finished_run, signal_after
 
@@ -212,7 +214,7 @@ def test_overwrite_by_a_multi_run_whose_runs_all_diverge_keeps_the_old_one(
     ("target", "name", "stopped_before"),
     [
         # With --lr-max there is no range test: the warm-up is all that runs before seed 0.
-        (multirun, "warm_up", "seed-0"),
+        (setup, "warm_up", "seed-0"),
         # After seed 0's last epoch, where its own loop no longer looks for a stop.
         (training_run.TrainingRun, "_finish", "seed-1"),
     ],

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcifar import device
-from fastcifar.device import Precision, cpu_bf16_support
+from fastcifar.system import device
+from fastcifar.system.device import Precision, cpu_bf16_support
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code
 

@@ -38,10 +38,13 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar import atomic_file, engine, evaluate, predict
-from fastcifar.checkpoint import load_checkpoint
-from fastcifar.errors import RunFolderError
-from fastcifar.run_folder import RunFolder, strict_json
+from fastcifar import evaluate, predict
+from fastcifar.data import images
+from fastcifar.engine import step as engine
+from fastcifar.errors import ImageInputError, RunFolderError
+from fastcifar.records.checkpoint import load_checkpoint
+from fastcifar.records.run_folder import RunFolder, strict_json
+from fastcifar.system import files as atomic_file
 from tests.cifar_files import synthetic_cifar
 from tests.runs import exit_code, finished_run, signal_after
 
@@ -150,7 +153,7 @@ def test_disk_full_during_training_is_one_line_and_a_failed_status(tmp_path, mon
 def test_two_default_folders_in_the_same_second_never_collide(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     draws = iter(["abcd", "abcd", "abcd", "ef01"])  # the second claim draws the same name first
-    monkeypatch.setattr("fastcifar.run_folder.secrets.token_hex", lambda _n: next(draws))
+    monkeypatch.setattr("fastcifar.records.run_folder.secrets.token_hex", lambda _n: next(draws))
     first, second = RunFolder.claim(None), RunFolder.claim(None)
     first.create()
     second.create()
@@ -310,7 +313,7 @@ def test_predict_converts_high_depth_palette_and_alpha_images(tmp_path, mode, ma
         ).save(path)
     else:
         Image.new("LA", (20, 20), (90, 255)).save(path)
-    pixels = predict.read_image(str(path))
+    pixels = images.read_image(str(path))
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     assert abs(float(pixels.mean()) - expected_mean) <= 1
 
@@ -320,8 +323,8 @@ def test_predict_refuses_an_enormous_image_before_decoding_it(tmp_path):
 
     path = tmp_path / "huge.png"
     Image.new("1", (20000, 20000)).save(path)
-    with pytest.raises(predict.ImageInputError, match="larger than 50,000,000 pixels"):
-        predict.read_image(str(path))
+    with pytest.raises(ImageInputError, match="larger than 50,000,000 pixels"):
+        images.read_image(str(path))
 
 
 def test_a_second_process_cannot_write_the_same_run(finished, tmp_path):
@@ -330,6 +333,31 @@ def test_a_second_process_cannot_write_the_same_run(finished, tmp_path):
     with RunFolder.reopen(target), in_use:
         RunFolder.reopen(target)
     RunFolder.reopen(target).release()  # free again once the first one is done
+
+
+def test_no_lock_file_stays_behind_and_a_stale_open_of_one_holds_nothing(finished, tmp_path):
+    """A finished folder holds no .lock; the holder removes it before letting go, so a process
+    that opened the file just before then locks a removed file: that lock must count for
+    nothing, and the path's own lock is taken anew."""
+    import fcntl
+
+    from fastcifar.records import run_folder
+
+    assert not (finished / ".lock").exists()
+    target = copy_run(finished, tmp_path / "run")
+    first = RunFolder.reopen(target)
+    early = os.open(target / ".lock", os.O_RDWR)  # opened before the holder let go
+    first.release()
+    assert not (target / ".lock").exists()
+    fcntl.flock(early, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a lock on the removed file
+    assert not run_folder._same_file(early, target / ".lock")
+    second = RunFolder.reopen(target)  # not blocked by it: the path's file is another
+    assert run_folder._same_file(second._lock, target / ".lock")
+    with pytest.raises(RunFolderError, match="is in use by another fastcifar process"):
+        RunFolder.reopen(target)
+    second.release()
+    os.close(early)
+    assert not (target / ".lock").exists()
 
 
 def test_overwrite_never_replaces_a_run_another_process_writes(finished, tmp_path):
@@ -400,18 +428,18 @@ def test_overwrite_stopped_before_a_single_step_keeps_the_old_run(
 ):
     """A stop during the warm-up (or a limit reached at once) trains nothing: no checkpoint,
     so the run it was to replace stays, byte for byte."""
-    from fastcifar import runs
+    from fastcifar.runs import setup
 
     target = copy_run(finished, tmp_path / "run")
     before = snapshot(target)
-    warm_up = runs.warm_up
+    warm_up = setup.warm_up
 
     def then_stop(*args):
         seconds = warm_up(*args)
         os.kill(os.getpid(), signal.SIGTERM)
         return seconds
 
-    monkeypatch.setattr(runs, "warm_up", then_stop)
+    monkeypatch.setattr(setup, "warm_up", then_stop)
     assert run([*TINY, "--out", str(target), "--overwrite"]) == 143
     assert f"so {target} still holds the previous run, unchanged" in capsys.readouterr().err
     assert snapshot(target) == before

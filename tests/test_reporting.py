@@ -93,7 +93,7 @@ def test_output_to_a_file_has_one_line_per_epoch_and_no_cursor_moves(tmp_path):
 
 
 def test_misclassified_plot_title_counts_every_mistake(tmp_path):
-    from fastcifar import plots
+    from fastcifar.outputs import plots
 
     assert plots.mistakes_shown(36, 612, 10_000) == "36 shown of 612 wrong (of 10,000)"
     labels = np.array([0, 1, 2, 3, 4, 5])
@@ -102,3 +102,74 @@ def test_misclassified_plot_title_counts_every_mistake(tmp_path):
     names = [str(i) for i in range(10)]
     plots.plot_mistakes(images, labels, predictions, names, tmp_path / "m.png", count=2)
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def sparse_run(tmp_path_factory) -> tuple[Path, str]:
+    """Three epochs evaluated every second one (and after the last), with its printed lines."""
+    import contextlib
+    import io
+
+    pytest.importorskip("tensorboard", reason="pip install .[tensorboard]")
+    argv = ["--epochs", "3", *TINY[2:], "--lr-max", "0.05", "--eval-every", "2", "--tensorboard"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        folder = finished_run(tmp_path_factory, "sparse", argv)
+    return folder, printed.getvalue()
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_always_the_last(sparse_run):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder, printed = sparse_run
+    with open(folder / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["test_accuracy"] != "" for row in rows] == [False, True, True]
+    assert rows[0]["test_loss"] == "" and float(rows[0]["train_loss"]) > 0
+    epoch_lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert "not evaluated" in epoch_lines[0] and "+ eval" not in epoch_lines[0]
+    assert all("test loss" in line for line in epoch_lines[1:])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))
+    assert summary["config"]["eval_every"] == 2 and summary["eval_seconds"][0] < 0.05
+    events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [event.step for event in events.Scalars("epoch/test_accuracy")] == [2, 3]
+    assert [event.step for event in events.Scalars("epoch/train_loss")] == [1, 2, 3]
+
+
+def test_the_estimate_counts_only_the_evaluated_epochs():
+    from fastcifar.outputs.report import Estimate
+
+    def evaluation(every: int) -> float:
+        return Estimate.of(1.0, steps=100, runs=1, epochs=24, batch=512, test_images=10_000,
+                           tta=True, range_test_steps=0, eval_every=every).evaluation  # fmt: skip
+
+    assert evaluation(4) == pytest.approx(evaluation(1) * 6 / 24)
+    assert evaluation(5) == pytest.approx(evaluation(1) * 5 / 24)  # 5, 10, 15, 20 and 24
+
+
+def test_curves_show_the_evaluated_epochs_on_a_log_loss_axis_with_whole_epoch_ticks(
+    tmp_path, monkeypatch
+):
+    """A wild first epoch (test loss 17) must not flatten the others; no tick at epoch 1.5."""
+    from fastcifar.outputs import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.setdefault("f", figure))
+    history = [
+        {"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e, "test_loss": test_loss,
+         "test_accuracy": None if test_loss is None else 0.1 * e}
+        for e, test_loss in ((1, 17.0), (2, None), (3, 0.9))
+    ]  # fmt: skip
+    plots.plot_curves(history, tmp_path / "curves.png")
+    loss_axes, accuracy_axes = drawn["f"].axes
+    assert loss_axes.get_yscale() == "log"
+    test_line = next(line for line in loss_axes.get_lines() if line.get_label() == "test")
+    assert list(test_line.get_xdata()) == [1, 3]
+    for axes in (loss_axes, accuracy_axes):
+        drawn["f"].canvas.draw()
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcifar import engine
-from fastcifar.checkpoint import load_checkpoint
-from fastcifar.run_folder import TIMING_COLUMNS
+from fastcifar.engine import step as engine
+from fastcifar.records.checkpoint import load_checkpoint
+from fastcifar.records.run_folder import TIMING_COLUMNS
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 

@@ -9,16 +9,19 @@ import json
 import math
 import os
 import pickle
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
-from fastcifar import engine, predict
-from fastcifar.checkpoint import load_checkpoint
-from fastcifar.evaluation import Evaluation, Scores
-from fastcifar.trainer import Trainer
+from fastcifar import predict
+from fastcifar.engine import step as engine
+from fastcifar.engine.evaluation import Evaluation, Scores
+from fastcifar.errors import CheckpointError
+from fastcifar.records.checkpoint import load_checkpoint
+from fastcifar.training.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, after_training_steps, exit_code, signal_after
 
@@ -148,6 +151,52 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(stopped, capsys, changes, m
     assert str(stopped / "checkpoint.pt") in line and message in line
 
 
+def weights(**changed):
+    """The checkpoint's model weights with some changed, as a `changes` value of rewrite."""
+
+    def changed_weights(payload):
+        return {**payload["model"], **changed}
+
+    return changed_weights
+
+
+def nan_fc(payload):
+    fc = payload["model"]["fc.weight"].clone()
+    fc[0, 0] = float("nan")
+    return {**payload["model"], "fc.weight": fc}
+
+
+def bad_batch_size(payload):
+    return {**payload["config"], "batch_size": "x"}
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "message"),
+    [
+        ("model", weights(**{"prep.0.weight": torch.zeros(3, 3)}),
+         "does not fit this run's model (shape prep.0.weight (3, 3) for (64, 3, 3, 3))"),
+        ("model", weights(**{"fc.weight": torch.zeros(20, 512)}), "shape fc.weight (20, 512)"),
+        ("model", nan_fc, "the weights fc.weight are not finite"),
+        ("config", bad_batch_size,
+         "holds another config than the run's config.json (batch_size differ)"),
+    ],
+    ids=["first conv", "fc", "nan", "stored config"],
+)  # fmt: skip
+def test_a_tampered_checkpoint_is_refused_before_the_warm_up(
+    stopped, capsys, monkeypatch, field, change, message
+):
+    """Refused from what is read and built, never after the warm-up's training steps (a minute
+    of a CPU at batch 512): the refusal comes within seconds, then the process exits."""
+    from fastcifar.runs import setup
+
+    payload = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    rewrite(stopped, **{field: change(payload)})
+    monkeypatch.setattr(setup, "warm_up", lambda *a: pytest.fail("warmed up before refusing"))
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    assert message in one_line(capsys)
+
+
 def test_a_checkpoint_beyond_the_run_is_refused(stopped, capsys):
     """A checkpoint claiming more epochs than the run has, with a history to match."""
     payload = torch.load(stopped / "checkpoint.pt", weights_only=True)
@@ -192,6 +241,37 @@ def test_a_legacy_pickle_is_refused_without_torch_warnings(stopped, capsys, recw
     assert run(["--resume", str(stopped)]) == 2
     assert str(stopped / "checkpoint.pt") in one_line(capsys)
     assert not [w for w in recwarn if "torch" in str(w.filename)]
+
+
+@pytest.mark.parametrize(
+    "content, found",
+    [(b"", "it is empty (0 bytes)"), (bytes(100), "its 100 bytes are no torch file")],
+)
+def test_a_file_of_zeros_is_called_what_it_is_not_a_pickle(stopped, capsys, content, found):
+    from fastcifar.records.checkpoint import load_weights_file
+
+    (stopped / "checkpoint.pt").write_bytes(content)
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    line = one_line(capsys)
+    assert f"checkpoint.pt is not a checkpoint that fastcifar wrote: {found}" in line
+    assert "Python objects" not in line
+    (stopped / "model.pt").write_bytes(content)
+    expected = "model.pt is not model weights that .*: " + re.escape(found)
+    with pytest.raises(CheckpointError, match=expected):
+        load_weights_file(stopped / "model.pt", "model weights")
+
+
+def test_a_summary_status_that_is_not_text_is_named_not_called_missing(stopped, capsys):
+    summary = json.loads((stopped / "summary.json").read_text())
+    (stopped / "summary.json").write_text(json.dumps({**summary, "status": 42}))
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    line = one_line(capsys)
+    assert (
+        "its status is 42, not one of running, complete, interrupted" in line
+        and "no status" not in line
+    )
 
 
 def test_a_non_numeric_logit_scale_in_a_summary_is_one_line(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcifar.schedule import one_cycle_lr, one_cycle_schedule, schedule_points
+from fastcifar.engine.schedule import one_cycle_lr, one_cycle_schedule, schedule_points
 
 
 def one_cycle_lrs(*, lr_min, lr_max, total_steps, peak_fraction):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fastcifar.errors import MissingBackendError
-from fastcifar.tensorboard_log import TensorBoardLog
+from fastcifar.outputs.tensorboard_log import TensorBoardLog
 
 needs_tensorboard = pytest.mark.skipif(
     importlib.util.find_spec("tensorboard") is None, reason="pip install .[tensorboard]"

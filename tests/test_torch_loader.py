@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcifar.loaders import LoaderOptions, make_loader, torch_loader
+from fastcifar.data.loaders import LoaderOptions, make_loader, torch_loader
 from tests.cifar_files import random_split
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+import fastcifar
 from fastcifar import evaluate, find_lr, load_run, predict
-from fastcifar.device import cpu_bf16_support
+from fastcifar.system.device import cpu_bf16_support
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -80,6 +81,7 @@ def test_training_writes_every_output_file_and_ends_complete(trained_run):
     assert missing == []
     assert all((trained_run / name).stat().st_size > 1000 for name in RUN_FILES if "png" in name)
     assert not (trained_run / "checkpoint.pt").exists()  # model.pt is the result
+    assert not (trained_run / ".lock").exists()  # the lock goes with the process that held it
     assert json.loads((trained_run / "summary.json").read_text())["status"] == "complete"
 
 
@@ -150,6 +152,34 @@ def test_predict_prints_top_classes(trained_run, tmp_path, capsys):
     predict.main([str(trained_run), str(image_path), "--top", "2"])
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{image_path}: ") and line.count("%") == 2
+
+
+def test_evaluate_and_predict_are_functions_with_typed_results(trained_run, tmp_path):
+    """fastcifar.evaluate and fastcifar.predict: what the commands print, as objects."""
+    from PIL import Image
+
+    data = None if real_cifar_dir() is not None else SYNTHETIC
+    result = evaluate(trained_run, tta=True, data=data, device="cpu")
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert isinstance(result, fastcifar.RunEvaluation) and result.test_examples == 100
+    assert result.accuracy == pytest.approx(summary["final_test_accuracy"], abs=0.011)
+    assert result.tta is not None and len(result.plain.per_class) == 10
+    assert result.plain.confusion.sum() == 100 and result.to_dict()["test_examples"] == 100
+    if summary["precision"] != "fp32":  # evaluated in fp32: it says why a digit may differ
+        assert result.note and summary["precision"] in result.note
+    else:
+        assert result.note is None
+    image_path = tmp_path / "grey.png"
+    Image.fromarray(np.full((48, 40, 3), 90, np.uint8)).save(image_path)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    found = predict(trained_run, [image_path, tmp_path / "notes.txt"], top=2, device="cpu")
+    assert isinstance(found, fastcifar.Predictions)
+    assert [p.image for p in found.predictions] == [str(image_path)]
+    assert len(found.predictions[0].top) == 2 and "notes.txt" in found.errors[0]
+    saved = load_run(trained_run, device="cpu")
+    arrays = predict(saved, np.full((3, 32, 32, 3), 90, np.uint8), top=1)
+    assert [p.image for p in arrays.predictions] == ["0", "1", "2"]
+    assert arrays.predictions[0].label == found.predictions[0].label
 
 
 def test_predict_refuses_a_non_image_file(trained_run, tmp_path, capsys):

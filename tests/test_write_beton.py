@@ -22,8 +22,8 @@ import tqdm
 from tests.cifar_files import synthetic_cifar
 from tests.loader_helpers import build_loader, import_backend, random_split
 
-beton = import_backend("fastcifar.loaders.beton")
-supervised_write = import_backend("fastcifar.loaders.supervised_write")
+beton = import_backend("fastcifar.data.loaders.beton")
+supervised_write = import_backend("fastcifar.data.loaders.supervised_write")
 psutil = pytest.importorskip("psutil")  # installed with FFCV
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,88 @@
+"""The interface every batch loader back end implements, and what they share.
+
+Every back end implements `BatchLoader`: iterating it runs one epoch and yields
+`(images, labels)` on the training device, where images are normalised float32
+(B, 3, 32, 32) tensors in channels_last memory format and labels are int64 (B,).
+The order and the augmentation of epoch e come from `augmentation.draw_epoch(seed, e)`, so
+every back end serves the same samples with the same draws; each back end only applies them.
+`set_epoch` chooses the next epoch (and where in it to start), which is how a run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fastcifar.data.augmentation import SPEC, AugmentationSpec, EpochDraws, draw_epoch, rank_order
+from fastcifar.data.normalisation import CIFAR10, Normalisation
+
+# File names of the FFCV .beton files of the two splits (written by data_prep/write_beton.py).
+BETON_NAMES = {"train": "cifar10_train.beton", "test": "cifar10_test.beton"}
+
+
+class BatchLoader(Protocol):
+    batch_size: int  # per rank
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same on every rank)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of (images, labels) on the training device; the next one follows."""
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """The next iteration runs `epoch`, starting at batch `skip_batches`."""
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """What every back end needs to know; `augment` applies the spec, `shuffle` a seeded order."""
+
+    batch_size: int  # per rank: the global batch divided by world_size
+    device: torch.device
+    augment: bool = False
+    shuffle: bool = False
+    drop_last: bool = False
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    spec: AugmentationSpec = field(default=SPEC)
+    normalisation: Normalisation = CIFAR10  # the data set's statistics; fills become 0.0
+    # torch loader: torch.compile the per-batch augmentation (falls back to eager on failure).
+    compile_augmentation: bool = True
+    # FFCV reads .beton files; where to find (or write) the one for this split.
+    beton_path: Path | None = None
+
+    def batches_per_epoch(self, examples: int) -> int:
+        if self.drop_last:
+            return examples // (self.batch_size * self.world_size)
+        return -(-examples // self.batch_size)
+
+    def epoch(self, count: int, epoch: int) -> tuple[EpochDraws, np.ndarray]:
+        """The draws of `epoch` and this rank's sample order, batch after batch."""
+        draws = draw_epoch(count, self.seed, epoch, shuffle=self.shuffle, spec=self.spec)
+        order = rank_order(draws.order, self.batch_size, self.rank, self.world_size, self.drop_last)
+        return draws, order
+
+
+class EpochCounter:
+    """Which epoch the next iteration runs, and from which batch (shared by the back ends)."""
+
+    def __init__(self) -> None:
+        self.next_epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        if epoch < 0 or skip_batches < 0:
+            raise ValueError(f"epoch and skip_batches must be >= 0, got {epoch}, {skip_batches}")
+        self.next_epoch, self.skip_batches = epoch, skip_batches
+
+    def start(self) -> tuple[int, int]:
+        """(epoch, first batch) of the iteration that starts now; advances to the next epoch."""
+        started = self.next_epoch, self.skip_batches
+        self.next_epoch, self.skip_batches = self.next_epoch + 1, 0
+        return started

@@ -1,0 +1,116 @@
+"""The optimizer (SGD, Nesterov) and the One Cycle schedule: linear LRMIN -> LRMAX (peak at epoch
+5 of 24) -> LRMIN, stepped per batch.
+
+No annihilation: the cycle ends at LRMIN (final_div_factor = 1), as the recipe asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+
+
+@dataclass(frozen=True)
+class LrBounds:
+    """The two anchors of the cycle, and how each was obtained (recorded in summary.json)."""
+
+    lr_min: float
+    lr_max: float
+    source: dict[str, Any]
+
+
+def peak_step(total_steps: int, peak_fraction: float) -> int:
+    """Index of the step at which the LR is LRMAX: the first step of epoch 5 for 24 epochs
+    (never the first or the last step, so that both ramps exist)."""
+    return min(max(round(peak_fraction * total_steps), 1), total_steps - 2)
+
+
+def one_cycle_schedule(
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr_min: float,
+    lr_max: float,
+    total_steps: int,
+    peak_fraction: float,
+    cycle_momentum: bool = False,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> OneCycleLR:
+    """`OneCycleLR` placed so that step 0 = LRMIN, step `peak_step` = LRMAX, last step = LRMIN."""
+    if total_steps < 3:
+        raise ValueError(f"a one-cycle schedule needs at least 3 steps, got {total_steps}")
+    peak = peak_step(total_steps, peak_fraction)
+    # OneCycleLR's warm-up phase ends (LR = max) at step pct_start * total_steps - 1.
+    pct_start = (peak + 1.0) / total_steps
+    return OneCycleLR(
+        optimizer,
+        max_lr=lr_max,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy="linear",
+        div_factor=lr_max / lr_min,
+        final_div_factor=1.0,
+        cycle_momentum=cycle_momentum,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+        three_phase=False,
+    )
+
+
+def one_cycle_lr(
+    step: int, *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float
+) -> float:
+    """The LR of `step` under `one_cycle_schedule`, computed directly (no optimizer, no memory
+    proportional to the run): linear from LRMIN up to LRMAX at the peak, then down to LRMIN."""
+    peak = peak_step(total_steps, peak_fraction)
+    if step <= peak:
+        return lr_min + (lr_max - lr_min) * step / peak
+    return lr_max + (lr_min - lr_max) * (step - peak) / (total_steps - 1 - peak)
+
+
+def schedule_points(
+    *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float, points: int = 2000
+) -> tuple[list[int], list[float]]:
+    """(steps, LRs) at up to `points` steps, the peak and both ends included: enough to plot
+    any schedule, however many steps it has."""
+    peak = peak_step(total_steps, peak_fraction)
+    count = min(points, total_steps)
+    steps = sorted({round(i * (total_steps - 1) / (count - 1)) for i in range(count)} | {peak})
+    shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction)
+    return steps, [one_cycle_lr(step, **shape) for step in steps]
+
+
+def given_bounds(config: Any, how_max: str = "given") -> LrBounds | None:
+    """The bounds `config` (a TrainConfig) fixes: LRMIN given, or LRMAX / lr_min_divisor; None:
+    find them."""
+    if config.lr_max is None or isinstance(config.lr_max, tuple):
+        return None
+    if config.lr_min is not None:
+        return LrBounds(config.lr_min, config.lr_max, {"lr_max": how_max, "lr_min": "given"})
+    how_min = f"LRMAX / {config.lr_min_divisor:g}"
+    lr_min = config.lr_max / config.lr_min_divisor
+    return LrBounds(lr_min, config.lr_max, {"lr_max": how_max, "lr_min": how_min})
+
+
+def make_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; the fused CUDA kernel updates all parameters in one launch."""
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov and momentum > 0,
+        weight_decay=weight_decay,
+        fused=fused or None,
+    )

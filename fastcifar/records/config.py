@@ -1,0 +1,229 @@
+"""The one typed place for every setting: `TrainConfig` (what to train, recorded with every run)
+and `RunOptions` (how this invocation runs it). Each field is declared once, with the help text,
+choices and value type that the command-line flags are generated from (`fastcifar.cli`), and
+read from and written to TOML files (`fastcifar.records.config_file`: `--config`, `--print-config`).
+
+Nothing here imports torch, so that `--help` and flag errors answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from fastcifar.errors import ConfigError
+from fastcifar.records.config_checks import (
+    COMPILE_MODES,
+    LOADER_NAMES,
+    PARALLEL_MODES,
+    check_config,
+)
+
+# The range test's default length: as many steps as the training run has, within these bounds.
+RANGE_TEST_MIN_STEPS, RANGE_TEST_MAX_STEPS = 10, 100
+
+
+def option(group: str, default: Any, help: str, **flag: Any) -> Any:
+    """A field with what its command-line flag needs: its `group` in --help, its `help`, and
+    optionally `parse` (a value parser of fastcifar.cli), `choices`, `metavar`, `aliases`, and
+    `find_lr=False` for a setting the range-test command has no flag for."""
+    return field(default=default, metadata={"group": group, "help": help, **flag})
+
+
+DATA, RECIPE, RANGE = "data", "recipe", "LR range test"
+EVALUATION, SPEED, RUNS = "evaluation and reporting", "speed", "runs"
+NO_RANGE_TEST = {"find_lr": False}
+
+
+# The declarations below are a table, one setting to a line or two: kept as laid out.
+# fmt: off
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train. Recorded resolved in config.json; `--print-config` prints it as TOML."""
+
+    data_dir: str | None = option(DATA, None, "folder holding cifar-10-batches-bin/ (default: "
+        "$FASTCIFAR_DATA, else the cache: $FASTCIFAR_CACHE, $XDG_CACHE_HOME/fastcifar or "
+        "~/.cache/fastcifar; downloaded there if missing)")
+    loader: str = option(DATA, "torch", "batch loader back end", choices=LOADER_NAMES)
+    train_subset: int | None = option(DATA, None, "use the first N training images (quick runs)",
+        parse="count", metavar="N")
+    test_subset: int | None = option(DATA, None, "use the first N test images (quick runs)",
+        parse="count", metavar="N", **NO_RANGE_TEST)
+    beton_dir: str | None = option(DATA, None, "folder of the FFCV .beton files, written there "
+        "if missing (default: a cache folder keyed by the data's checksums, never the data "
+        "folder)")
+    # The recipe: DAWNBench ResNet-9, Page's "How to train your ResNet".
+    epochs: int = option(RECIPE, 24, "training epochs", parse="count")
+    batch_size: int = option(RECIPE, 512, "global training batch, split evenly across torchrun "
+        "ranks", parse="count")
+    peak_fraction: float = option(RECIPE, 5 / 24, "where One Cycle peaks, as a fraction of the "
+        "run (epoch 5 of 24)", parse="fraction", **NO_RANGE_TEST)
+    lr_max: float | tuple[float, ...] | None = option(RECIPE, None, "peak LR (default: found by "
+        "the LR range test); several, comma-separated: an LR sweep", parse="learning_rates",
+        metavar="LR[,LR...]", **NO_RANGE_TEST)
+    lr_min: float | None = option(RECIPE, None, "start and end LR (default: found by the range "
+        "test, or LRMAX / lr_min_divisor)", parse="learning_rate", metavar="LR", **NO_RANGE_TEST)
+    lr_min_divisor: float = option(RECIPE, 25.0, "LRMIN = LRMAX / this when no onset is found "
+        "(OneCycleLR's div_factor)", parse="positive")
+    momentum: float = option(RECIPE, 0.9, "SGD momentum", parse="fraction")
+    nesterov: bool = option(RECIPE, True, "Nesterov momentum")
+    weight_decay: float = option(RECIPE, 5e-4, "L2 weight decay", parse="non_negative")
+    cycle_momentum: bool = option(RECIPE, False, "cycle momentum max -> base -> max against the "
+        "LR", **NO_RANGE_TEST)
+    base_momentum: float = option(RECIPE, 0.85, "lowest momentum of a cycle", parse="fraction",
+        **NO_RANGE_TEST)
+    max_momentum: float = option(RECIPE, 0.95, "highest momentum of a cycle", parse="fraction",
+        **NO_RANGE_TEST)
+    # Page scales the logits by 1/8 so that the softmax starts soft: worth ~0.5% accuracy.
+    logit_scale: float = option(RECIPE, 0.125, "logits x this (ResNet-9 only)", parse="positive")
+    label_smoothing: float = option(RECIPE, 0.0, "label smoothing", parse="fraction")
+    seed: int = option(RECIPE, 0, "seeds the weights, the sample order and the augmentation",
+        parse="seed")
+    seeds: int = option(RECIPE, 1, "train N seeds (from --seed on) and report mean ± std",
+        parse="count", metavar="N", **NO_RANGE_TEST)
+    range_test_steps: int | None = option(RANGE, None, "steps of the LR range test (default: as "
+        f"many as the training run has, at least {RANGE_TEST_MIN_STEPS} and at most "
+        f"{RANGE_TEST_MAX_STEPS}; 100 for the recipe)", parse="count", metavar="N")
+    range_test_start_lr: float = option(RANGE, 1e-4, "the sweep's first LR",
+        parse="learning_rate", metavar="LR", aliases=("--start-lr",))
+    range_test_end_lr: float = option(RANGE, 10.0, "the sweep's last LR", parse="learning_rate",
+        metavar="LR", aliases=("--end-lr",))
+    range_test: bool | None = option(RANGE, None, "run the LR range test (default: only when "
+        "LRMAX is not given; with --range-test a sweep's plot marks the range test's LRMAX)",
+        **NO_RANGE_TEST)
+    eval_batch_size: int = option(EVALUATION, 1000, "test images per evaluation batch",
+        parse="count", **NO_RANGE_TEST)
+    tta: bool = option(EVALUATION, False, "also evaluate with flip test-time augmentation, and "
+        "headline it", **NO_RANGE_TEST)
+    # Evaluating 10,000 test images after each of 24 epochs is ~15% of a CPU run (issue 23).
+    eval_every: int = option(EVALUATION, 1, "evaluate on the test split every N epochs, and "
+        "always after the last", parse="count", metavar="N", **NO_RANGE_TEST)
+    plots: bool = option(EVALUATION, True, "write the PNG plots")
+    gradcam: bool = option(EVALUATION, False, "Grad-CAM grid of misclassified test images (pip "
+        "install '.[gradcam]')", **NO_RANGE_TEST)
+    tensorboard: bool = option(EVALUATION, False, "TensorBoard log in RUN_DIR/tensorboard (pip "
+        "install '.[tensorboard]')", **NO_RANGE_TEST)
+    amp: bool | None = option(SPEED, None, "mixed precision as the device runs it natively: "
+        "bf16, or fp16 + GradScaler on GPUs without bf16; a CPU without native bf16 trains "
+        "fp32, which is faster there (default: on with CUDA and on CPUs with native bf16)")
+    channels_last: bool = option(SPEED, True, "channels_last memory format")
+    compile: bool | None = option(SPEED, None, "torch.compile the model (default: on when CUDA "
+        "is present)")
+    # None: "reduce-overhead" (CUDA graphs), or "default" under DDP (distributed.py says why).
+    # Measured outside fastcifar by a plain reference script of this recipe on an H200
+    # (torch 2.11, batch 512): 3.40 ms/step with CUDA graphs against 5.68 ms in mode default.
+    compile_mode: str | None = option(SPEED, None, "torch.compile mode (default: "
+        "reduce-overhead; default under DDP)", choices=COMPILE_MODES)
+    sync_bn: bool = option(SPEED, False, "SyncBatchNorm across torchrun ranks (CUDA)",
+        **NO_RANGE_TEST)
+    device: str | None = option(SPEED, None, "cpu, cuda or cuda:N (default: cuda if present, "
+        "else cpu)")
+    checkpoint_every: int | None = option(RUNS, None, "epochs between checkpoints (default: by "
+        "time, see --checkpoint-seconds)", parse="count", metavar="N", **NO_RANGE_TEST)
+    # A checkpoint is 53 MB written with fsync: 0.13-0.3 s on the development machine, which
+    # per epoch would double an 8-second GPU run. By time, a fast run writes one (at the end).
+    checkpoint_seconds: float = option(RUNS, 60.0, "at most one checkpoint per this many "
+        "seconds of training (plus the last epoch and a stop)", parse="positive", metavar="S",
+        **NO_RANGE_TEST)
+    # fmt: on
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lr_max, list | tuple):  # a list from JSON, TOML or Python
+            lr_max = tuple(self.lr_max)
+            object.__setattr__(self, "lr_max", lr_max[0] if len(lr_max) == 1 else lr_max)
+        check_config(self)
+
+    @property
+    def lr_maxes(self) -> tuple[float | None, ...]:
+        """Every LRMAX of the plan: (None,) when it is to be found, several for a sweep."""
+        if isinstance(self.lr_max, tuple):
+            return self.lr_max
+        return (self.lr_max,)
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.lr_maxes) > 1
+
+    @property
+    def runs(self) -> int:
+        """How many runs the plan holds: seeds x LRMAX values."""
+        return self.seeds * len(self.lr_maxes)
+
+    @property
+    def needs_range_test(self) -> bool:
+        return self.range_test if self.range_test is not None else self.lr_max is None
+
+    def one_run(self, seed: int, lr_max: float | None) -> TrainConfig:
+        """The config of one run of the plan."""
+        return replace(self, seed=seed, lr_max=lr_max, seeds=1, range_test=None)
+
+    def resolved_range_test_steps(self, training_steps: int) -> int:
+        """The range test's length: as given, else as many steps as the training run has,
+        at least RANGE_TEST_MIN_STEPS and at most RANGE_TEST_MAX_STEPS (100 for the recipe)."""
+        if self.range_test_steps is not None:
+            return self.range_test_steps
+        return min(max(training_steps, RANGE_TEST_MIN_STEPS), RANGE_TEST_MAX_STEPS)
+
+    def training_steps(self, train_images: int) -> int:
+        """Steps of one run on `train_images` images (the last partial batch is dropped);
+        ConfigError when One Cycle would have fewer than 3."""
+        from fastcifar.system.caller import named
+
+        per_epoch = train_images // self.batch_size
+        if per_epoch == 0:
+            raise ConfigError(
+                f"{named('batch_size')} {self.batch_size} is larger than the {train_images:,} "
+                f"training images: not one whole batch fits (the last partial batch is dropped); "
+                f"lower {named('batch_size')}"
+            )
+        steps = self.epochs * per_epoch
+        if steps < 3:  # One Cycle needs a first, a peak and a last step
+            raise ConfigError(
+                f"{self.epochs} epoch(s) of {per_epoch} batch(es) make {steps} training steps; "
+                f"One Cycle needs at least 3: raise {named('epochs')} or {named('train_subset')}"
+            )
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        if isinstance(values["lr_max"], tuple):
+            values["lr_max"] = list(values["lr_max"])
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "the recorded config") -> TrainConfig:
+        """Rebuild from a recorded config, ignoring keys that newer versions dropped."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} must be a table of settings, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{key: value for key, value in values.items() if key in known})
+        except TypeError as error:  # a value of the wrong type inside validate()
+            raise ConfigError(f"{where} holds a value of the wrong type ({error})") from None
+
+
+# fmt: off
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs the config; never part of what a run records as its config."""
+
+    out: str | None = option(RUNS, None, "run folder (default: runs/<date>-<time>-<id>)")
+    overwrite: bool = option(RUNS, False, "replace the run in --out (only once the new run has "
+        "its first checkpoint)")
+    resume: str | None = option(RUNS, None, "continue an unfinished run with its recorded config",
+        metavar="RUN_DIR", **NO_RANGE_TEST)
+    auto_resume: bool = option(RUNS, False, "continue the unfinished run in --out if it has this "
+        "config (on by itself after a torchrun restart)", **NO_RANGE_TEST)
+    max_time: float | None = option(RUNS, None, "stop cleanly after this long (90s, 15m, 2h, "
+        "1:30:00), resumable", parse="duration", metavar="TIME", **NO_RANGE_TEST)
+    max_steps: int | None = option(RUNS, None, "stop cleanly after this many training steps of "
+        "a run, resumable", parse="count", metavar="N", **NO_RANGE_TEST)
+    quiet: bool = option(RUNS, False, "print only warnings and errors (no progress, no epoch "
+        "lines); the run folder records everything as always")
+    parallel: str = option(RUNS, "auto", "under torchrun: 'runs' gives each rank whole runs of "
+        "--seeds/--lr-max, 'data' trains every run across all ranks (DDP); auto: runs for "
+        "several runs, else data", choices=PARALLEL_MODES, **NO_RANGE_TEST)
+    # fmt: on
+
+    # Options that may accompany --resume (they do not change what is trained).
+    BESIDE_RESUME = ("max_time", "max_steps", "parallel", "quiet")

@@ -1,0 +1,194 @@
+"""The checks a TrainConfig passes when it is made: every value that cannot work is one
+ConfigError that names the setting, before any data is loaded or any folder is created.
+
+`config` below is a fastcifar.records.config.TrainConfig; that module imports this one, never
+back."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from fastcifar.data import LOADER_NAMES
+from fastcifar.errors import ConfigError
+from fastcifar.records.values import is_integer
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PARALLEL_MODES = ("auto", "runs", "data")
+# Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
+MAX_EPOCHS = 10_000
+CIFAR10_TRAIN_IMAGES = 50_000
+MAX_BATCH_SIZE = CIFAR10_TRAIN_IMAGES  # the whole CIFAR-10 training split
+MAX_RANGE_TEST_STEPS = 10_000
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
+MAX_SEEDS = 1_000
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+INTEGER_BOUNDS = {  # None: no upper bound
+    "epochs": MAX_EPOCHS,
+    "batch_size": MAX_BATCH_SIZE,
+    "eval_batch_size": MAX_BATCH_SIZE,
+    "range_test_steps": MAX_RANGE_TEST_STEPS,
+    "checkpoint_every": MAX_EPOCHS,
+    "eval_every": MAX_EPOCHS,
+    "seeds": MAX_SEEDS,
+    "train_subset": None,
+    "test_subset": None,
+}
+OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every")
+
+
+def check_config(config: Any) -> None:
+    _require(
+        config.loader in LOADER_NAMES,
+        f"unknown loader {config.loader!r}: choose one of {', '.join(LOADER_NAMES)}",
+    )
+    _check_integers(config)
+    _check_learning_rates(config)
+    _check_fractions(config)
+    _require(
+        config.compile_mode is None or config.compile_mode in COMPILE_MODES,
+        f"unknown compile mode {config.compile_mode!r}: choose one of {', '.join(COMPILE_MODES)}",
+    )
+    _require(
+        config.device is None
+        or (isinstance(config.device, str) and DEVICE_PATTERN.fullmatch(config.device)),
+        f"unknown device {config.device!r}: fastcifar runs on cpu, cuda or cuda:N",
+    )
+    for name in (
+        "nesterov",
+        "cycle_momentum",
+        "tta",
+        "plots",
+        "gradcam",
+        "tensorboard",
+        "channels_last",
+        "sync_bn",
+        "amp",
+        "compile",
+        "range_test",
+    ):
+        value = getattr(config, name)
+        _require(
+            (value is None and name in ("amp", "compile", "range_test")) or isinstance(value, bool),
+            f"{name} must be true or false, got {value!r}",
+        )
+
+
+def _check_integers(config: Any) -> None:
+    for name, high in INTEGER_BOUNDS.items():
+        value = getattr(config, name)
+        if value is None and name in OPTIONAL:
+            continue
+        if name == "range_test_steps":  # a curve needs two points
+            _require(
+                is_integer(value) and value >= 2,
+                f"range_test_steps must be at least 2, got {value!r}",
+            )
+        _require(
+            is_integer(value) and value >= 1, f"{name} must be a positive integer, got {value!r}"
+        )
+        if high is not None:
+            _require(value <= high, f"{name} must be at most {high:,}, got {value:,}")
+    last_seed = config.seed + config.seeds - 1 if is_integer(config.seed) else config.seed
+    _require(
+        is_integer(config.seed) and config.seed >= 0 and last_seed <= MAX_SEED,
+        f"seed must be an integer from 0 to {MAX_SEED}, got {last_seed!r}",
+    )
+    if config.train_subset is not None:
+        _require(
+            config.train_subset >= config.batch_size,
+            f"train_subset ({config.train_subset}) must be at least batch_size "
+            f"({config.batch_size}): training drops the last partial batch",
+        )
+
+
+def _finite_positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _check_learning_rates(config: Any) -> None:
+    for value in config.lr_maxes:
+        _require(
+            value is None or _finite_positive(value),
+            f"lr_max must be a finite positive number, got {value}",
+        )
+    _require(
+        not isinstance(config.lr_max, tuple) or len(config.lr_max) >= 1,
+        "lr_max must name at least one LR",
+    )
+    _require(
+        config.lr_min is None or _finite_positive(config.lr_min),
+        f"lr_min must be a finite positive number, got {config.lr_min}",
+    )
+    _require(
+        not (config.lr_min is not None and config.lr_max is None),
+        "lr_min needs lr_max too (or neither, to find both by the LR range test)",
+    )
+    _require(
+        not (config.range_test is False and config.lr_max is None),
+        "range_test off (--no-range-test) needs lr_max: the range test is what finds LRMAX",
+    )
+    names = [f"{lr:g}" for lr in config.lr_maxes if lr is not None]
+    _require(
+        len(names) == len(set(names)),
+        f"lr_max names one LR twice ({', '.join(names)}): each run of a sweep needs its own",
+    )
+    if config.lr_min is not None and config.lr_max is not None:
+        for lr_max in config.lr_maxes:
+            _require(
+                config.lr_min <= lr_max,
+                f"lr_min ({config.lr_min}) must not exceed lr_max ({lr_max})",
+            )
+    _require(
+        _finite_positive(config.range_test_start_lr)
+        and _finite_positive(config.range_test_end_lr)
+        and config.range_test_start_lr < config.range_test_end_lr,
+        "range test needs 0 < range_test_start_lr < range_test_end_lr, both finite",
+    )
+    _require(
+        isinstance(config.lr_min_divisor, int | float)
+        and math.isfinite(config.lr_min_divisor)
+        and config.lr_min_divisor >= 1,
+        "lr_min_divisor must be a finite number >= 1",
+    )
+    _require(
+        _finite_positive(config.checkpoint_seconds),
+        f"checkpoint_seconds must be a finite positive number, got {config.checkpoint_seconds}",
+    )
+
+
+def _in_unit_interval(value: object, closed_low: bool = True) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return (value >= 0 if closed_low else value > 0) and value < 1
+
+
+def _check_fractions(config: Any) -> None:
+    _require(
+        _in_unit_interval(config.peak_fraction, closed_low=False),
+        f"peak_fraction must lie in (0, 1), got {config.peak_fraction}",
+    )
+    _require(
+        isinstance(config.weight_decay, int | float)
+        and math.isfinite(config.weight_decay)
+        and config.weight_decay >= 0,
+        f"weight_decay must be a finite number >= 0, got {config.weight_decay}",
+    )
+    for name in ("momentum", "base_momentum", "max_momentum", "label_smoothing"):
+        value = getattr(config, name)
+        _require(_in_unit_interval(value), f"{name} must lie in [0, 1), got {value}")
+    _require(
+        _finite_positive(config.logit_scale),
+        f"logit_scale must be a finite positive number, got {config.logit_scale}",
+    )
+
+
+def _require(condition: object, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

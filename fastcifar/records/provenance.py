@@ -1,0 +1,87 @@
+"""Where a number came from: the source commit (with or without git on the machine), the GPU
+driver, and the versions of what ran. Recorded in every summary and every benchmark result.
+
+The commit comes from, in order: $FASTCIFAR_COMMIT (and $FASTCIFAR_DIRTY); `git` itself; the
+file `.provenance.json` beside the package, written by `python -m benchmarks.stamp` before a
+source tree is copied to a machine without git (git first, so that a stamp left behind on the
+development machine never outlives the commit it names); else "unknown".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# The package version (setup.cfg reads it from here; fastcifar.__version__ is this).
+VERSION = "0.2.0"
+PROVENANCE_FILE = Path(__file__).resolve().parents[1] / ".provenance.json"
+NVIDIA_VERSION = Path("/proc/driver/nvidia/version")
+
+
+def source_commit(root: Path = PROVENANCE_FILE.parent) -> dict[str, Any]:
+    """{"commit", "dirty", "from"}: the commit of the source that runs, and how it is known."""
+    if os.environ.get("FASTCIFAR_COMMIT"):
+        dirty = os.environ.get("FASTCIFAR_DIRTY", "").lower() in ("1", "true", "yes")
+        return {"commit": os.environ["FASTCIFAR_COMMIT"], "dirty": dirty, "from": "environment"}
+    commit = _git(root, "rev-parse", "--short", "HEAD")
+    if commit is not None:
+        status = _git(root, "status", "--porcelain", "--untracked-files=no")
+        return {"commit": commit, "dirty": bool(status), "from": "git"}
+    stamp = root / PROVENANCE_FILE.name
+    try:
+        values = json.loads(stamp.read_text())
+        return {"commit": str(values["commit"]), "dirty": bool(values["dirty"]), "from": stamp.name}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"commit": "unknown", "dirty": None, "from": "nothing (no git, no stamp)"}
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """git's output, or None where git is missing, fails, or this is no repository."""
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):  # FileNotFoundError: no git on the machine
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def describe_commit(provenance: dict[str, Any]) -> str:
+    """ "abc1234", "abc1234+dirty" or "unknown"."""
+    return provenance["commit"] + ("+dirty" if provenance.get("dirty") else "")
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version (e.g. "550.54.15"), or None without one."""
+    try:
+        text = NVIDIA_VERSION.read_text()
+    except OSError:
+        return None
+    words = text.split("Kernel Module", 1)[-1].split()
+    return words[0] if words else None
+
+
+def versions() -> dict[str, str | None]:
+    import numpy as np
+    import torch
+
+    found: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": str(torch.backends.cudnn.version()) if torch.cuda.is_available() else None,
+        "gpu_driver": gpu_driver(),
+        "numpy": np.__version__,
+        "fastcifar": VERSION,
+    }
+    for package in ("ffcv", "nvidia-dali-cuda130", "grad-cam", "tensorboard"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found

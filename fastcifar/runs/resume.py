@@ -1,0 +1,180 @@
+"""Continuing a run, every rule in one place: which folder a request continues (--resume, a
+torchrun restart, --auto-resume), whether it may be (refusals in one line), the settings that
+may stand beside it, the parallel mode it was trained in, and its checkpoint restored."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from fastcifar.engine.model import weights_mismatch
+from fastcifar.engine.schedule import LrBounds
+from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
+from fastcifar.records.checkpoint import Checkpoint, TrainedHow, check_fits
+from fastcifar.records.config import RunOptions
+from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
+from fastcifar.records.run_folder import resume_command, run_status
+from fastcifar.records.summary import read_summary
+from fastcifar.runs.request import Request
+from fastcifar.system.distributed import restarted
+from fastcifar.system.progress import warn
+from fastcifar.training.loop import new_state
+from fastcifar.training.state import TrainingState
+from fastcifar.training.trainer import Trainer
+
+BESIDE_RESUME = frozenset({"resume", *RunOptions.BESIDE_RESUME})
+
+
+def refuse_beside_resume(extra: list[str], how: str) -> None:
+    """One line when settings other than the run options a resume allows (`BESIDE_RESUME`) are
+    given with it: `extra` as the user wrote them (flags or keywords), `how` the resume itself."""
+    if extra:
+        drop = ", ".join(extra)
+        raise ConfigError(f"{how} continues with the run's recorded config; drop {drop}")
+
+
+def resumed(request: Request) -> Request:
+    """The request of an explicit resume: the recorded run's config (refused in one line if it
+    cannot be continued) and, unless a mode is given, the parallel mode it was trained in."""
+    path = Path(request.options.resume)
+    config = check_resumable(path, request).train_config
+    options = request.options
+    if options.parallel == "auto":
+        recorded = read_summary(path).parallel
+        if recorded in ("runs", "data"):
+            options = replace(options, parallel=recorded)
+    return Request(config, options, request.data, request.model)
+
+
+def resume_target(request: Request) -> tuple[Path | None, Request]:
+    """The folder `request` continues, if any, and the request to continue it with: --resume's,
+    or the unfinished run in --out that a torchrun restart or --auto-resume continues."""
+    options = request.options
+    if options.resume is not None:
+        return Path(options.resume), request
+    path = continuable(options.out or elastic_out(), request)
+    if path is None:
+        return None, request
+    record = check_resumable(path, request)
+    return path, Request(record.train_config, options, request.data, request.model)
+
+
+def elastic_out() -> str | None:
+    """Under torchrun with restarts and no --out, a folder a restart finds again: named by
+    torchrun's run id."""
+    if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") in ("", "0"):
+        return None
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id == "none":
+        raise ConfigError(
+            "torchrun restarts a job by its --rdzv-id: pass --out (or --rdzv-id) so that a "
+            "restart finds the run it continues"
+        )
+    return str(Path("runs") / f"torchrun-{run_id}")
+
+
+def continuable(out: str | None, request: Request) -> Path | None:
+    """The unfinished run in `out` to continue instead of starting anew (after a torchrun
+    restart, or with --auto-resume), if its config is this one; a different config there is
+    one line."""
+    if out is None or not (restarted() or request.options.auto_resume):
+        return None
+    path = Path(out)
+    if run_status(path) in (None, Status.COMPLETE.value):
+        return None
+    recorded = read_config(path).train_config
+    config = replace(request.config, data_dir=None)  # data of one's own: the setting says nothing
+    if request.data is None:
+        from fastcifar.data.source import recorded_data_dir
+
+        config = replace(config, data_dir=recorded_data_dir(request.config.data_dir))
+    if recorded.to_dict() != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items() if recorded.to_dict().get(k) != v)
+        raise RunFolderError(
+            f"{path} holds a run of another config ({', '.join(changed)} differ): it is not "
+            "continued; choose another --out"
+        )
+    return path
+
+
+def check_resumable(path: Path, request: Request) -> ConfigRecord:
+    """The record of the run in `path`, refused in one line if it cannot be continued: it is
+    complete, a range test, diverged, or needs the data or the model of one's own again."""
+    summary = read_summary(path)
+    if summary.status == Status.COMPLETE:
+        raise RunFolderError(f"{path} is complete: there is nothing to resume")
+    if summary.kind == RunKind.RANGE_TEST:
+        raise RunFolderError(
+            f"{path} holds an LR range test (find_lr), not a training run: run find_lr again"
+        )
+    record = read_config(path)
+    if summary.status == Status.DIVERGED and summary.kind == RunKind.RUN:
+        lr_max = summary.config.get("lr_max")
+        raise RunFolderError(
+            f"{path} diverged ({summary.reason}); resuming repeats that: train again with a "
+            f"lower LRMAX{f' than {lr_max:g}' if isinstance(lr_max, int | float) else ''} "
+            "(--lr-max)"
+        )
+    _check_same_inputs(path, record, request)
+    return record
+
+
+def _check_same_inputs(path: Path, record: ConfigRecord, request: Request) -> None:
+    """The data and the model of one's own a run was trained on, asked for again."""
+    if record.own_data and request.data is None:
+        raise DataError(
+            f"{path} was trained on data of one's own: resume it from Python with "
+            "fastcifar.fit(resume=..., data=...) and the same data"
+        )
+    if not record.own_data and request.data is not None:
+        raise DataError(
+            f"{path} was trained on CIFAR-10 from its data folder: resume it without data="
+        )
+    if record.own_data and request.data.fingerprint != record.data.get("sha256"):
+        raise DataError(f"{path} was trained on other data than this (its SHA-256 differs)")
+    if record.custom_model and request.model is None:
+        raise ConfigError(
+            f"{path} trained a model of one's own ({record.model}): resume it from Python "
+            "with fastcifar.fit(resume=..., model=...)"
+        )
+    if not record.custom_model and request.model is not None:
+        raise ConfigError(f"{path} trained the recipe's ResNet9: resume it without model=")
+
+
+def check_continuable(
+    trainer: Trainer, checkpoint: Checkpoint, path: Path, folder: Path, data_parallel: bool = False
+) -> None:
+    """One line when `checkpoint` (at `path`) cannot be continued exactly the way `trainer`
+    trains (the command that would, for the run in `folder`); warnings said. Everything here
+    is checked before the warm-up, so that a refusal comes within seconds."""
+    _check_same_run(trainer, checkpoint, path)
+    how = trainer.trained_how()
+    now = TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
+    for line in check_fits(checkpoint, now, path,
+                           lambda world: resume_command(folder, world, data_parallel)):  # fmt: skip
+        warn(line)
+
+
+def _check_same_run(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> None:
+    """The checkpoint's own copy of the config is the one the run records (config.json), and
+    its weights fit the model: else the file was changed, or is another run's."""
+    now = trainer.config.to_dict()
+    differ = sorted(key for key, value in checkpoint.config.items()
+                    if key in now and key != "data_dir" and value != now[key])  # fmt: skip
+    if differ:
+        raise CheckpointError(
+            f"{path} holds another config than the run's config.json ({', '.join(differ)} "
+            "differ): it is not this run's checkpoint"
+        )
+    misfit = weights_mismatch(trainer.model.state_dict(), checkpoint.model)
+    if misfit:
+        raise CheckpointError(f"{path} does not fit this run's model ({misfit})")
+
+
+def state_from(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> TrainingState:
+    """The training state `checkpoint` (at `path`) holds, restored into `trainer`."""
+    bounds = LrBounds(checkpoint.lr_min, checkpoint.lr_max, checkpoint.lr_source)
+    state = new_state(trainer, bounds)
+    state.restore(checkpoint, path)
+    return state

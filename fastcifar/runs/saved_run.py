@@ -1,0 +1,146 @@
+"""Reading a trained run back: its model, config and summary, each checked, each failure one
+line that names the file. Weights are loaded with `weights_only=True`: a file that tries to
+run code is refused, never executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcifar.data.normalisation import CIFAR10, Normalisation, to_batch
+from fastcifar.engine.model import ModelChoice, build_model, load_weights, model_factory
+from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
+from fastcifar.records.checkpoint import load_checkpoint, load_weights_file
+from fastcifar.records.config import TrainConfig
+from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
+from fastcifar.records.run_folder import resume_command
+from fastcifar.records.summary import Summary, read_summary
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run folder read back: the model (eval mode), its config and summary, checked."""
+
+    folder: Path
+    model: nn.Module
+    config: TrainConfig
+    summary: Summary
+    record: ConfigRecord | None
+    class_names: tuple[str, ...]
+    normalisation: Normalisation
+
+    def predict_proba(self, images: Any) -> torch.Tensor:
+        """Class probabilities, (N, classes), of uint8 (N, 32, 32, 3) images (or the forms
+        as_dataset takes), or of one image without its batch axis (then N = 1)."""
+        from fastcifar.data.dataset import batch_of_images
+
+        pixels = batch_of_images(images)
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            logits = self.model(to_batch(pixels, device, self.normalisation))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+
+def load_saved_run(
+    folder: Path, device: torch.device, *, model: ModelChoice = None, allow_incomplete: bool = False
+) -> SavedRun:
+    """The trained model (in eval mode) of a complete run (or, when asked, of an unfinished
+    one: then the weights of its last checkpoint), with its records."""
+    summary = read_summary(folder)
+    if summary.kind == RunKind.MULTI:
+        raise RunFolderError(
+            f"{folder} holds several runs (seeds or an LR sweep): pass one of its run folders"
+        )
+    if summary.kind != RunKind.RUN:
+        raise RunFolderError(f"{folder} holds an LR range test, not a trained model")
+    if summary.status != Status.COMPLETE and not allow_incomplete:
+        raise RunFolderError(
+            f"{folder} is not a complete run (status: {summary.status.value}"
+            f"{': ' + summary.reason if summary.reason else ''}); resume it with "
+            f"{resume_command(folder)}, or pass --allow-incomplete"
+        )
+    record = read_config(folder) if (folder / "config.json").is_file() else None
+    config = summary.config_of_run
+    names = tuple(summary.class_names or ())
+    if len(names) < 2:
+        raise RunFolderError(f"{folder / 'summary.json'}: class_names must list the classes")
+    if record is not None and record.custom_model and model is None:
+        raise ConfigError(
+            f"{folder} trained a model of one's own ({record.model}): load it from Python with "
+            "fastcifar.load_run(folder, model=...)"
+        )
+    factory = model_factory(model, len(names), config.logit_scale)
+    network = build_model(device, config.logit_scale, config.channels_last, factory=factory)
+    state, source = _weights(folder)
+    misfit = load_weights(network, state)
+    if misfit is not None:
+        raise CheckpointError(
+            f"{source} does not fit the {record.model if record else 'ResNet9'} ({misfit})"
+        )
+    _check_finite(network, source)
+    normalisation = CIFAR10
+    if record is not None and record.data:
+        normalisation = Normalisation.from_dict(record.data["normalisation"])
+    return SavedRun(folder, network.eval(), config, summary, record, names, normalisation)
+
+
+def _weights(folder: Path) -> tuple[dict[str, Any], Path]:
+    path = folder / "model.pt"
+    if path.exists():
+        state = load_weights_file(path, "model weights")
+        if not isinstance(state, dict) or not all(
+            isinstance(t, torch.Tensor) for t in state.values()
+        ):
+            raise CheckpointError(f"{path} does not hold a state dict")
+        return state, path
+    checkpoint_path = folder / "checkpoint.pt"
+    if checkpoint_path.exists():
+        return load_checkpoint(checkpoint_path).model, checkpoint_path
+    raise RunFolderError(f"{folder} holds neither model.pt nor checkpoint.pt")
+
+
+def _check_finite(model: nn.Module, source: Path) -> None:
+    bad = sum(
+        int((~torch.isfinite(t)).sum())
+        for t in model.state_dict().values()
+        if t.is_floating_point()
+    )
+    if bad:
+        total = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
+        raise CheckpointError(
+            f"{source} holds {bad:,} non-finite values of {total:,}: the run diverged; "
+            "these weights cannot predict anything"
+        )
+
+
+def test_split_of(
+    saved: SavedRun, data_dir: str | None, subset: int | str | None, data: Any = None
+) -> tuple[Any, str]:
+    """The test images to look at a saved run with, and a phrase saying which: those the run
+    was evaluated on, unless `subset` says N or "all"; `data`: the data set of a run trained
+    on data of one's own."""
+    from fastcifar.data.dataset import as_dataset
+    from fastcifar.data.source import load_cifar10
+
+    if data is not None:
+        dataset = as_dataset(data)
+    elif saved.record is not None and saved.record.own_data:
+        raise DataError(
+            f"{saved.folder} was trained on data of one's own: look at it from Python "
+            "(fastcifar.load_run), or pass that data"
+        )
+    else:
+        dataset = load_cifar10(data_dir or saved.config.data_dir)
+    own = saved.config.test_subset
+    if subset == "all" or (subset is None and own is None):
+        count, which = None, f"all {len(dataset.test):,} test images"
+    elif subset is None:
+        count, which = own, f"the run's own {own:,} test images (--test-subset all: every one)"
+    else:
+        count, which = int(subset), f"the first {int(subset):,} test images"
+    return dataset.test.subset(count, "--test-subset"), which

@@ -1,0 +1,134 @@
+"""The flows of one training run: new, resumed, or continued after a torchrun restart; the LR
+range test alone (find_lr). Their set-up: setup.py; resume rules: resume.py; several runs:
+multi.py; the public functions: api.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from fastcifar.engine.lr_range_test import RangeTestResult
+from fastcifar.engine.schedule import LrBounds, given_bounds
+from fastcifar.outputs.report import save_range_test
+from fastcifar.records.checkpoint import load_checkpoint
+from fastcifar.records.config import RunOptions, TrainConfig
+from fastcifar.records.config_record import RunKind, Status, read_config
+from fastcifar.records.run_folder import RunFolder, resume_hint
+from fastcifar.records.summary import Summary, range_test_complete
+from fastcifar.runs.lifecycle import Lifecycle
+from fastcifar.runs.request import Request
+from fastcifar.runs.resume import check_continuable, elastic_out, state_from
+from fastcifar.runs.setup import Setup, estimate_of, open_run
+from fastcifar.system.device import device_name
+from fastcifar.system.distributed import Distributed
+from fastcifar.system.progress import say
+from fastcifar.system.signals import StopSignals
+from fastcifar.training.loop import Limits, Timings, TrainingRun, new_state
+from fastcifar.training.trainer import Trainer, find_bounds
+
+
+def bounds_for(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str) -> LrBounds:
+    """The run's bounds: as given, or found by the range test (written into the folder, then
+    the time estimate from its speed)."""
+    given = given_bounds(trainer.config)
+    if given is not None:
+        return given
+    return range_test(trainer, folder, stop, hint)[0]
+
+
+def range_test(
+    trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str = ""
+) -> tuple[LrBounds, RangeTestResult]:
+    """The LR range test, written into `folder` (curve and plot) and said in one line; its
+    bounds and its whole curve."""
+    bounds, result = find_bounds(trainer, stop, hint)
+    save_range_test(result, folder, trainer.config.plots)
+    say(
+        f"LR range test ({len(result.lrs)} steps, {bounds.source['range_test_seconds']:.1f} s): "
+        f"LRMIN {bounds.lr_min:.4g} ({result.lr_min_method}), LRMAX {bounds.lr_max:.4g} "
+        f"({result.lr_max_method})"
+    )
+    return bounds, result
+
+
+def train_one(
+    request: Request, device: torch.device, dist: Distributed
+) -> tuple[Summary, Trainer, Path]:
+    """A new single run. Returns its summary, trainer and folder."""
+    options = request.options
+    life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
+    with open_run(request, device, dist, life) as opened:
+        trainer, stop, timings = opened.trainer, opened.stop, opened.timings
+        if device.type == "cpu":
+            say(estimate_of(trainer, 1, opened.config.needs_range_test).line())
+        bounds = bounds_for(trainer, life.folder, stop, resume_hint(life.folder.final))
+        limits = limits_of(options, timings)
+        run = TrainingRun(trainer, life.folder, stop, new_state(trainer, bounds), limits=limits,
+                          timings=timings)  # fmt: skip
+        summary = run.run()
+    return summary, trainer, life.folder.path
+
+
+def limits_of(options: RunOptions, timings: Timings) -> Limits:
+    started = time.monotonic() - (time.perf_counter() - timings.started)
+    return Limits.of(options.max_time, options.max_steps, started)
+
+
+def resume_one(
+    path: Path, request: Request, device: torch.device, dist: Distributed
+) -> tuple[Summary, Trainer, Path]:
+    """Continue the single run in `path` (checked by resume.check_resumable) with its recorded
+    config, from its checkpoint (or, when it has none yet, from the start)."""
+    checkpoint_path = path / "checkpoint.pt"
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+    request = Request(read_config(path).train_config, request.options, request.data,
+                      request.model)  # fmt: skip
+    life = Lifecycle.reopen(path, dist)
+
+    def check(trainer: Trainer) -> None:  # refused before anything compiles
+        check_continuable(trainer, checkpoint, checkpoint_path, path)
+
+    setup = Setup(record=False, check=check if checkpoint is not None else None)
+    with open_run(request, device, dist, life, setup) as opened:
+        trainer, stop = opened.trainer, opened.stop
+        if checkpoint is not None:
+            state = state_from(trainer, checkpoint, checkpoint_path)
+        else:
+            say(
+                f"resuming {path}: no checkpoint was saved, so the run starts over"
+                + (" with the LR range test" if opened.config.needs_range_test else "")
+            )
+            state = new_state(trainer, bounds_for(trainer, life.folder, stop, resume_hint(path)))
+        limits = limits_of(request.options, opened.timings)
+        run = TrainingRun(trainer, life.folder, stop, state, resumed=checkpoint is not None,
+                          limits=limits, timings=opened.timings)  # fmt: skip
+        if checkpoint is not None:
+            say(f"resuming {path} {run.position()}")
+        result = run.run()
+    return result, trainer, path
+
+
+def range_test_only(
+    request: Request, device: torch.device, dist: Distributed
+) -> tuple[LrBounds, RangeTestResult, Path]:
+    """find_lr: the LR range test in a folder of its own (its summary says kind range_test)."""
+    started = time.perf_counter()
+    occupied = "choose another --out"
+    life = Lifecycle.claim(
+        request.options.out, False, dist, occupied=occupied, occupied_complete=occupied
+    )
+    setup = Setup(RunKind.RANGE_TEST, running=_range_test_running)
+    with open_run(request, device, dist, life, setup) as opened:
+        bounds, curve = range_test(opened.trainer, life.folder, opened.stop)
+        wall = time.perf_counter() - started
+        running = _range_test_running(opened.trainer, opened.config)
+        life.folder.write_summary(range_test_complete(running, bounds, device_name(device), wall))
+    say(f"plot: {life.folder / 'lr_range_test.png'}  curve: {life.folder / 'lr_range_test.json'}")
+    return bounds, curve, life.folder.path  # on every rank: each ran the range test
+
+
+def _range_test_running(trainer: Trainer, config: TrainConfig) -> Summary:
+    return Summary(RunKind.RANGE_TEST, Status.RUNNING, config.to_dict())

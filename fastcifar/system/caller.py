@@ -1,0 +1,61 @@
+"""Who started the run: the command line, or Python (`fastcifar.fit`). A message names a
+setting as its caller wrote it (`--max-steps 30`, or `max_steps=30`) and says how to resume in
+the caller's own terms: a command to paste, or the call to make again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PythonCall:
+    """A run started by a Python call; what it was handed that a resume needs again."""
+
+    data: bool  # data of one's own
+    model: bool  # a model of one's own
+
+
+_PYTHON_CALL: ContextVar[PythonCall | None] = ContextVar("fastcifar_python_call", default=None)
+
+
+@contextmanager
+def called_from_python(data: bool, model: bool) -> Iterator[None]:
+    """Within this context, the run was started by a Python call (see the module docstring)."""
+    token = _PYTHON_CALL.set(PythonCall(data, model))
+    try:
+        yield
+    finally:
+        _PYTHON_CALL.reset(token)
+
+
+def python_call() -> PythonCall | None:
+    """The Python call that started the run; None on the command line."""
+    return _PYTHON_CALL.get()
+
+
+def named(name: str) -> str:
+    """The setting `name` (a field name: batch_size) as its caller writes it: --batch-size on the
+    command line, batch_size in Python."""
+    return name if python_call() is not None else f"--{name.replace('_', '-')}"
+
+
+def setting(name: str, flag_value: str, python_value: str) -> str:
+    """The setting `name` (a field name: max_time) as its caller wrote it: `--max-time 2h`
+    (`flag_value`) on the command line, `max_time=7200` (`python_value`) in Python."""
+    if python_call() is not None:
+        return f"{name}={python_value}"
+    return f"--{name.replace('_', '-')} {flag_value}"
+
+
+def python_resume(folder: str, parallel: str | None = None) -> str:
+    """The call that continues the run in `folder` from Python, naming what to pass again."""
+    call = python_call()
+    again = [f"resume={folder!r}"] + ([f"parallel={parallel!r}"] if parallel else [])
+    if call is not None and call.data:
+        again.append("data=<the same data>")
+    if call is not None and call.model:
+        again.append("model=<the same model>")
+    return f"fastcifar.fit({', '.join(again)})"

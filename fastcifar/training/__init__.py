@@ -1,0 +1,1 @@
+"""One run of training: the trainer (what a run is built of), its state, the loop over epochs."""
