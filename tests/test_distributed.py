@@ -380,6 +380,6 @@ def test_a_rank_whose_state_is_finite_diverges_with_the_one_whose_state_is_not(
     argv = [*TWO_EPOCHS, "--checkpoint-every", "1", "--out", str(out)]
     assert exit_code(argv, synthetic_cifar(64, 32)) == 3
     error = capsys.readouterr().err
-    assert "weights, BatchNorm statistics or momentum are not finite in epoch 1" in error
+    assert "weights, BatchNorm statistics, momentum or averages are not finite in epoch 1" in error
     assert flags == [False]  # this rank's own state was finite
     assert not (out / "checkpoint.pt").exists()

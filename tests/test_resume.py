@@ -85,6 +85,22 @@ def test_a_stopped_and_resumed_run_ends_bit_identical(
     assert not (out / "checkpoint.pt").exists()
 
 
+def test_a_checkpoint_of_schema_2_still_resumes_bit_identical(uninterrupted, tmp_path, monkeypatch):
+    """fastcifar 0.2 saved each part as a field of its own: such a checkpoint is upgraded."""
+    out = tmp_path / "run"
+    signal_after(monkeypatch, 4)
+    assert run([*ARGS, "--out", str(out)]) == 143
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    old = {key: value for key, value in payload.items() if key != "parts"}
+    torch.save({**old, **payload["parts"], "scaler": None, "schema": 2}, out / "checkpoint.pt")
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    assert run(["--resume", str(out)]) == 0
+    resumed = torch.load(out / "model.pt", weights_only=True)
+    whole = torch.load(uninterrupted / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[key], whole[key]) for key in whole)
+    assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
+
+
 def test_resuming_a_complete_run_is_refused(uninterrupted, capsys):
     assert run(["--resume", str(uninterrupted)]) == 2
     assert "is complete: there is nothing to resume" in capsys.readouterr().err
@@ -96,9 +112,11 @@ def test_a_checkpoint_holds_the_whole_state(tmp_path, monkeypatch):
     assert run([*ARGS, "--out", str(out)]) == 143
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert set(payload) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "step_in_epoch",
-                            "partial", "history", "lr_min", "lr_max", "lr_source", "rng",
-                            "world_size", "rank_batch", "threads", "loader", "schema"}  # fmt: skip
+    assert set(payload) >= {"parts", "epoch", "step_in_epoch", "partial", "history", "lr_min",
+                            "lr_max", "lr_source", "world_size", "rank_batch", "threads",
+                            "loader", "schema"}  # fmt: skip
+    # Every stateful part under one mapping (fp32 on a CPU: no GradScaler part).
+    assert set(payload["parts"]) == {"model", "optimizer", "scheduler", "rng"}
     assert checkpoint.step_in_epoch == 2 and len(checkpoint.partial["step_losses"]) == 2
     assert checkpoint.config["lr_max"] == 0.05
     assert checkpoint.optimizer["state"], "momentum buffers are part of the checkpoint"
@@ -122,7 +140,7 @@ def test_a_checkpoint_of_a_newer_schema_is_refused_in_one_line(interrupted, caps
     capsys.readouterr()
     assert run(["--resume", str(interrupted)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "has schema 99; this fastcifar reads schema 2" in error
+    assert error.count("\n") == 1 and "has schema 99; this fastcifar reads schema 3" in error
 
 
 def test_an_unfinished_range_test_is_not_resumed_as_a_training_run(interrupted, capsys):

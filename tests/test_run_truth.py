@@ -104,7 +104,7 @@ def test_non_finite_batchnorm_statistics_are_divergence(tmp_path, monkeypatch, c
     out = tmp_path / "run"
     assert run([*ARGS, "--checkpoint-every", "1", "--out", str(out)]) == 3
     line = one_line(capsys)
-    assert "weights, BatchNorm statistics or momentum are not finite in epoch 1" in line
+    assert "weights, BatchNorm statistics, momentum or averages are not finite in epoch 1" in line
     assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
 
 
@@ -119,12 +119,15 @@ def stopped(tmp_path, monkeypatch) -> Path:
 
 
 def rewrite(folder: Path, **changes) -> None:
+    """The checkpoint with `changes`: a field, or a part as "parts.NAME"; KeyError deletes."""
     payload = torch.load(folder / "checkpoint.pt", weights_only=True)
     for key, value in changes.items():
+        holder = payload["parts"] if key.startswith("parts.") else payload
+        name = key.removeprefix("parts.")
         if value is KeyError:
-            del payload[key]
+            del holder[name]
         else:
-            payload[key] = value
+            holder[name] = value
     torch.save(payload, folder / "checkpoint.pt")
 
 
@@ -135,9 +138,9 @@ def rewrite(folder: Path, **changes) -> None:
         ({"history": "garbage"}, "history must be a list of metrics rows"),
         ({"step_in_epoch": -1}, "step_in_epoch must be an integer >= 0, got -1"),
         ({"config": KeyError}, "is not a complete checkpoint: no config"),
-        ({"model": KeyError}, "is not a complete checkpoint: no model"),
-        ({"rng": KeyError}, "is not a complete checkpoint: no rng"),
-        ({"model": {"fc.weight": torch.zeros(3, 3)}}, "does not fit this run's model"),
+        ({"parts.model": KeyError}, "is not a complete checkpoint: no model"),
+        ({"parts.rng": KeyError}, "is not a complete checkpoint: no rng"),
+        ({"parts.model": {"fc.weight": torch.zeros(3, 3)}}, "does not fit this run's model"),
         ({"world_size": 0}, "bad world_size: 0"),
     ],
     ids=["epoch 99", "history", "negative step", "no config", "no model", "no rng",
@@ -155,15 +158,15 @@ def weights(**changed):
     """The checkpoint's model weights with some changed, as a `changes` value of rewrite."""
 
     def changed_weights(payload):
-        return {**payload["model"], **changed}
+        return {**payload["parts"]["model"], **changed}
 
     return changed_weights
 
 
 def nan_fc(payload):
-    fc = payload["model"]["fc.weight"].clone()
+    fc = payload["parts"]["model"]["fc.weight"].clone()
     fc[0, 0] = float("nan")
-    return {**payload["model"], "fc.weight": fc}
+    return {**payload["parts"]["model"], "fc.weight": fc}
 
 
 def bad_batch_size(payload):
@@ -173,10 +176,11 @@ def bad_batch_size(payload):
 @pytest.mark.parametrize(
     ("field", "change", "message"),
     [
-        ("model", weights(**{"prep.0.weight": torch.zeros(3, 3)}),
+        ("parts.model", weights(**{"prep.0.weight": torch.zeros(3, 3)}),
          "does not fit this run's model (shape prep.0.weight (3, 3) for (64, 3, 3, 3))"),
-        ("model", weights(**{"fc.weight": torch.zeros(20, 512)}), "shape fc.weight (20, 512)"),
-        ("model", nan_fc, "the weights fc.weight are not finite"),
+        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 512)}),
+         "shape fc.weight (20, 512)"),
+        ("parts.model", nan_fc, "the weights fc.weight are not finite"),
         ("config", bad_batch_size,
          "holds another config than the run's config.json (batch_size differ)"),
     ],

@@ -44,6 +44,7 @@ class StepContext:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    after_step: Callable[[], None] | None = None  # e.g. a weight average's update
 
 
 def mark_step_begin() -> None:
@@ -69,6 +70,8 @@ def training_step(
         ctx.scaler.update()
     if ctx.scheduler is not None:
         ctx.scheduler.step()
+    if ctx.after_step is not None:
+        ctx.after_step()
     return loss.detach(), correct
 
 
@@ -159,21 +162,6 @@ def run_steps(
         accumulator.add(loss, correct, labels.shape[0])
         if should_stop(accumulator.steps_done):
             return
-
-
-def state_is_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every floating-point weight, buffer and optimizer state (momentum) is finite:
-    reduced on the device, one host read (made once per epoch, never per step)."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    tensors += [
-        value
-        for state in optimizer.state.values()
-        for value in state.values()
-        if isinstance(value, torch.Tensor) and value.is_floating_point()
-    ]
-    if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 @contextlib.contextmanager

@@ -1,6 +1,11 @@
 """The checkpoint record: everything a run needs to continue, one dataclass with a schema
 version, saved by `TrainingState.checkpoint` and read back here, checked field by field.
 
+The stateful parts of a run (model, optimizer, schedule, scaler, RNGs, and any added later,
+such as the weight average of --ema) are one mapping, `parts`, name -> state dict: adding a
+part adds no field here. Schema 2 (fastcifar 0.2: each part a field of its own) and schema 1
+are read and upgraded.
+
 Loaded with `weights_only=True`: a file that tries to run code is refused, never executed.
 Every refusal is one line that names the file and what is wrong with it.
 """
@@ -22,7 +27,9 @@ from fastcifar.records.config_record import short
 from fastcifar.records.provenance import VERSION
 from fastcifar.records.values import is_integer, is_number
 
-CHECKPOINT_SCHEMA = 2
+CHECKPOINT_SCHEMA = 3
+# The parts every run has; "scaler" (fp16) and those of options (e.g. "ema") come on top.
+REQUIRED_PARTS = ("model", "optimizer", "scheduler", "rng")
 LOAD_ERRORS = (
     RuntimeError,
     pickle.UnpicklingError,
@@ -41,10 +48,7 @@ PARTIAL_KEYS = {"step_losses", "correct", "examples", "first_non_finite_step", "
 @dataclass
 class Checkpoint:
     config: dict[str, Any]  # the run's TrainConfig, as recorded
-    model: dict[str, torch.Tensor]  # the plain module's state dict
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    scaler: dict[str, Any] | None
+    parts: dict[str, Any]  # name -> state dict of each stateful part (see the docstring)
     lr_min: float
     lr_max: float
     lr_source: dict[str, Any]
@@ -54,7 +58,6 @@ class Checkpoint:
     history: list[dict[str, Any]]  # one metrics row per completed epoch
     step_losses: list[float]  # every completed epoch's per-step losses, for the curves
     elapsed: float  # wall seconds of the run up to here, over every process
-    rng: dict[str, Any]
     # How the run was trained: a different world size (or per-rank batch, or loader) would
     # continue differently, and is refused; a different thread count only warned about.
     world_size: int | None
@@ -63,6 +66,15 @@ class Checkpoint:
     loader: str | None
     fastcifar: str = VERSION
     schema: int = CHECKPOINT_SCHEMA
+
+    @property
+    def model(self) -> dict[str, torch.Tensor]:
+        """The plain module's state dict (the live weights, not an average)."""
+        return self.parts["model"]
+
+    @property
+    def optimizer(self) -> dict[str, Any]:
+        return self.parts["optimizer"]
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +97,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     names = {item.name for item in fields(Checkpoint)}
     missing = sorted(names - set(payload) - {"fastcifar", "schema"})
+    parts = payload.get("parts")
+    if not missing and isinstance(parts, dict):
+        missing = [name for name in REQUIRED_PARTS if name not in parts]
     if missing:
         raise CheckpointError(f"{path} is not a complete checkpoint: no {', '.join(missing)}")
     checkpoint = Checkpoint(**{key: payload[key] for key in names if key in payload})
@@ -129,15 +144,22 @@ def _check_format(path: Path, what: str) -> None:
 
 
 def _upgraded(payload: dict[str, Any]) -> dict[str, Any]:
-    """Schema 1 (fastcifar 0.1: {"fastcifar", "config", "state": {...}}) as schema 2."""
+    """Schema 1 (fastcifar 0.1: {"fastcifar", "config", "state": {...}}) and schema 2 (each part
+    a field of its own) as schema 3."""
     state = payload.get("state")
-    if "schema" in payload or not isinstance(state, dict):
-        return payload
-    upgraded = {**state, "config": payload.get("config"), "fastcifar": payload.get("fastcifar")}
-    upgraded.setdefault("step_losses", [])
-    for name in ("world_size", "rank_batch", "threads", "loader"):
-        upgraded.setdefault(name, None)  # not recorded before schema 2
-    return upgraded
+    if "schema" not in payload and isinstance(state, dict):
+        payload = {**state, "config": payload.get("config"), "fastcifar": payload.get("fastcifar")}
+        payload.setdefault("step_losses", [])
+        for name in ("world_size", "rank_batch", "threads", "loader"):
+            payload.setdefault(name, None)  # not recorded before schema 2
+        payload["schema"] = 2
+    if payload.get("schema") == 2:
+        parts = {name: payload.pop(name) for name in REQUIRED_PARTS if name in payload}
+        scaler = payload.pop("scaler", None)
+        if scaler is not None:
+            parts["scaler"] = scaler
+        payload = {**payload, "parts": parts, "schema": CHECKPOINT_SCHEMA}
+    return payload
 
 
 def check_fields(checkpoint: Checkpoint, path: Path) -> None:
@@ -147,8 +169,10 @@ def check_fields(checkpoint: Checkpoint, path: Path) -> None:
         if not condition:
             raise CheckpointError(f"{path}: {what}")
 
-    for name in ("config", "model", "optimizer", "scheduler", "lr_source", "partial", "rng"):
+    for name in ("config", "parts", "lr_source", "partial"):
         require(isinstance(getattr(checkpoint, name), dict), f"{name} is not a dictionary")
+    for name, state in checkpoint.parts.items():
+        require(isinstance(state, dict), f"{name} is not a dictionary")
     require(
         all(isinstance(t, torch.Tensor) for t in checkpoint.model.values()),
         "model holds values that are not tensors",
@@ -163,7 +187,6 @@ def check_fields(checkpoint: Checkpoint, path: Path) -> None:
         f"the weights {', '.join(not_finite[:3])} are not finite (a checkpoint is only saved "
         "while everything is finite)",
     )
-    require(checkpoint.scaler is None or isinstance(checkpoint.scaler, dict), "bad scaler")
     for name in ("epoch", "step_in_epoch"):
         value = getattr(checkpoint, name)
         require(is_integer(value) and value >= 0, f"{name} must be an integer >= 0, got {value!r}")
@@ -190,7 +213,7 @@ def check_fields(checkpoint: Checkpoint, path: Path) -> None:
         isinstance(checkpoint.step_losses, list) and all(map(is_number, checkpoint.step_losses)),
         "step_losses must be a list of numbers",
     )
-    require({"torch", "numpy", "python"} <= set(checkpoint.rng), "rng misses a generator")
+    require({"torch", "numpy", "python"} <= set(checkpoint.parts["rng"]), "rng misses a generator")
     for name in ("world_size", "rank_batch", "threads"):
         value = getattr(checkpoint, name)
         require(value is None or (is_integer(value) and value >= 1), f"bad {name}: {value!r}")

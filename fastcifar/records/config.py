@@ -75,6 +75,9 @@ class TrainConfig:
     max_momentum: float = option(RECIPE, 0.95, "highest momentum of a cycle", parse="fraction",
         **NO_RANGE_TEST)
     # Page scales the logits by 1/8 so that the softmax starts soft: worth ~0.5% accuracy.
+    ema: float | None = option(RECIPE, None, "also keep an exponential moving average of the "
+        "weights with this decay per step (0.99, say); evaluation and model.pt use the average",
+        parse="fraction", metavar="DECAY", **NO_RANGE_TEST)
     logit_scale: float = option(RECIPE, 0.125, "logits x this (ResNet-9 only)", parse="positive")
     label_smoothing: float = option(RECIPE, 0.0, "label smoothing", parse="fraction")
     seed: int = option(RECIPE, 0, "seeds the weights, the sample order and the augmentation",

@@ -184,6 +184,10 @@ def _check_fractions(config: Any) -> None:
         value = getattr(config, name)
         _require(_in_unit_interval(value), f"{name} must lie in [0, 1), got {value}")
     _require(
+        config.ema is None or _in_unit_interval(config.ema, closed_low=False),
+        f"ema must lie in (0, 1) (a decay per step, 0.99 say), got {config.ema}",
+    )
+    _require(
         _finite_positive(config.logit_scale),
         f"logit_scale must be a finite positive number, got {config.logit_scale}",
     )

@@ -19,7 +19,7 @@ import torch
 
 from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.schedule import LrBounds, one_cycle_lr, one_cycle_schedule
-from fastcifar.engine.step import EpochAccumulator, EpochTotals, run_steps, state_is_finite
+from fastcifar.engine.step import EpochAccumulator, EpochTotals, run_steps
 from fastcifar.errors import Diverged, LimitReached
 from fastcifar.outputs.report import Reporter, duration, epoch_line, final_line, metrics_row
 from fastcifar.records import summary as run_summary
@@ -83,7 +83,12 @@ def new_state(trainer: Trainer, bounds: LrBounds) -> TrainingState:
         max_momentum=config.max_momentum,
     )
     scaler = trainer.precision.make_scaler()
-    return TrainingState(trainer.model, trainer.optimizer, scheduler, scaler, bounds)
+    state = TrainingState.of(trainer.model, trainer.optimizer, scheduler, scaler, bounds)
+    if config.ema is not None:
+        from fastcifar.training.ema import WeightAverage
+
+        state.add("ema", WeightAverage(trainer.model, config.ema))
+    return state
 
 
 class TrainingRun:
@@ -119,15 +124,19 @@ class TrainingRun:
             while self.state.epoch < self.config.epochs:
                 totals = self._epoch()
                 eval_start = time.perf_counter()
-                evaluation = self.trainer.evaluate() if self._evaluates() else None
+                evaluation = self._evaluate() if self._evaluates() else None
                 eval_seconds = time.perf_counter() - eval_start
                 self._check_finite(totals, evaluation)
                 lr = self._lr((self.state.epoch + 1) * self.trainer.steps_per_epoch - 1)
                 row = metrics_row(self.state.epoch + 1, totals, evaluation, lr, eval_seconds)
                 self._end_epoch(totals, row)
             if evaluation is None:  # resumed a run whose epochs were all done
-                evaluation = self.trainer.evaluate()
+                evaluation = self._evaluate()
             return self._finish(evaluation)
+
+    def _evaluate(self) -> Evaluation:
+        with self.state.evaluated():  # an average's weights, where a part keeps one
+            return self.trainer.evaluate()
 
     def _evaluates(self) -> bool:
         """Whether the epoch that just ended is evaluated: every --eval-every, and the last."""
@@ -142,7 +151,7 @@ class TrainingRun:
             trainer.steps_per_epoch - state.step_in_epoch, trainer.device
         )
         first_step = state.epoch * trainer.steps_per_epoch + state.step_in_epoch
-        ctx = trainer.step_context(state.scheduler, state.scaler)
+        ctx = trainer.step_context(state.scheduler, state.scaler, state.after_step())
         batches = progress(
             loader,
             f"epoch {state.epoch + 1}",
@@ -215,9 +224,9 @@ class TrainingRun:
             problem = f"the test loss is not finite after epoch {state.epoch + 1}"
         # Every rank gets here alike (the losses are all-reduced); BatchNorm statistics are each
         # rank's own until evaluation broadcasts them, so the ranks agree on the verdict.
-        elif self.trainer.dist.any(not state_is_finite(self.trainer.model, self.trainer.optimizer)):
+        elif self.trainer.dist.any(not self.state.is_finite()):
             problem = (
-                "weights, BatchNorm statistics or momentum are not finite in epoch "
+                "weights, BatchNorm statistics, momentum or averages are not finite in epoch "
                 f"{state.epoch + 1}"
             )
         if problem is None:
@@ -310,9 +319,10 @@ class TrainingRun:
 
     def _finish(self, evaluation: Evaluation) -> Summary:
         if self.folder.writes:
-            self.folder.save(
-                "model.pt", lambda buffer: torch.save(self.trainer.model.state_dict(), buffer)
-            )
+            with self.state.evaluated():  # the weights that were evaluated
+                self.folder.save(
+                    "model.pt", lambda buffer: torch.save(self.trainer.model.state_dict(), buffer)
+                )
             self.reporter.end(self.state, evaluation)
         summary = run_summary.run_complete(
             running_summary(self.trainer),

@@ -1,16 +1,25 @@
 """Everything a run needs to continue, in one object: a checkpoint is `checkpoint()` of it and
 a resume is `restore()`; there is no second list of things to save.
 
+The stateful parts of a run are named once, in `parts` (model, optimizer, scheduler, scaler,
+the global RNGs, and any added later: `add("ema", ...)`), and every operation on them is one
+loop over that mapping: saved, restored, checked for finiteness; a part may also act after
+every training step (`after_step`, the engine's hook) and lend its weights to the evaluation
+and to model.pt (`applied`). A new run (or each run of a multi-run, after the trainer is
+re-seeded) builds its parts afresh.
+
 The loader needs no state of its own: epoch e's order and augmentation are a function of
 (seed, e), so `epoch` and `step_in_epoch` say exactly where it resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,12 +32,28 @@ from fastcifar.errors import CheckpointError, first_line
 from fastcifar.records.checkpoint import Checkpoint
 
 
+class Part(Protocol):
+    """A stateful part of a run. It may also define `after_step()` (called after every
+    optimizer step) and `applied()` (a context in which its weights are the model's)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+class GlobalRng:
+    """The global generators as a part (see rng_states)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_states()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_states(state)
+
+
 @dataclass
 class TrainingState:
-    model: nn.Module  # the plain module (never the compiled or DDP wrapper)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler | None
+    parts: dict[str, Part]  # see the module docstring; "model" is the plain module
     bounds: LrBounds
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # steps done in the epoch in progress (a mid-epoch stop)
@@ -37,19 +62,81 @@ class TrainingState:
     step_losses: list[float] = field(default_factory=list)  # completed epochs' per-step losses
     elapsed: float = 0.0  # wall seconds of the run up to this state, over every process
 
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler | None,
+        bounds: LrBounds,
+    ) -> TrainingState:
+        """The state of a run at its start; `model` the plain module (never the compiled or DDP
+        wrapper)."""
+        parts: dict[str, Part] = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+        if scaler is not None:
+            parts["scaler"] = scaler
+        parts["rng"] = GlobalRng()
+        return cls(parts, bounds)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.parts["model"]  # type: ignore[return-value]
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self.parts["scheduler"]  # type: ignore[return-value]
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return self.parts.get("scaler")  # type: ignore[return-value]
+
     @property
     def started(self) -> bool:
         return bool(self.epoch or self.step_in_epoch)
+
+    def add(self, name: str, part: Part) -> None:
+        """A part of an option (the weight average of --ema, say), saved and restored with the
+        others."""
+        if name in self.parts:
+            raise ValueError(f"the training state has a part {name!r} already")
+        self.parts[name] = part
+
+    def after_step(self) -> Callable[[], None] | None:
+        """What runs after every optimizer step (the engine's hook); None when nothing does."""
+        hooks = [part.after_step for part in self.parts.values() if hasattr(part, "after_step")]
+        if not hooks:
+            return None
+
+        def every_hook() -> None:
+            for hook in hooks:
+                hook()
+
+        return every_hook
+
+    @contextlib.contextmanager
+    def evaluated(self) -> Iterator[None]:
+        """Within this context the model holds the weights that are evaluated and saved as
+        model.pt: a part's average where one lends it, else the live ones."""
+        with contextlib.ExitStack() as stack:
+            for part in self.parts.values():
+                if hasattr(part, "applied"):
+                    stack.enter_context(part.applied())
+            yield
+
+    def is_finite(self) -> bool:
+        """Whether every floating-point tensor of every part (weights, BatchNorm statistics,
+        momentum, averages) is finite: reduced on the device, one host read."""
+        tensors = [t for part in self.parts.values() for t in _tensors(part.state_dict())
+                   if t.is_floating_point()]  # fmt: skip
+        return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def checkpoint(self, config: dict[str, Any], how: dict[str, Any]) -> Checkpoint:
         """This state as a checkpoint of the run configured by `config`; `how`: world_size,
         rank_batch, threads and loader."""
         return Checkpoint(
             config=config,
-            model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            parts={name: part.state_dict() for name, part in self.parts.items()},
             lr_min=self.bounds.lr_min,
             lr_max=self.bounds.lr_max,
             lr_source=self.bounds.source,
@@ -59,23 +146,28 @@ class TrainingState:
             history=self.history,
             step_losses=self.step_losses,
             elapsed=self.elapsed,
-            rng=rng_states(),
             **how,
         )
 
     def restore(self, checkpoint: Checkpoint, path: Path) -> None:
         """Continue from `checkpoint` (already checked field by field; its bounds are the ones
-        this state was built with); weights or optimizer state that do not fit this model are
-        one line naming the file."""
+        this state was built with): every part from its state; a part the checkpoint lacks, or
+        one that does not fit, is one line naming the file."""
+        # A GradScaler comes and goes with the device's precision (fp16 on a GPU without bf16),
+        # not with the run: one the checkpoint lacks starts fresh, one it has is ignored.
+        mine, saved = set(self.parts) - {"scaler"}, set(checkpoint.parts) - {"scaler"}
+        if mine != saved:
+            raise CheckpointError(
+                f"{path} holds the parts {', '.join(sorted(checkpoint.parts))} and this run has "
+                f"{', '.join(sorted(self.parts))}: it was saved by a run trained otherwise"
+            )
         misfit = load_weights(self.model, checkpoint.model)
         if misfit is not None:
             raise CheckpointError(f"{path} does not fit this run's model ({misfit})")
         try:
-            self.optimizer.load_state_dict(checkpoint.optimizer)
-            self.scheduler.load_state_dict(checkpoint.scheduler)
-            if self.scaler is not None and checkpoint.scaler is not None:
-                self.scaler.load_state_dict(checkpoint.scaler)
-            set_rng_states(checkpoint.rng)
+            for name, part in self.parts.items():
+                if name != "model" and name in checkpoint.parts:
+                    part.load_state_dict(checkpoint.parts[name])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(
                 f"{path} does not fit this run's model ({first_line(error)})"
@@ -85,6 +177,18 @@ class TrainingState:
         self.history = list(checkpoint.history)
         self.step_losses = list(checkpoint.step_losses)
         self.elapsed = float(checkpoint.elapsed)
+
+
+def _tensors(state: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside a state dict, however nested (an optimizer's is)."""
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, dict):
+        for value in state.values():
+            yield from _tensors(value)
+    elif isinstance(state, list | tuple):
+        for value in state:
+            yield from _tensors(value)
 
 
 def rng_states() -> dict[str, Any]:

@@ -85,12 +85,14 @@ class Trainer:
     def total_steps(self) -> int:
         return self.config.epochs * self.steps_per_epoch
 
-    def step_context(self, scheduler: Any = None, scaler: Any = None) -> StepContext:
+    def step_context(
+        self, scheduler: Any = None, scaler: Any = None, after_step: Any = None
+    ) -> StepContext:
         """A training step's context; without a schedule and with a fresh scaler unless given
-        (warm-up, range test, measured steps)."""
+        (warm-up, range test, measured steps); `after_step`: the training state's hook."""
         if scheduler is None and scaler is None:
             scaler = self.precision.make_scaler()
-        return StepContext(self.train_forward, self.optimizer, scaler, scheduler)
+        return StepContext(self.train_forward, self.optimizer, scaler, scheduler, after_step)
 
     def evaluate(self) -> Evaluation:
         # Ranks updated their BatchNorm statistics from their own samples; evaluate rank 0's.

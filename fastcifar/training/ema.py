@@ -1,0 +1,59 @@
+"""--ema DECAY: an exponential moving average of the weights, a part of the training state.
+
+After every optimizer step each floating-point weight and BatchNorm statistic of the average
+moves towards the model's: average = decay * average + (1 - decay) * weight. The run evaluates
+the average and saves it as model.pt; its checkpoint keeps both (the live weights go on
+training), so a resume is bit-identical with the average as without it. A typical decay for
+this recipe's 2,352 steps is 0.99 to 0.999 (a memory of 100 to 1,000 steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    """The exponential moving average of `model`'s floating-point state (see the docstring)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model, self.decay = model, decay
+        self.average = {name: tensor.detach().clone() for name, tensor in self._live().items()}
+
+    def _live(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        live = self._live()
+        averaged = list(self.average.values())
+        torch._foreach_lerp_(averaged, [live[name] for name in self.average], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the average inside this context, its own weights again after."""
+        live = self._live()
+        kept = {name: tensor.detach().clone() for name, tensor in live.items()}
+        with torch.no_grad():
+            for name, tensor in live.items():
+                tensor.copy_(self.average[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, tensor in live.items():
+                    tensor.copy_(kept[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "average": dict(self.average)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("decay") != self.decay or set(state.get("average", {})) != set(self.average):
+            raise ValueError("the weight average was kept with another decay or for another model")
+        with torch.no_grad():
+            for name, tensor in state["average"].items():
+                self.average[name].copy_(tensor)
