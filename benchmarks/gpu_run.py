@@ -13,7 +13,10 @@ Run folders live in a working folder outside OUT_DIR. After every stage OUT_DIR 
 whole, so that what finished is on disk even if the machine is taken away: summary.md (one
 table), results.json (every number, per-run rows, provenance), log.txt (every stage's output)
 and runs.tgz (the run folders without weights): 4 files, none in a sub-folder, each checked to
-be under 16 MiB. `python -m benchmarks.publish --import OUT_DIR/results.json` files them.
+be under 16 MiB; once a run of `seeds` or `sweep` is complete, the recipe records of
+benchmarks/recipe_records.py as well (their table in summary.md, their curves in
+test_accuracy.png), as a CPU's recipe runs are recorded. `python -m benchmarks.publish --import
+OUT_DIR/results.json` files them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from benchmarks import gpu_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_FILES = ("summary.md", "results.json", "log.txt", "runs.tgz")
+PLOTS = ("test_accuracy.png",)  # once a recipe run is complete
 MAX_FILE_BYTES = 16 * 2**20
 # What each stage is expected to take on an H200 (projected from issue #16's figure of ~8 s of
 # training per 24-epoch run, ~3.4 ms/step, plus about a minute of compilation per process; no
@@ -213,7 +217,7 @@ def write_out(out: Path, work: Path, results: list[StageResult], meta: dict[str,
         ]
         markdown = "\n".join([*head, *rows]) + "\n"
         payload = {"meta": meta, "stages": [asdict(r) for r in results], "error": repr(error)}
-    (out / "summary.md").write_text(markdown)
+    (out / "summary.md").write_text(markdown + recipe_records_of(work, out))
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     logs = [
         work / "logs" / f"{r.name}.log"
@@ -224,9 +228,34 @@ def write_out(out: Path, work: Path, results: list[StageResult], meta: dict[str,
         "".join(f"== {p.stem}\n{p.read_text()}\n" for p in logs)[-MAX_FILE_BYTES // 2 :]
     )
     pack_runs(work, out / "runs.tgz")
-    for name in OUT_FILES:
-        if (out / name).stat().st_size > MAX_FILE_BYTES:
+    for name in OUT_FILES + PLOTS:
+        if (out / name).is_file() and (out / name).stat().st_size > MAX_FILE_BYTES:
             (out / name).write_text(f"left out: over {MAX_FILE_BYTES} bytes\n")
+
+
+def recipe_records(work: Path, out: Path) -> str:
+    """The recipe records of the complete runs of `seeds` and `sweep` (work/recipe, packed with
+    the runs), their curves as OUT's test_accuracy.png; their table for summary.md."""
+    from benchmarks.recipe_records import write_records
+
+    stages = [
+        work / name for name in ("seeds", "sweep") if (work / name / "summary.json").is_file()
+    ]
+    rows = write_records(stages, work / "recipe") if stages else []
+    if not rows:
+        return ""
+    shutil.copy2(work / "recipe" / "test_accuracy.png", out / "test_accuracy.png")
+    return (
+        "\nRecipe runs (benchmarks/recipe_records.py):\n\n"
+        + (work / "recipe" / "recipe.md").read_text()
+    )
+
+
+def recipe_records_of(work: Path, out: Path) -> str:
+    try:
+        return recipe_records(work, out)
+    except Exception as error:  # the stages' outcomes come back whatever fails here
+        return f"\nRecipe records failed: {error!r}\n"
 
 
 def pack_runs(work: Path, target: Path) -> None:
@@ -242,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUT_FILES:  # an earlier try's, never anything else that OUT holds
+    for name in OUT_FILES + PLOTS:  # an earlier try's, never anything else that OUT holds
         (out / name).unlink(missing_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="fastcifar-gpu-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)

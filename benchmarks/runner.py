@@ -24,7 +24,8 @@ import torch
 
 from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
 from fastcifar.data.dataset import CifarSplit, Dataset
-from fastcifar.data.loaders import BETON_NAMES, LoaderOptions, make_loader
+from fastcifar.data.loaders import LoaderOptions, make_loader
+from fastcifar.data.spec import CIFAR10
 from fastcifar.engine.compilation import CompileCounts, compile_counts
 from fastcifar.engine.schedule import given_bounds
 from fastcifar.engine.step import EpochAccumulator, run_steps
@@ -122,7 +123,7 @@ def build_batches(
         augment=True,
         shuffle=True,
         drop_last=True,
-        beton_path=synthetic_betons(beton_dir, split) / BETON_NAMES["train"],
+        beton_path=synthetic_betons(beton_dir, split) / CIFAR10.beton_names["train"],
     )
     return make_loader(config.loader, split, options)
 

@@ -245,7 +245,8 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     assert [row["seed"] for row in payload["seed_runs"]] == [0, 1]
     # What comes back: at most 8 files of at most 16 MiB, no deeper than 2 folders, safe names.
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert sorted(p.name for p in files) == sorted(gpu_run.OUT_FILES)
+    assert sorted(p.name for p in files) == sorted(gpu_run.OUT_FILES + gpu_run.PLOTS)
+    assert "Recipe runs" in summary and "| seeds-seed-0 |" in summary  # as a CPU run records
     for path in files:
         assert path.stat().st_size <= 16 * 2**20 and len(path.relative_to(out).parts) <= 3
         assert all(SAFE_NAME.fullmatch(part) for part in path.relative_to(out).parts)
@@ -253,6 +254,7 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         names = tar.getnames()
         run = json.load(tar.extractfile("seeds/seed-0/summary.json"))
     assert not any(name.endswith((".pt", ".png")) for name in names)
+    assert "recipe/recipe.md" in names and "recipe/seeds-seed-1/metrics.csv" in names
     assert run["provenance"]["commit"] == "feedbee"  # the training JSON, without git
     assert run["checkpoints_written"] == 1  # an epoch of seconds: one checkpoint, at the end
 

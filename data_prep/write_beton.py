@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None, *, data: object = None) -> None:
 
 
 def write_betons(args: argparse.Namespace, data: object = None) -> None:
-    from fastcifar.data.loaders import BETON_NAMES
     from fastcifar.data.loaders.beton import ensure_beton
     from fastcifar.data.source import beton_cache_folder, load_cifar10
+    from fastcifar.data.spec import CIFAR10
 
     data = data or load_cifar10(args.data_dir)
     out_dir = Path(args.out_dir).expanduser() if args.out_dir else beton_cache_folder()
     for name, split in (("train", data.train), ("test", data.test)):
-        path = out_dir / BETON_NAMES[name]
+        path = out_dir / CIFAR10.beton_names[name]
         start = time.perf_counter()
         if ensure_beton(split, path, force=args.force):
             seconds = time.perf_counter() - start

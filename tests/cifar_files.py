@@ -5,18 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fastcifar.data.dataset import CifarSplit, Dataset, from_arrays
-from fastcifar.data.source import (
-    FOLDER_NAME,
-    META_FILE,
-    TEST_FILES,
-    TRAIN_FILES,
-    SourceChecksums,
-)
+from fastcifar.data.spec import CIFAR10, DataSpec
 
 CLASS_NAMES = (
     "airplane",
@@ -47,19 +42,21 @@ def encode_records(split: CifarSplit) -> bytes:
 def tiny_files(per_batch: int = 4, seed: int = 0) -> dict[str, bytes]:
     files = {
         name: encode_records(random_split(per_batch, seed + index))
-        for index, name in enumerate(TRAIN_FILES + TEST_FILES)
+        for index, name in enumerate(CIFAR10.train_files + CIFAR10.test_files)
     }
-    files[META_FILE] = ("\n".join(CLASS_NAMES) + "\n\n").encode()
+    files[CIFAR10.names_file] = ("\n".join(CLASS_NAMES) + "\n\n").encode()
     return files
 
 
-def checksums_for(files: dict[str, bytes], archive: bytes = b"") -> SourceChecksums:
+def spec_for(files: dict[str, bytes], archive: bytes = b"", url: str = CIFAR10.url) -> DataSpec:
+    """CIFAR-10's spec with these files' and this archive's digests (and `url`)."""
     digests = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
-    return SourceChecksums(archive=hashlib.sha256(archive).hexdigest(), files=digests)
+    sha = hashlib.sha256(archive).hexdigest()
+    return replace(CIFAR10, url=url, archive_sha256=sha, file_sha256=digests)
 
 
 def write_folder(root: Path, files: dict[str, bytes]) -> Path:
-    folder = root / FOLDER_NAME
+    folder = root / CIFAR10.folder_name
     folder.mkdir(parents=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
@@ -70,7 +67,7 @@ def make_archive(files: dict[str, bytes], extra: dict[str, bytes] | None = None)
     """A .tar.gz with the files under cifar-10-batches-bin/, plus `extra` members at raw names."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        members = {f"{FOLDER_NAME}/{name}": data for name, data in files.items()}
+        members = {f"{CIFAR10.folder_name}/{name}": data for name, data in files.items()}
         for name, data in {**members, **(extra or {})}.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)

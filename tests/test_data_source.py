@@ -3,65 +3,39 @@ official binary format built here (and on the real files when FASTCIFAR_DATA poi
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastcifar.data import source as data_source
-from fastcifar.data.source import (
-    ARCHIVE_NAME,
-    FOLDER_NAME,
-    DataSourceError,
-    default_data_dir,
-    load_cifar10,
-)
+from fastcifar.data.source import DataSourceError, default_data_dir, load_cifar10, load_source
+from fastcifar.data.spec import CIFAR10
 from tests.cifar_files import (
     CLASS_NAMES,
-    checksums_for,
     encode_records,
     make_archive,
     random_split,
+    spec_for,
     tiny_files,
     write_folder,
 )
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path/served over HTTP on 127.0.0.1; yields the base URL."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def test_download_verifies_extracts_and_parses(tmp_path, http_server):
     served, base = http_server
     files = tiny_files(per_batch=3)
     archive = make_archive(files)
-    (served / ARCHIVE_NAME).write_bytes(archive)
+    (served / CIFAR10.archive_name).write_bytes(archive)
     cache = tmp_path / "cache"
-    data = load_cifar10(
-        cache, url=f"{base}/{ARCHIVE_NAME}", checksums=checksums_for(files, archive)
-    )
+    data = load_source(spec_for(files, archive, url=f"{base}/{CIFAR10.archive_name}"), cache)
     assert data.train.images.shape == (15, 32, 32, 3) and data.train.images.dtype == np.uint8
     assert data.test.labels.dtype == np.int64 and data.test.labels.shape == (3,)
     assert data.class_names == CLASS_NAMES
-    assert (cache / ARCHIVE_NAME).is_file() and not (cache / f"{ARCHIVE_NAME}.part").exists()
+    assert (cache / CIFAR10.archive_name).is_file() and not (
+        cache / f"{CIFAR10.archive_name}.part"
+    ).exists()
 
 
 def test_parsing_puts_channels_last_and_labels_first():
@@ -85,18 +59,18 @@ def test_parse_round_trips_the_official_layout(tmp_path):
 def test_download_with_wrong_checksum_is_refused_and_leaves_no_archive(tmp_path, http_server):
     served, base = http_server
     files = tiny_files()
-    (served / ARCHIVE_NAME).write_bytes(make_archive(files))
+    (served / CIFAR10.archive_name).write_bytes(make_archive(files))
     cache = tmp_path / "cache"
-    expected = checksums_for(files, b"some other archive")
+    expected = spec_for(files, b"some other archive")
     with pytest.raises(DataSourceError, match="checksum mismatch for the download"):
-        load_cifar10(cache, url=f"{base}/{ARCHIVE_NAME}", checksums=expected)
+        load_source(replace(expected, url=f"{base}/{CIFAR10.archive_name}"), cache)
     assert [p.name for p in cache.iterdir()] == [data_source.LOCK_NAME]  # no archive, no part
 
 
 def test_no_network_gives_one_actionable_error(tmp_path, http_server):
     _, base = http_server
     with pytest.raises(DataSourceError, match=r"could not download.*--data-dir") as caught:
-        load_cifar10(tmp_path / "cache", url=f"{base}/missing.tar.gz")
+        load_source(replace(CIFAR10, url=f"{base}/missing.tar.gz"), tmp_path / "cache")
     assert "\n" not in str(caught.value)
 
 
@@ -107,30 +81,30 @@ def test_no_download_allowed_says_where_it_looked(tmp_path):
 
 def test_checksum_mismatch_names_the_file_and_deletes_nothing(tmp_path):
     files = tiny_files()
-    checksums = checksums_for(files)
+    spec = spec_for(files)
     files["data_batch_3.bin"] = encode_records(random_split(4, seed=99))
     folder = write_folder(tmp_path, files)
     with pytest.raises(DataSourceError, match=r"checksum mismatch for .*data_batch_3\.bin"):
-        load_cifar10(tmp_path, checksums=checksums)
+        load_source(spec, tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)
 
 
 def test_truncated_file_is_reported_as_truncated(tmp_path):
     files = tiny_files()
-    checksums = checksums_for(files)
+    spec = spec_for(files)
     files["test_batch.bin"] = files["test_batch.bin"][:-100]
     write_folder(tmp_path, files)
     with pytest.raises(DataSourceError, match=r"test_batch\.bin is truncated"):
-        load_cifar10(tmp_path, checksums=checksums)
+        load_source(spec, tmp_path)
 
 
 def test_missing_file_is_reported(tmp_path):
     files = tiny_files()
-    checksums = checksums_for(files)
+    spec = spec_for(files)
     del files["data_batch_5.bin"]
     write_folder(tmp_path, files)
     with pytest.raises(DataSourceError, match=r"data_batch_5\.bin is missing"):
-        load_cifar10(tmp_path, checksums=checksums)
+        load_source(spec, tmp_path)
 
 
 @pytest.mark.parametrize("escaping_name", ["../evil.bin", "/tmp/evil.bin"])
@@ -139,20 +113,20 @@ def test_archive_member_escaping_the_folder_is_refused(tmp_path, escaping_name):
     archive = make_archive(files, extra={escaping_name: b"gotcha"})
     root = tmp_path / "root"
     root.mkdir()
-    (root / ARCHIVE_NAME).write_bytes(archive)
+    (root / CIFAR10.archive_name).write_bytes(archive)
     with pytest.raises(DataSourceError, match="refusing to extract"):
-        load_cifar10(root, checksums=checksums_for(files, archive))
+        load_source(spec_for(files, archive), root)
     assert not (tmp_path / "evil.bin").exists()
-    assert not (root / FOLDER_NAME).exists()
-    assert (root / ARCHIVE_NAME).is_file()  # the user's archive is kept
+    assert not (root / CIFAR10.folder_name).exists()
+    assert (root / CIFAR10.archive_name).is_file()  # the user's archive is kept
 
 
 def test_existing_archive_with_wrong_checksum_is_kept(tmp_path):
     files = tiny_files()
-    (tmp_path / ARCHIVE_NAME).write_bytes(b"not really a tarball")
+    (tmp_path / CIFAR10.archive_name).write_bytes(b"not really a tarball")
     with pytest.raises(DataSourceError, match=f"checksum mismatch for {tmp_path}"):
-        load_cifar10(tmp_path, checksums=checksums_for(files, b"expected archive"))
-    assert (tmp_path / ARCHIVE_NAME).read_bytes() == b"not really a tarball"
+        load_source(spec_for(files, b"expected archive"), tmp_path)
+    assert (tmp_path / CIFAR10.archive_name).read_bytes() == b"not really a tarball"
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):

@@ -71,11 +71,13 @@ def test_write_beton_and_every_loader_leave_the_data_folder_as_they_found_it(tmp
 
 def test_the_default_beton_of_the_full_split_lives_in_the_cache_not_the_data_folder(monkeypatch):
     from fastcifar.data.dataset import Dataset
-    from fastcifar.data.source import FOLDER_NAME, cache_dir
+    from fastcifar.data.source import cache_dir
+    from fastcifar.data.spec import CIFAR10
     from fastcifar.records.config import TrainConfig
     from fastcifar.training.trainer import _beton_path
 
-    cifar = Dataset(DATA.train, DATA.test, DATA.class_names, folder=Path("/data") / FOLDER_NAME)
+    folder = Path("/data") / CIFAR10.folder_name
+    cifar = Dataset(DATA.train, DATA.test, DATA.class_names, folder=folder, source="cifar10")
     path = _beton_path(TrainConfig(loader="ffcv", data_dir="/data"), cifar)
     assert path.is_relative_to(cache_dir() / "betons") and path.name == "cifar10_train.beton"
     given = _beton_path(TrainConfig(loader="ffcv", beton_dir="/mine"), cifar)

@@ -45,16 +45,13 @@ class Dataset:
     test: CifarSplit
     class_names: tuple[str, ...]
     normalisation: Normalisation = CIFAR10
-    folder: Path | None = None  # the cifar-10-batches-bin/ it was read from; None: arrays
+    folder: Path | None = None  # the folder of a data set's files it was read from
     fingerprint: str = field(default="", compare=False)  # SHA-256 of arrays of one's own
+    source: str | None = None  # the data set (data/spec.py) it was read as; None: arrays
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    @property
-    def is_cifar10(self) -> bool:
-        return self.folder is not None
 
     def subsets(self, train: int | None, test: int | None) -> Dataset:
         """The first `train` and `test` images (None: all), named as the settings are."""
@@ -67,8 +64,8 @@ class Dataset:
     def describe(self) -> dict[str, Any]:
         """What config.json records of the data: enough to refuse a resume on other data."""
         source = (
-            {"source": "cifar10", "folder": str(self.folder)}
-            if self.is_cifar10
+            {"source": self.source, "folder": str(self.folder)}
+            if self.source is not None
             else {"source": "arrays", "sha256": self.fingerprint}
         )
         return {

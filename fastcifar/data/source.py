@@ -1,9 +1,10 @@
-"""CIFAR-10 from the official *binary* archive: find or download, verify, extract safely, parse.
+"""The data sets of data/spec.py from their official *binary* archives: find or download,
+verify, extract safely, parse.
 
-No pickle anywhere: the binary version is plain records of 1 label byte + 3,072 pixel bytes (CHW).
-Every file is checked against the official SHA-256 before it is parsed, so a corrupted or truncated
-download can never pass as data. Nothing the user owns is ever deleted: only our own temporary
-files are removed.
+No pickle anywhere: the binary versions are plain records of label bytes + 3,072 pixel bytes
+(CHW). Every file is checked before it is parsed (its SHA-256 where the spec has one, else its
+exact size), so a corrupted or truncated download can never pass as data. Nothing the user owns
+is ever deleted: only our own temporary files are removed.
 """
 
 from __future__ import annotations
@@ -16,47 +17,22 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from fastcifar.data.dataset import CifarSplit, Dataset
-from fastcifar.data.normalisation import CIFAR10
+from fastcifar.data.normalisation import Normalisation
+from fastcifar.data.spec import CIFAR10, DataSpec
 from fastcifar.errors import DataSourceError
 from fastcifar.system.files import waiting_lock
 
-__all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10"]
+__all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10", "load_source"]
 
-URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-ARCHIVE_NAME = "cifar-10-binary.tar.gz"
-ARCHIVE_SHA256 = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
-FOLDER_NAME = "cifar-10-batches-bin"
-TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
-TEST_FILES = ("test_batch.bin",)
-META_FILE = "batches.meta.txt"
-FILE_SHA256 = {
-    "data_batch_1.bin": "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
-    "data_batch_2.bin": "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
-    "data_batch_3.bin": "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
-    "data_batch_4.bin": "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
-    "data_batch_5.bin": "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
-    "test_batch.bin": "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
-    "batches.meta.txt": "2ce042b1e0b48db4bb214408e6414ba18b2731c24af244f2d6c112fddf31af00",
-}
-RECORD_BYTES = 1 + 3 * 32 * 32
 DATA_ENV = "FASTCIFAR_DATA"
 CACHE_ENV = "FASTCIFAR_CACHE"
 LOCK_NAME = ".fastcifar-download.lock"
-
-
-@dataclass(frozen=True)
-class SourceChecksums:
-    """What the files must hash to; tests substitute their own tiny archives' values."""
-
-    archive: str = ARCHIVE_SHA256
-    files: tuple[tuple[str, str], ...] = tuple(FILE_SHA256.items())
 
 
 def cache_dir() -> Path:
@@ -70,11 +46,12 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "fastcifar"
 
 
-def beton_cache_folder() -> Path:
-    """Where the CIFAR-10 betons go unless told otherwise: the cache, in a folder named by the
+def beton_cache_folder(spec: DataSpec = CIFAR10) -> Path:
+    """Where a data set's betons go unless told otherwise: the cache, in a folder named by the
     data's checksums (betons of other data never meet them); never the data folder."""
-    key = hashlib.sha256("".join(FILE_SHA256[name] for name in sorted(FILE_SHA256)).encode())
-    return cache_dir() / "betons" / f"cifar10-{key.hexdigest()[:12]}"
+    digests = "".join(sha for _, sha in sorted(spec.file_sha256)) or spec.archive_sha256
+    key = hashlib.sha256(digests.encode()).hexdigest()[:12]
+    return cache_dir() / "betons" / f"{spec.name}-{key}"
 
 
 def default_data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -101,38 +78,45 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_cifar10(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    url: str = URL,
-    checksums: SourceChecksums = SourceChecksums(),
+def load_cifar10(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
+    """CIFAR-10 under `data_dir` (downloaded and extracted there if allowed), parsed."""
+    return load_source(CIFAR10, data_dir, download=download)
+
+
+def load_source(
+    spec: DataSpec, data_dir: str | os.PathLike | None = None, *, download: bool = True
 ) -> Dataset:
-    """Find CIFAR-10 under `data_dir` (downloading and extracting it if allowed) and parse it."""
+    """The data set `spec` describes, found under `data_dir` (downloaded and extracted there if
+    allowed), verified and parsed."""
     root = default_data_dir(data_dir)
-    folder = ensure_extracted(root, download=download, url=url, checksums=checksums)
-    verify_folder(folder, checksums)
+    folder = ensure_extracted(root, spec, download=download)
+    verify_folder(folder, spec)
+    train = parse_batches([folder / name for name in spec.train_files], spec)
+    statistics = spec.statistics
     return Dataset(
-        train=parse_batches([folder / name for name in TRAIN_FILES]),
-        test=parse_batches([folder / name for name in TEST_FILES]),
-        class_names=read_class_names(folder / META_FILE),
-        normalisation=CIFAR10,
+        train=train,
+        test=parse_batches([folder / name for name in spec.test_files], spec),
+        class_names=read_class_names(folder / spec.names_file, spec.classes),
+        normalisation=Normalisation(*statistics)
+        if statistics
+        else Normalisation.of_images(train.images),
         folder=folder.resolve(),
+        source=spec.name,
     )
 
 
-def ensure_extracted(root: Path, *, download: bool, url: str, checksums: SourceChecksums) -> Path:
-    """Return the `cifar-10-batches-bin` folder under `root`, extracting/downloading when absent.
+def ensure_extracted(root: Path, spec: DataSpec, *, download: bool) -> Path:
+    """Return the data set's folder under `root`, extracting/downloading when absent.
 
     An existing folder is only read. Otherwise the work happens under a lock on the data
     folder, so that the processes of one machine (torchrun's ranks) or of several sharing a
     file system download and extract once, one after another, each finding the other's result."""
-    folder = root / FOLDER_NAME
+    folder = root / spec.folder_name
     if folder.is_dir():
         return folder
-    if not download and not (root / ARCHIVE_NAME).is_file():
+    if not download and not (root / spec.archive_name).is_file():
         raise DataSourceError(
-            f"CIFAR-10 not found in {root} (no {FOLDER_NAME}/ or {ARCHIVE_NAME}): "
+            f"{spec.title} not found in {root} (no {spec.folder_name}/ or {spec.archive_name}): "
             "pass --data-dir to a folder that holds it, or allow the download"
         )
     if root.exists() and not root.is_dir():
@@ -141,36 +125,36 @@ def ensure_extracted(root: Path, *, download: bool, url: str, checksums: SourceC
     with waiting_lock(root / LOCK_NAME):
         if folder.is_dir():  # another process finished while this one waited
             return folder
-        return _download_and_extract(root, url=url, checksums=checksums)
+        return _download_and_extract(root, spec)
 
 
-def _download_and_extract(root: Path, *, url: str, checksums: SourceChecksums) -> Path:
-    folder = root / FOLDER_NAME
-    archive = root / ARCHIVE_NAME
-    for stale in root.glob(f".{ARCHIVE_NAME}.*.part"):  # of a killed download: the lock is ours
+def _download_and_extract(root: Path, spec: DataSpec) -> Path:
+    archive = root / spec.archive_name
+    for stale in root.glob(f".{spec.archive_name}.*.part"):  # of a killed download: ours now
         stale.unlink(missing_ok=True)
     if not archive.is_file():
-        download_archive(url, archive, checksums.archive)
+        download_archive(spec, archive)
     actual = sha256_of(archive)
-    if actual != checksums.archive:
+    if actual != spec.archive_sha256:
         raise DataSourceError(
             f"checksum mismatch for {archive} (sha256 {actual[:12]}..., expected "
-            f"{checksums.archive[:12]}...): the file is corrupt or not the official archive; "
+            f"{spec.archive_sha256[:12]}...): the file is corrupt or not the official archive; "
             "move it away and run again to download a fresh copy"
         )
-    extract_safely(archive, root)
-    return folder
+    extract_safely(archive, root, spec.folder_name)
+    return root / spec.folder_name
 
 
-def download_archive(url: str, target: Path, expected_sha256: str) -> None:
+def download_archive(spec: DataSpec, target: Path) -> None:
     """Download to a temporary name, verify, then rename: an interrupted download never passes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own: two processes that download at once never write into one file.
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    url = spec.url
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="CIFAR-10") as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.title) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -178,22 +162,22 @@ def download_archive(url: str, target: Path, expected_sha256: str) -> None:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise DataSourceError(
-            f"could not download CIFAR-10 from {url} ({reason}); no network? Download "
-            f"{ARCHIVE_NAME} by hand into {target.parent}, or pass --data-dir to a folder "
-            f"that holds {FOLDER_NAME}/"
+            f"could not download {spec.title} from {url} ({reason}); no network? Download "
+            f"{spec.archive_name} by hand into {target.parent}, or pass --data-dir to a folder "
+            f"that holds {spec.folder_name}/"
         ) from None
     actual = sha256_of(partial)
-    if actual != expected_sha256:
+    if actual != spec.archive_sha256:
         partial.unlink()
         raise DataSourceError(
             f"checksum mismatch for the download from {url} (sha256 {actual[:12]}..., "
-            f"expected {expected_sha256[:12]}...): the transfer was corrupted; run again"
+            f"expected {spec.archive_sha256[:12]}...): the transfer was corrupted; run again"
         )
     partial.replace(target)
 
 
-def extract_safely(archive: Path, root: Path) -> None:
-    """Extract only regular files under `cifar-10-batches-bin/`; refuse anything that escapes."""
+def extract_safely(archive: Path, root: Path, folder_name: str) -> None:
+    """Extract only regular files into `folder_name`/; refuse anything that escapes."""
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
         for member in members:
@@ -207,52 +191,62 @@ def extract_safely(archive: Path, root: Path) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
         try:
             tar.extractall(staging, members=members, filter="data")
-            extracted = staging / FOLDER_NAME
+            extracted = staging / folder_name
             if not extracted.is_dir():
                 raise DataSourceError(
-                    f"{archive} holds no {FOLDER_NAME}/ folder: it is not the CIFAR-10 binary "
+                    f"{archive} holds no {folder_name}/ folder: it is not the official binary "
                     "archive"
                 )
-            extracted.replace(root / FOLDER_NAME)
+            extracted.replace(root / folder_name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def verify_folder(folder: Path, checksums: SourceChecksums) -> None:
-    """Every expected file exists, has whole records and matches its SHA-256."""
-    for name, expected in checksums.files:
+def verify_folder(folder: Path, spec: DataSpec) -> None:
+    """Every expected file exists, holds whole records (of the known count, where the spec
+    says it) and matches its SHA-256 (where the spec has one)."""
+    digests = dict(spec.file_sha256)
+    for name in spec.files:
         path = folder / name
         if not path.is_file():
             raise DataSourceError(
-                f"{path} is missing: the CIFAR-10 folder is incomplete; restore it or point "
+                f"{path} is missing: the {spec.title} folder is incomplete; restore it or point "
                 "--data-dir at a complete copy"
             )
         size = path.stat().st_size
-        if name.endswith(".bin") and (size == 0 or size % RECORD_BYTES):
-            raise DataSourceError(
-                f"{path} is truncated ({size} bytes is not a whole number of {RECORD_BYTES}-byte "
-                "records): restore it from the official archive"
+        expected_size = None if name in digests else spec.expected_size(name)  # a digest says more
+        whole = size and not size % spec.record_bytes
+        if name.endswith(".bin") and not (whole and size == (expected_size or size)):
+            should = (
+                f"{expected_size // spec.record_bytes:,} records of {spec.record_bytes} bytes "
+                f"make {expected_size:,}"
+                if expected_size
+                else f"not a whole number of {spec.record_bytes}-byte records"
             )
-        actual = sha256_of(path)
-        if actual != expected:
+            raise DataSourceError(
+                f"{path} is truncated or padded ({size:,} bytes; {should}): restore it from "
+                "the official archive"
+            )
+        if name in digests and (actual := sha256_of(path)) != digests[name]:
             raise DataSourceError(
                 f"checksum mismatch for {path} (sha256 {actual[:12]}..., expected "
-                f"{expected[:12]}...): restore it from the official archive"
+                f"{digests[name][:12]}...): restore it from the official archive"
             )
 
 
-def parse_batches(paths: list[Path]) -> CifarSplit:
-    """Parse binary-version batch files into HWC uint8 images and int64 labels."""
+def parse_batches(paths: list[Path], spec: DataSpec = CIFAR10) -> CifarSplit:
+    """Parse binary-version files into HWC uint8 images and int64 labels (the spec's label
+    byte: CIFAR-100's fine label)."""
     records = np.concatenate(
-        [np.fromfile(path, dtype=np.uint8).reshape(-1, RECORD_BYTES) for path in paths]
+        [np.fromfile(path, dtype=np.uint8).reshape(-1, spec.record_bytes) for path in paths]
     )
-    labels = records[:, 0].astype(np.int64)
-    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = records[:, spec.label_byte].astype(np.int64)
+    images = records[:, spec.label_bytes :].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return CifarSplit(np.ascontiguousarray(images), labels)
 
 
-def read_class_names(path: Path) -> tuple[str, ...]:
+def read_class_names(path: Path, classes: int = 10) -> tuple[str, ...]:
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if len(names) != 10:
-        raise DataSourceError(f"{path} lists {len(names)} class names, expected 10")
+    if len(names) != classes:
+        raise DataSourceError(f"{path} lists {len(names)} class names, expected {classes}")
     return names

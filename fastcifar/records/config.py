@@ -14,6 +14,7 @@ from typing import Any
 from fastcifar.errors import ConfigError
 from fastcifar.records.config_checks import (
     COMPILE_MODES,
+    DATASET_NAMES,
     LOADER_NAMES,
     PARALLEL_MODES,
     check_config,
@@ -41,9 +42,12 @@ NO_RANGE_TEST = {"find_lr": False}
 class TrainConfig:
     """What to train. Recorded resolved in config.json; `--print-config` prints it as TOML."""
 
-    data_dir: str | None = option(DATA, None, "folder holding cifar-10-batches-bin/ (default: "
+    data_dir: str | None = option(DATA, None, "folder holding cifar-10-batches-bin/ (or "
+        "cifar-100-binary/ for --dataset cifar100) (default: "
         "$FASTCIFAR_DATA, else the cache: $FASTCIFAR_CACHE, $XDG_CACHE_HOME/fastcifar or "
         "~/.cache/fastcifar; downloaded there if missing)")
+    dataset: str = option(DATA, "cifar10", "the data set: cifar10, or cifar100 (its 100 fine "
+        "labels; the model gets as many outputs)", choices=DATASET_NAMES)
     loader: str = option(DATA, "torch", "batch loader back end", choices=LOADER_NAMES)
     train_subset: int | None = option(DATA, None, "use the first N training images (quick runs)",
         parse="count", metavar="N")

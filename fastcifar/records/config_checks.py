@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from fastcifar.data import LOADER_NAMES
+from fastcifar.data.spec import SPECS
 from fastcifar.errors import ConfigError
 from fastcifar.records.values import is_integer
 
@@ -18,8 +19,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 PARALLEL_MODES = ("auto", "runs", "data")
 # Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
 MAX_EPOCHS = 10_000
-CIFAR10_TRAIN_IMAGES = 50_000
-MAX_BATCH_SIZE = CIFAR10_TRAIN_IMAGES  # the whole CIFAR-10 training split
+MAX_BATCH_SIZE = max(spec.train_images for spec in SPECS.values())  # a whole training split
 MAX_RANGE_TEST_STEPS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 MAX_SEEDS = 1_000
@@ -38,7 +38,14 @@ INTEGER_BOUNDS = {  # None: no upper bound
 OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every")
 
 
+DATASET_NAMES = tuple(SPECS)
+
+
 def check_config(config: Any) -> None:
+    _require(
+        config.dataset in DATASET_NAMES,
+        f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASET_NAMES)}",
+    )
     _require(
         config.loader in LOADER_NAMES,
         f"unknown loader {config.loader!r}: choose one of {', '.join(LOADER_NAMES)}",

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastcifar.data.dataset import Dataset, as_dataset
+from fastcifar.data.spec import SPECS
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import RunOptions, TrainConfig
-from fastcifar.records.config_checks import CIFAR10_TRAIN_IMAGES
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class Request:
         """What needs only the settings, before torch loads any data: One Cycle's length, the
         optional extras asked for, a model that Grad-CAM can explain."""
         images = self.config.train_subset or (
-            len(as_dataset(self.data).train) if self.data is not None else CIFAR10_TRAIN_IMAGES
+            len(as_dataset(self.data).train)
+            if self.data is not None
+            else SPECS[self.config.dataset].train_images
         )
         self.config.training_steps(images)
         if self.config.gradcam:

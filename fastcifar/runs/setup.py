@@ -85,9 +85,10 @@ def built(
 def load_data(config: TrainConfig, data: Dataset | None) -> tuple[TrainConfig, Dataset]:
     """The data set of a run, cut to its subsets, and the config with data_dir resolved."""
     if data is None:
-        from fastcifar.data.source import load_cifar10, recorded_data_dir
+        from fastcifar.data.source import load_source, recorded_data_dir
+        from fastcifar.data.spec import SPECS
 
-        dataset = load_cifar10(config.data_dir)
+        dataset = load_source(SPECS[config.dataset], config.data_dir)
         config = replace(config, data_dir=recorded_data_dir(config.data_dir))
     else:  # no folder was read: the setting says nothing about the run
         dataset, config = data, replace(config, data_dir=None)

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from fastcifar.data.dataset import Dataset
-from fastcifar.data.loaders import BETON_NAMES, BatchLoader, LoaderOptions, make_loader
+from fastcifar.data.loaders import BatchLoader, LoaderOptions, make_loader
 from fastcifar.data.source import beton_cache_folder
+from fastcifar.data.spec import SPECS
 from fastcifar.engine.compilation import compile_model
 from fastcifar.engine.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.engine.lr_range_test import RangeTestResult, lr_range_test
@@ -212,15 +213,16 @@ def _train_loader(
 
 def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
     """Where the FFCV loader finds (or writes) the training split's beton: --beton-dir, else
-    a cache folder keyed by CIFAR-10's checksums (never the data folder, which may be shared
-    and read-only). A subset, or data of one's own, gets a temporary beton instead."""
+    a cache folder keyed by the data set's checksums (never the data folder, which may be
+    shared and read-only). A subset, or data of one's own, gets a temporary beton instead."""
     if config.loader != "ffcv" or config.train_subset is not None:
         return None  # a beton holds a whole split
+    spec = SPECS[config.dataset]
     if config.beton_dir:
-        return Path(config.beton_dir) / BETON_NAMES["train"]
-    if not data.is_cifar10:
+        return Path(config.beton_dir) / spec.beton_names["train"]
+    if data.source is None:
         return None
-    return beton_cache_folder() / BETON_NAMES["train"]
+    return beton_cache_folder(spec) / spec.beton_names["train"]
 
 
 def warm_up(trainer: Trainer, steps: int = WARM_UP_STEPS) -> float:

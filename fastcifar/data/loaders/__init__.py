@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from fastcifar.data import LOADER_NAMES
 from fastcifar.data.dataset import CifarSplit
-from fastcifar.data.loaders.base import BETON_NAMES, BatchLoader, EpochCounter, LoaderOptions
+from fastcifar.data.loaders.base import BatchLoader, EpochCounter, LoaderOptions
 from fastcifar.errors import MissingBackendError
 
 __all__ = [
-    "BETON_NAMES",
     "LOADER_NAMES",
     "BatchLoader",
     "EpochCounter",

@@ -22,7 +22,6 @@ from fastcifar.data.augmentation import SPEC, AugmentationSpec, EpochDraws, draw
 from fastcifar.data.normalisation import CIFAR10, Normalisation
 
 # File names of the FFCV .beton files of the two splits (written by data_prep/write_beton.py).
-BETON_NAMES = {"train": "cifar10_train.beton", "test": "cifar10_test.beton"}
 
 
 class BatchLoader(Protocol):

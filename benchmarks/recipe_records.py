@@ -1,0 +1,178 @@
+"""The records of complete runs of the recipe, written alike for a CPU and a GPU: each run's
+files (config.json, summary.json, metrics.csv, lr_range_test.json and its plots, never weights)
+copied under one folder, a table of them (recipe.md) and the per-epoch test accuracy of every
+run in one plot (test_accuracy.png).
+
+    python -m benchmarks.recipe_records RUN_DIR... --out benchmarks/results/cpu-recipe-CPU-DATE
+
+A multi-run folder stands for its runs. `benchmarks/run_gpu.sh` writes the same for the runs
+of its `seeds` and `sweep` stages, so CPU and GPU rows sit side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from fastcifar.records.config import TrainConfig
+from fastcifar.records.config_record import RunKind, Status
+from fastcifar.records.summary import Summary, read_summary
+from fastcifar.runs.aggregation import run_folders_of
+
+RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "lr_range_test.json")
+# Settings that say where or how fast, not what was trained: left out of the command shown.
+NOT_THE_RECIPE = {"data_dir", "beton_dir", "plots", "checkpoint_every", "checkpoint_seconds"}
+
+
+def complete_runs(folders: list[Path]) -> dict[str, Path]:
+    """The complete single runs among `folders` by name: a run folder's own name; a multi-run's
+    runs as MULTI-seed-K (MULTI-lr-X-seed-K in a sweep)."""
+    runs: dict[str, Path] = {}
+    for folder in folders:
+        summary = read_summary(folder)
+        if summary.kind == RunKind.MULTI:
+            for run in run_folders_of(folder):
+                if _complete(read_summary(run)):
+                    runs["-".join((folder.name, *run.relative_to(folder).parts))] = run
+        elif summary.kind == RunKind.RUN and _complete(summary):
+            runs[folder.name] = folder
+    return runs
+
+
+def _complete(summary: Summary) -> bool:
+    return summary.status == Status.COMPLETE
+
+
+def command_of(config: dict[str, Any]) -> str:
+    """The train command of a recorded config: every recipe setting that is not the default."""
+    defaults = {item.name: item.default for item in fields(TrainConfig)}
+    flags = []
+    for name, value in config.items():
+        if name in NOT_THE_RECIPE or name not in defaults or value == defaults[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append(f"--no-{name.replace('_', '-')}")
+        elif value is not None:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            flags.append(f"{flag} {shown}")
+    return " ".join(["python -m fastcifar.train", *flags])
+
+
+def row_of(folder: Path, name: str) -> dict[str, Any]:
+    """One complete run as the table shows it."""
+    summary = read_summary(folder)
+    found = "range_test_seconds" in (summary.lr_source or {})
+    return {
+        "run": name,
+        "accuracy": summary.final_test_accuracy,
+        "accuracy_tta": summary.final_test_accuracy_tta,
+        "lr_min": summary.lr_min,
+        "lr_max": summary.lr_max,
+        "bounds": "found by the range test" if found else "given",
+        "train_seconds": summary.total_train_seconds,
+        "eval_seconds": summary.total_eval_seconds,
+        "wall_seconds": summary.wall_seconds,
+        "device": summary.device_name,
+        "precision": summary.precision,
+        "torch": (summary.versions or {}).get("torch"),
+        "commit": (summary.provenance or {}).get("commit"),
+        "command": command_of(summary.config),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| Run | Test accuracy | Flip TTA | LRMIN / LRMAX | Training | Wall | Device | Precision "
+        "| torch | Command |\n|---|---:|---:|---|---:|---:|---|---|---|---|"
+    )
+    lines = [head]
+    for row in rows:
+        tta = f"{100 * row['accuracy_tta']:.2f}%" if row["accuracy_tta"] is not None else "-"
+        bounds = f"{row['lr_min']:.4g} / {row['lr_max']:.4g} ({row['bounds']})"
+        lines.append(
+            f"| {row['run']} | {100 * row['accuracy']:.2f}% | {tta} | {bounds} "
+            f"| {_hours(row['train_seconds'])} | {_hours(row['wall_seconds'])} | {row['device']} "
+            f"| {row['precision']} | {row['torch']} | `{row['command']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def plot_test_accuracy(runs: dict[str, Path], path: Path) -> Path:
+    """The test accuracy after each evaluated epoch of every run, in one plot."""
+    from matplotlib.ticker import MaxNLocator
+
+    from fastcifar.outputs.plots import plt, save_figure
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, folder in runs.items():
+        with open(folder / "metrics.csv") as handle:
+            rows = [r for r in csv.DictReader(handle) if r["test_accuracy"]]
+        epochs = [int(r["epoch"]) for r in rows]
+        accuracy = [100 * float(r["test_accuracy"]) for r in rows]
+        axes.plot(epochs, accuracy, "o-", ms=3, label=name)
+    axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy per epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def write_records(folders: list[Path], out: Path) -> list[dict[str, Any]]:
+    """The records of the complete runs among `folders` under `out` (see the docstring); the
+    table's rows."""
+    names = complete_runs(folders)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, run in names.items():
+        target = out / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in [*(run / n for n in RECORD_FILES), *sorted(run.glob("*.png")),
+                     *_plan_range_test(run)]:  # fmt: skip
+            if file.is_file():
+                shutil.copy2(file, target / file.name)
+    rows = [row_of(run, name) for name, run in names.items()]
+    if rows:
+        (out / "recipe.md").write_text(table(rows))
+        plot_test_accuracy(names, out / "test_accuracy.png")
+    return rows
+
+
+def _plan_range_test(run: Path) -> list[Path]:
+    """The range test of the plan a run belongs to (it is in the plan's folder, not the run's):
+    seeds/seed-K or sweep/lr-X/seed-K."""
+    if (run / "lr_range_test.json").is_file():
+        return []
+    for plan in run.parents[:2]:
+        if (plan / "lr_range_test.json").is_file():
+            return [plan / "lr_range_test.json", plan / "lr_range_test.png"]
+    return []
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recipe_records",
+                                     description=__doc__.split("\n\n")[0])  # fmt: skip
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (or multi-run folders)")
+    parser.add_argument("--out", type=Path, required=True, help="the records' folder")
+    args = parser.parse_args(argv)
+    rows = write_records(args.runs, args.out)
+    if not rows:
+        print("no complete run among them: nothing recorded", file=sys.stderr)
+        sys.exit(2)
+    print((args.out / "recipe.md").read_text(), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The recipe records (benchmarks/recipe_records.py) of tiny runs: what a CPU's complete
+recipe runs and run_gpu.sh's seeds and sweep stages leave in benchmarks/results/."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.recipe_records import command_of, main, write_records
+from fastcifar.train import main as train_main
+from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code
+
+DATA = synthetic_cifar(64, 32)
+TINY = ["--epochs", "3", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
+        "--device", "cpu", "--tta", "--range-test-steps", "4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    train_main([*TINY, "--out", str(root / "found")], data=DATA)
+    train_main([*TINY, "--lr-max", "0.05", "--eval-every", "2", "--out", str(root / "given")],
+               data=DATA)  # fmt: skip
+    train_main([*TINY, "--lr-max", "0.05", "--seeds", "2", "--out", str(root / "seeds")],
+               data=DATA)  # fmt: skip
+    stopped = [*TINY, "--lr-max", "0.05", "--max-steps", "2", "--out", str(root / "stopped")]
+    assert exit_code(stopped, DATA) == 0
+    return root
+
+
+def test_complete_runs_are_recorded_with_a_table_and_one_curve_plot(runs, tmp_path, capsys):
+    out = tmp_path / "records"
+    main(
+        [str(runs / name) for name in ("found", "given", "seeds", "stopped")] + ["--out", str(out)]
+    )
+    table = capsys.readouterr().out
+    names = ["found", "given", "seeds-seed-0", "seeds-seed-1"]  # the stopped run is no record
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    for name in names:
+        kept = {p.name for p in (out / name).iterdir()}
+        assert {"config.json", "summary.json", "metrics.csv"} <= kept
+        assert not {"model.pt", "checkpoint.pt"} & kept
+    assert "lr_range_test.json" in {p.name for p in (out / "found").iterdir()}
+    assert (out / "test_accuracy.png").stat().st_size > 1000
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(names) and (out / "recipe.md").read_text() == table
+    found = next(line for line in lines if line.startswith("| found |"))
+    assert "(found by the range test)" in found and "%" in found
+    given = next(line for line in lines if line.startswith("| given |"))
+    assert "(given)" in given and "--lr-max 0.05 " in given and "--eval-every 2 " in given
+
+
+def test_nothing_complete_is_one_line(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(runs / "stopped"), "--out", str(tmp_path / "none")])
+    assert exit_info.value.code == 2
+    assert "no complete run among them" in capsys.readouterr().err
+    assert write_records([runs / "stopped"], tmp_path / "none") == []
+
+
+def test_the_command_shows_the_recipe_settings_that_differ_from_the_defaults():
+    command = command_of({"tta": True, "lr_max": 0.4, "seed": 0, "data_dir": "/data",
+                          "plots": False, "amp": None, "channels_last": False})  # fmt: skip
+    assert command == "python -m fastcifar.train --tta --lr-max 0.4 --no-channels-last"
+
+
+def test_benchmarks_md_shows_the_recorded_recipe_runs_or_says_there_are_none(runs, tmp_path):
+    from benchmarks import publish
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert "None is recorded yet" in publish.render(results)
+    write_records([runs / "given"], results / "cpu-recipe-test-cpu-2026-12-05")
+    text = publish.render(results)
+    assert "None is recorded yet" not in text and "### cpu-recipe-test-cpu-2026-12-05" in text
+    assert "| given |" in text and "The first convolution" in text
