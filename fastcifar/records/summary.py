@@ -7,15 +7,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastcifar.errors import ConfigError, RunFolderError
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import RunKind, Status, read_json
 from fastcifar.records.values import is_integer, is_number
 
-if TYPE_CHECKING:  # torch stays unimported where a summary is only read
-    from fastcifar.engine.evaluation import Evaluation
+
+class Scores(Protocol):
+    accuracy: float
+    loss: float
+
+
+class Evaluated(Protocol):
+    """What a summary records of an evaluation (engine.evaluation.Evaluation is one; the
+    records layer sits beside the engine, not above it)."""
+
+    plain: Scores
+    tta: Scores | None
+    labels: Any  # one per test image
+
+    def headline(self) -> Scores: ...
+
 
 SUMMARY_SCHEMA = 2
 
@@ -195,7 +209,7 @@ def run_complete(
     running: Summary,
     facts: dict[str, Any],
     state: Any,
-    evaluation: Evaluation,
+    evaluation: Evaluated,
     *,
     train_examples_per_epoch: int,
     warm_up_seconds: float,
