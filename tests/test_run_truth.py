@@ -322,3 +322,20 @@ def test_a_summary_without_its_config_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         aggregate.main([str(folder)])
     assert one_line(capsys).endswith("summary.json: config must be a table of settings")
+
+
+def test_a_lost_checkpoint_of_a_cleanly_stopped_run_is_refused_not_trained_over(
+    tmp_path, monkeypatch, capsys
+):
+    """Stopped inside epoch 2 (metrics.csv holds epoch 1), its checkpoint then deleted: starting
+    over would throw a whole epoch away in silence. Refused at once, before any data is read."""
+    out = tmp_path / "run"
+    original = signal_after(monkeypatch, 4)
+    assert run([*ARGS, "--out", str(out)]) == 143
+    monkeypatch.setattr(engine, "training_step", original)
+    (out / "checkpoint.pt").unlink()
+    before = (out / "metrics.csv").read_bytes()
+    capsys.readouterr()
+    assert run(["--resume", str(out)]) == 2
+    assert "checkpoint.pt is missing, though the run stopped cleanly" in one_line(capsys)
+    assert (out / "metrics.csv").read_bytes() == before

@@ -142,6 +142,20 @@ def _check_same_inputs(path: Path, record: ConfigRecord, request: Request) -> No
         raise ConfigError(f"{path} trained the recipe's ResNet9: resume it without model=")
 
 
+def check_none_lost(path: Path) -> None:
+    """One line when the run in `path` has no checkpoint though it must have one: it stopped
+    cleanly (which saves one) after a whole epoch (metrics.csv): the file was moved or deleted,
+    and starting over would silently throw that training away. (A killed process may leave no
+    checkpoint yet: its status stays "running", and the run starts over.)"""
+    summary = read_summary(path)
+    if summary.status == Status.INTERRUPTED and (path / "metrics.csv").is_file():
+        raise CheckpointError(
+            f"{path / 'checkpoint.pt'} is missing, though the run stopped cleanly after training "
+            "(see metrics.csv): it was moved or deleted; put it back, or start the run anew "
+            "with --overwrite"
+        )
+
+
 def check_continuable(
     trainer: Trainer, checkpoint: Checkpoint, path: Path, folder: Path, data_parallel: bool = False
 ) -> None:

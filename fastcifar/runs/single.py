@@ -20,7 +20,7 @@ from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary, range_test_complete
 from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
-from fastcifar.runs.resume import check_continuable, elastic_out, state_from
+from fastcifar.runs.resume import check_continuable, check_none_lost, elastic_out, state_from
 from fastcifar.runs.setup import Setup, estimate_of, open_run
 from fastcifar.system.device import device_name
 from fastcifar.system.distributed import Distributed
@@ -84,8 +84,14 @@ def resume_one(
     config, from its checkpoint (or, when it has none yet, from the start)."""
     checkpoint_path = path / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-    request = Request(read_config(path).train_config, request.options, request.data,
-                      request.model)  # fmt: skip
+    config = read_config(path).train_config
+    if checkpoint is None:  # said at once, before any data is read
+        check_none_lost(path)
+        say(
+            f"resuming {path}: no checkpoint was saved, so the run starts over"
+            + (" with the LR range test" if config.needs_range_test else "")
+        )
+    request = Request(config, request.options, request.data, request.model)
     life = Lifecycle.reopen(path, dist)
 
     def check(trainer: Trainer) -> None:  # refused before anything compiles
@@ -97,10 +103,6 @@ def resume_one(
         if checkpoint is not None:
             state = state_from(trainer, checkpoint, checkpoint_path)
         else:
-            say(
-                f"resuming {path}: no checkpoint was saved, so the run starts over"
-                + (" with the LR range test" if opened.config.needs_range_test else "")
-            )
             state = new_state(trainer, bounds_for(trainer, life.folder, stop, resume_hint(path)))
         limits = limits_of(request.options, opened.timings)
         run = TrainingRun(trainer, life.folder, stop, state, resumed=checkpoint is not None,
