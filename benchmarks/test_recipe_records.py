@@ -11,8 +11,9 @@ from tests.cifar_files import synthetic_cifar
 from tests.runs import exit_code
 
 DATA = synthetic_cifar(64, 32)
-TINY = ["--epochs", "3", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
-        "--device", "cpu", "--tta", "--range-test-steps", "4"]  # fmt: skip
+# Two epochs of two steps: the least a run of One Cycle takes (and enough for --eval-every 2).
+TINY = ["--epochs", "2", "--train-subset", "32", "--batch-size", "16", "--test-subset", "32",
+        "--device", "cpu", "--tta", "--range-test-steps", "4", "--no-plots"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
