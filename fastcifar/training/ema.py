@@ -22,16 +22,19 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.model, self.decay = model, decay
-        self.average = {name: tensor.detach().clone() for name, tensor in self._live().items()}
+        live = self._live()
+        self.average = {name: tensor.detach().clone() for name, tensor in live.items()}
+        # Every step updates these: the lists are made once, not a state_dict per step (the
+        # weights are updated in place, so the tensors stay the model's).
+        self._pairs = (list(self.average.values()), [live[name] for name in self.average])
 
     def _live(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
     def after_step(self) -> None:
-        live = self._live()
-        averaged = list(self.average.values())
-        torch._foreach_lerp_(averaged, [live[name] for name in self.average], 1.0 - self.decay)
+        averaged, live = self._pairs
+        torch._foreach_lerp_(averaged, live, 1.0 - self.decay)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
