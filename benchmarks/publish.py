@@ -92,22 +92,41 @@ once complete. No GPU has run it.
 FIRST_CONV = """\
 ### The first convolution (3 -> 64 channels)
 
-Not measured yet: its cost in bf16 needs a CPU with native bf16 (AMX or AVX512_BF16) or a GPU,
-and the sessions since it was raised had neither (a 2-core AVX2-only EPYC, where bf16 is
-emulated and fastcifar trains in fp32). Nothing about it has been changed.
 """
+
+FIRST_CONV_NONE = """\
+Not measured yet: its cost in bf16 needs a CPU with native bf16 (AMX or AVX512_BF16) or a GPU.
+Nothing about it has been changed. Measure with `python -m benchmarks.first_conv --out
+benchmarks/results/first-conv-<cpu>-<date>.md`.
+"""
+
+RECIPE_RECORDED = """\
+Complete runs of the recipe on the full CIFAR-10 (50,000 training and 10,000 test images, 24
+epochs, batch 512), recorded by `python -m benchmarks.recipe_records`; each table names the
+device, precision, torch version and the exact command of its runs.
+"""
+
+
+def first_conv_section(folder: Path) -> str:
+    """The first-conv measurements under `folder` (first-conv-*.md), or what is missing."""
+    measured = sorted(folder.glob("first-conv-*.md"))
+    if not measured:
+        return FIRST_CONV + FIRST_CONV_NONE
+    parts = [f"`{path.name}` (`python -m benchmarks.first_conv`):\n\n{path.read_text()}"
+             for path in measured]  # fmt: skip
+    return FIRST_CONV + "\n".join(parts)
 
 
 def recipe_section(folder: Path) -> str:
     """The tables of the complete recipe runs recorded under `folder` (*-recipe-*/recipe.md)."""
     recorded = sorted(folder.glob("*-recipe-*/recipe.md"))
     if not recorded:
-        return RECIPE_NONE + "\n" + FIRST_CONV
-    parts = ["## Recipe accuracy: complete 24-epoch runs", ""]
+        return RECIPE_NONE + "\n" + first_conv_section(folder)
+    parts = ["## Recipe accuracy: complete 24-epoch runs", "", RECIPE_RECORDED]
     for table in recorded:
         name = table.parent.name
         parts += [f"### {name}", "", f"Curves: `{name}/test_accuracy.png`.", "", table.read_text()]
-    return "\n".join(parts) + "\n" + FIRST_CONV
+    return "\n".join(parts) + "\n" + first_conv_section(folder)
 
 
 def render(folder: Path) -> str:

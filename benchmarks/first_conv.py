@@ -1,0 +1,132 @@
+"""What the first convolution (3 -> 64 channels, with its BN and ReLU) costs in a training step,
+and whether running it another way is cheaper (issue 23): its forward + backward timed alone,
+as the recipe runs it (channels_last, the device's mixed precision), in fp32, and with the input
+and weights zero-padded to 4 or 8 channels (the same function: the extra channels are zeros);
+beside it one whole training step of the network, for its share.
+
+    python -m benchmarks.first_conv [--batch-size 512] [--repeats 5] [--out FILE.md]
+
+Prints a markdown table (and writes it to --out, where `python -m benchmarks.publish` shows
+benchmarks/results/first-conv-*.md); the figures are medians over `--repeats` after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastcifar.engine.model import ResNet9, conv_bn_relu
+from fastcifar.system.device import Precision, device_name
+
+
+@dataclass(frozen=True)
+class Timing:
+    variant: str
+    seconds: float
+
+
+def padded_prep(prep: nn.Sequential, channels: int) -> nn.Sequential:
+    """A copy of the prep layer whose conv takes `channels` inputs, the added ones zero-weighted."""
+    conv = prep[0]
+    wider = conv_bn_relu(channels, conv.out_channels)
+    wider[1].load_state_dict(prep[1].state_dict())  # the BatchNorm
+    with torch.no_grad():
+        wider[0].weight.zero_()
+        wider[0].weight[:, : conv.in_channels] = conv.weight
+    return wider
+
+
+def pad_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    extra = images.new_zeros(images.shape[0], channels - images.shape[1], *images.shape[2:])
+    return torch.cat([images, extra], dim=1).contiguous(memory_format=torch.channels_last)
+
+
+def median_seconds(work: Callable[[], None], repeats: int) -> float:
+    work()  # warm-up: oneDNN picks and caches its kernels on the first call
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(layer: nn.Module, images: torch.Tensor, precision: Precision | None):
+    def work() -> None:
+        layer.zero_grad(set_to_none=True)
+        if precision is None:
+            out = layer(images)
+        else:
+            with precision.autocast():
+                out = layer(images)
+        out.float().sum().backward()
+
+    return work
+
+
+def measure(batch_size: int = 512, repeats: int = 5) -> list[Timing]:
+    """The timings of the first conv's variants and of one whole step, on this CPU."""
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    precision = Precision.choose(device, None)
+    model = ResNet9().to(memory_format=torch.channels_last).train()
+    images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch_size,))
+    loss_fn = nn.CrossEntropyLoss()
+    native = precision.name
+    rows = [
+        Timing(f"first conv, {native} (as trained)", median_seconds(
+            forward_backward(model.prep, images, precision), repeats)),
+        Timing("first conv, fp32", median_seconds(
+            forward_backward(model.prep, images, None), repeats)),
+    ]  # fmt: skip
+    for channels in (4, 8):
+        wider, padded = padded_prep(model.prep, channels), pad_channels(images, channels)
+        work = forward_backward(wider, padded, precision)
+        variant = f"first conv, {native}, input padded to {channels} channels"
+        rows.append(Timing(variant, median_seconds(work, repeats)))
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        with precision.autocast():
+            loss = loss_fn(model(images).float(), labels)
+        loss.backward()
+
+    rows.append(Timing(f"whole step (forward + backward), {native}", median_seconds(step, repeats)))
+    return rows
+
+
+def render(rows: list[Timing], batch_size: int) -> str:
+    step = rows[-1].seconds
+    lines = [
+        f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, batch {batch_size}, "
+        "channels_last; forward + backward, median seconds",
+        "",
+        "| Variant | Seconds | Share of the step |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {row.variant} | {row.seconds:.4f} | {row.seconds / step:.1%} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_conv", description=__doc__)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    text = render(measure(args.batch_size, args.repeats), args.batch_size)
+    print(text, end="")
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
