@@ -115,7 +115,8 @@ def test_the_sharded_evaluation_equals_a_single_process_one(ddp, monkeypatch):
         data = load_cifar10(real_cifar_dir())
     test = data.test.subset(33)
     single = Distributed()
-    forward = EvalForward(model, Precision("cpu", None), tta=False)
+    # The precision the run evaluated in: bf16 on a CPU with AMX or AVX512_BF16, else fp32.
+    forward = EvalForward(model, Precision.choose(torch.device("cpu"), None), tta=False)
     result = evaluate(forward, EvalBatches(test, 1000, torch.device("cpu"), single,
                                            data.normalisation),
                       torch.from_numpy(test.labels), single)  # fmt: skip
