@@ -1,6 +1,6 @@
 """`python -m fastcifar.find_lr`: the LR range test on its own; prints LRMIN and LRMAX and writes
-lr_range_test.png (the valley floor and both bounds marked) and lr_range_test.json (the whole
-curve) to the run folder.
+lr_range_test.png (the valley floor, where the loss blew up if it did, and both bounds marked)
+and lr_range_test.json (the whole curve) to the run folder.
 
 It uses the same model, loader, precision, compilation and optimizer as `fastcifar.train` with
 the same flags, and the same default length (see --range-test-steps). From Python,

@@ -322,12 +322,24 @@ def test_the_range_test_plot_marks_the_valley_floor_and_both_bounds(monkeypatch,
     from fastcifar.engine.lr_range_test import RangeTestResult
 
     figures = drawn(monkeypatch)
-    curve = RangeTestResult([0.01, 0.1, 1.0], [2.3, 1.9, 2.5], [2.3, 2.0, 2.2], 0.01, 0.001,
-                            "valley floor / 10", "onset", "completed")  # fmt: skip
+    curve = RangeTestResult([0.01, 0.1, 1.0], [2.3, 1.9, 2.5], [2.3, 2.0, 2.2], 0.1, 0.001,
+                            "valley floor", "onset", "completed")  # fmt: skip
     plots.plot_range_test(curve, tmp_path / "r.png")
     labels = [line.get_label() for line in figures[0].axes[0].lines]
     assert "valley floor at LR 0.1" in labels
-    assert {"LRMAX 0.01", "LRMIN 0.001"} <= set(labels)
+    assert {"LRMAX 0.1", "LRMIN 0.001"} <= set(labels)
+    assert not any(label.startswith("blew up") for label in labels)
+
+
+def test_the_range_test_plot_marks_where_the_loss_blew_up(monkeypatch, tmp_path):
+    from fastcifar.engine.lr_range_test import RangeTestResult
+
+    figures = drawn(monkeypatch)
+    curve = RangeTestResult([0.01, 0.1, 1.0], [2.3, 1.9, 9.5], [2.3, 2.0, 8.2], 0.1, 0.001,
+                            "blow-up / 10", "onset", "diverged", blow_up_lr=1.0)  # fmt: skip
+    plots.plot_range_test(curve, tmp_path / "r.png")
+    labels = [line.get_label() for line in figures[0].axes[0].lines]
+    assert {"blew up at LR 1", "LRMAX 0.1", "valley floor at LR 0.1"} <= set(labels)
 
 
 def test_the_seed_plot_shows_flip_tta_when_it_was_measured(monkeypatch, tmp_path):

@@ -29,8 +29,8 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 
 def plot_range_test(result: RangeTestResult, path: Path) -> Path:
-    """The sweep, its smoothed curve, the valley floor that LRMAX is read from, and both
-    bounds."""
+    """The sweep, its smoothed curve, the valley floor that LRMAX is read from, where the loss
+    blew up (if it did), and both bounds."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
     axes.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed (bias-corrected)")
@@ -43,6 +43,10 @@ def plot_range_test(result: RangeTestResult, path: Path) -> Path:
         ms=9,
         label=f"valley floor at LR {result.lrs[floor]:.3g}",
     )
+    if result.blow_up_lr is not None:
+        axes.axvline(
+            result.blow_up_lr, color="0.4", ls=":", label=f"blew up at LR {result.blow_up_lr:.3g}"
+        )
     axes.axvline(result.lr_max, color="C3", ls="--", label=f"LRMAX {result.lr_max:.3g}")
     axes.axvline(result.lr_min, color="C2", ls="--", label=f"LRMIN {result.lr_min:.3g}")
     axes.set(
