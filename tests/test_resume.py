@@ -1,6 +1,7 @@
 """Checkpoints, signals and exact resume: a run stopped by SIGTERM or SIGINT (after an epoch, or in
 the middle of one) and resumed ends bit-identical to the run that was never stopped: every tensor
-of model.pt, and metrics.csv except its timings."""
+of model.pt, and metrics.csv except its timings. The summary names the source (commit, torch) of
+every process that trained the run, and a resume under another source says so."""
 
 from __future__ import annotations
 
@@ -83,6 +84,13 @@ def test_a_stopped_and_resumed_run_ends_bit_identical(
         assert torch.equal(resumed[key], whole[key]), key
     assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
     assert not (out / "checkpoint.pt").exists()
+    assert "was trained with commit" not in capsys.readouterr().err  # the same source
+    segments = json.loads((out / "summary.json").read_text())["provenance"]["segments"]
+    assert [s["start"] for s in segments] == ["after epoch 0", where]
+    assert segments[0]["commit"] == segments[1]["commit"]
+    assert segments[0]["torch"] == segments[1]["torch"] == torch.__version__
+    whole_segments = json.loads((uninterrupted / "summary.json").read_text())["provenance"]
+    assert [s["start"] for s in whole_segments["segments"]] == ["after epoch 0"]
 
 
 def test_a_checkpoint_of_schema_2_still_resumes_bit_identical(uninterrupted, tmp_path, monkeypatch):
@@ -91,7 +99,7 @@ def test_a_checkpoint_of_schema_2_still_resumes_bit_identical(uninterrupted, tmp
     signal_after(monkeypatch, 4)
     assert run([*ARGS, "--out", str(out)]) == 143
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
-    old = {key: value for key, value in payload.items() if key != "parts"}
+    old = {key: value for key, value in payload.items() if key not in ("parts", "segments")}
     torch.save({**old, **payload["parts"], "scaler": None, "schema": 2}, out / "checkpoint.pt")
     monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
     assert run(["--resume", str(out)]) == 0
@@ -99,6 +107,10 @@ def test_a_checkpoint_of_schema_2_still_resumes_bit_identical(uninterrupted, tmp
     whole = torch.load(uninterrupted / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[key], whole[key]) for key in whole)
     assert metrics_without_timings(out) == metrics_without_timings(uninterrupted)
+    # What trained it before the checkpoint is not known, and the summary says so.
+    segments = json.loads((out / "summary.json").read_text())["provenance"]["segments"]
+    assert (segments[0]["start"], segments[0]["commit"]) == ("after epoch 0", "not recorded")
+    assert segments[1]["start"] == "at step 1/3 of epoch 2" and segments[1]["torch"]
 
 
 def test_resuming_a_complete_run_is_refused(uninterrupted, capsys):
@@ -163,3 +175,34 @@ def test_a_resume_with_another_thread_count_says_the_results_may_differ(interrup
     error = capsys.readouterr().err
     assert f"was trained with {threads} CPU threads per process, this process has" in error
     assert "on a CPU the results may differ in the last bits" in error
+
+
+def test_a_resume_under_another_source_says_so_and_the_summary_keeps_both(interrupted, capsys):
+    payload = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    assert [s["start"] for s in payload["segments"]] == ["after epoch 0"]
+    payload["segments"][0].update(commit="0a1b2c3", torch="2.0.0")  # trained by another source
+    torch.save(payload, interrupted / "checkpoint.pt")
+    capsys.readouterr()
+    assert run(["--resume", str(interrupted)]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "was trained with" in line]
+    assert len(warning) == 1 and "commit 0a1b2c3, torch 2.0.0 and this is commit " in warning[0]
+    assert "continues exactly only if both compute the same" in warning[0]
+    summary = json.loads((interrupted / "summary.json").read_text())
+    segments = summary["provenance"]["segments"]
+    assert segments[0]["commit"] == "0a1b2c3" and len(segments) == 2
+    assert segments[1]["commit"] == summary["provenance"]["commit"] + (
+        "+dirty" if summary["provenance"]["dirty"] else ""
+    )
+    assert "resumed under another source: 0a1b2c3 (torch 2.0.0) then " in captured.out
+
+
+@pytest.mark.parametrize("segments", ["one", [{"start": "after epoch 0"}]])
+def test_malformed_segments_are_one_line_naming_the_checkpoint(interrupted, capsys, segments):
+    payload = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    torch.save({**payload, "segments": segments}, interrupted / "checkpoint.pt")
+    capsys.readouterr()
+    assert run(["--resume", str(interrupted)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "segments must be a list of {start, commit, torch}" in error
+    assert str(interrupted / "checkpoint.pt") in error

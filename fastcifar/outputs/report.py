@@ -16,7 +16,7 @@ from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.step import EpochAccumulator, EpochTotals
 from fastcifar.outputs import plots
 from fastcifar.records.run_folder import RunFolder
-from fastcifar.records.summary import Summary
+from fastcifar.records.summary import Summary, sources
 
 # An evaluation image costs this share of a training image. In FLOPs it is a third (a step is a
 # forward plus input and weight gradients); measured on the 2-core AVX2 EPYC (fp32, evaluation
@@ -148,7 +148,12 @@ def final_line(summary: Summary, folder: RunFolder) -> str:
     if "range_test_seconds" in summary.lr_source:
         extras.append(f"range test {duration(summary.lr_source['range_test_seconds'])}")
     if summary.resumed:
-        extras.append("resumed")
+        trained_by = sources(summary)
+        extras.append(
+            f"resumed under another source: {' then '.join(trained_by)}"
+            if len(trained_by) > 1
+            else "resumed"
+        )
     return (
         f"{accuracy} | training {duration(summary.total_train_seconds)}, evaluation "
         f"{duration(summary.total_eval_seconds)}, wall {duration(summary.wall_seconds)} "

@@ -16,7 +16,7 @@ import pickle
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,9 @@ class Checkpoint:
     rank_batch: int | None
     threads: int | None
     loader: str | None
+    # The source of each process that trained it (provenance.segment), oldest first: empty in
+    # a checkpoint saved before segments were recorded (2026-12-06).
+    segments: list[dict[str, Any]] = field(default_factory=list)
     fastcifar: str = VERSION
     schema: int = CHECKPOINT_SCHEMA
 
@@ -96,7 +99,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"this fastcifar reads schema {CHECKPOINT_SCHEMA} or older"
         )
     names = {item.name for item in fields(Checkpoint)}
-    missing = sorted(names - set(payload) - {"fastcifar", "schema"})
+    missing = sorted(names - set(payload) - {"segments", "fastcifar", "schema"})
     parts = payload.get("parts")
     if not missing and isinstance(parts, dict):
         missing = [name for name in REQUIRED_PARTS if name not in parts]
@@ -217,6 +220,12 @@ def check_fields(checkpoint: Checkpoint, path: Path) -> None:
     for name in ("world_size", "rank_batch", "threads"):
         value = getattr(checkpoint, name)
         require(value is None or (is_integer(value) and value >= 1), f"bad {name}: {value!r}")
+    segments = checkpoint.segments
+    require(
+        isinstance(segments, list)
+        and all(isinstance(s, dict) and {"start", "commit", "torch"} <= set(s) for s in segments),
+        "segments must be a list of {start, commit, torch} records",
+    )
 
 
 @dataclass(frozen=True)
@@ -262,3 +271,24 @@ def check_fits(
             f"this process has {now.threads}: on a CPU the results may differ in the last bits"
         ]
     return []
+
+
+def check_source(checkpoint: Checkpoint, now: dict[str, Any], path: Path) -> list[str]:
+    """A warning when the run continues under another source than the one that saved
+    `checkpoint` (`now`: provenance.training_source here): another commit or torch version
+    continues bit-identically only if it computes the same; summary.json keeps both."""
+    if not checkpoint.segments:
+        return []  # saved before segments were recorded: nothing to compare with
+    last = checkpoint.segments[-1]
+    then_source, now_source = _source(last), _source(now)
+    if then_source == now_source:
+        return []
+    return [
+        f"warning: {path} was trained with {then_source} and this is {now_source}: the run "
+        "continues exactly only if both compute the same; summary.json records each "
+        "(provenance: segments)"
+    ]
+
+
+def _source(segment: dict[str, Any]) -> str:
+    return f"commit {segment['commit']}, torch {segment['torch']}"

@@ -40,6 +40,22 @@ def source_commit(root: Path = PROVENANCE_FILE.parent) -> dict[str, Any]:
         return {"commit": "unknown", "dirty": None, "from": "nothing (no git, no stamp)"}
 
 
+def training_source() -> dict[str, str]:
+    """What decides a run's numbers besides its config and the machine: the commit (with
+    "+dirty") and the torch version (a plain str: a checkpoint loaded weights_only refuses
+    torch's TorchVersion)."""
+    import torch
+
+    return {"commit": describe_commit(source_commit()), "torch": str(torch.__version__)}
+
+
+def segment(start: str) -> dict[str, Any]:
+    """What one process that trains a run records: where it took the run up ("after epoch 0",
+    "at step 12/97 of epoch 4") and its training_source. A resumed run is several segments; if
+    their sources differ, the run is not one version of the code."""
+    return {"start": start, **training_source()}
+
+
 def _git(root: Path, *args: str) -> str | None:
     """git's output, or None where git is missing, fails, or this is no repository."""
     try:

@@ -199,10 +199,23 @@ def _checked(path: Path, name: str, value: Any) -> Any:
     return value
 
 
-def _environment() -> dict[str, Any]:
+def _environment(**provenance: Any) -> dict[str, Any]:
+    """The versions and the commit now; a run's summary adds the segments of its processes."""
     from fastcifar.records.provenance import source_commit, versions
 
-    return {"versions": versions(), "provenance": source_commit()}
+    return {"versions": versions(), "provenance": {**source_commit(), **provenance}}
+
+
+def sources(summary: Summary) -> list[str]:
+    """The distinct sources (commit, torch) that trained a run, in order; one for a run that was
+    never resumed, or resumed under the same source."""
+    segments = (summary.provenance or {}).get("segments") or []
+    found: list[str] = []
+    for item in segments:
+        source = f"{item.get('commit')} (torch {item.get('torch')})"
+        if source not in found:
+            found.append(source)
+    return found
 
 
 def run_complete(
@@ -246,7 +259,7 @@ def run_complete(
         lr_source=state.bounds.source,
         **_warm_up(facts, warm_up_seconds),
         wall_seconds=wall_seconds,
-        **_environment(),
+        **_environment(segments=list(state.segments)),
     )
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from fastcifar.engine.model import weights_mismatch
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
-from fastcifar.records.checkpoint import Checkpoint, TrainedHow, check_fits
+from fastcifar.records.checkpoint import Checkpoint, TrainedHow, check_fits, check_source
 from fastcifar.records.config import RunOptions
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
+from fastcifar.records.provenance import training_source
 from fastcifar.records.run_folder import resume_command, run_status
 from fastcifar.records.summary import read_summary
 from fastcifar.runs.request import Request
@@ -167,6 +168,8 @@ def check_continuable(
     now = TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
     for line in check_fits(checkpoint, now, path,
                            lambda world: resume_command(folder, world, data_parallel)):  # fmt: skip
+        warn(line)
+    for line in check_source(checkpoint, training_source(), path):
         warn(line)
 
 

@@ -25,6 +25,7 @@ from fastcifar.outputs.report import Reporter, duration, epoch_line, final_line,
 from fastcifar.records import summary as run_summary
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import RunKind, Status
+from fastcifar.records.provenance import segment
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary
 from fastcifar.system.caller import setting
@@ -112,6 +113,7 @@ class TrainingRun:
         self.reporter = Reporter(trainer, folder)
         self.elapsed_before = state.elapsed  # a resumed run counts its earlier processes too
         self.last_checkpoint = self.position() if state.started else None
+        state.segments.append(segment(self.position()))
         self.last_checkpoint_time = time.monotonic()
         self.checkpoints_written = 0
         self.limit: str | None = None

@@ -31,6 +31,9 @@ from fastcifar.engine.step import EpochTotals
 from fastcifar.errors import CheckpointError, first_line
 from fastcifar.records.checkpoint import Checkpoint
 
+# What trained a run before its checkpoint, where that checkpoint predates segments (2026-12-06).
+UNRECORDED_SEGMENT = {"start": "after epoch 0", "commit": "not recorded", "torch": "not recorded"}
+
 
 class Part(Protocol):
     """A stateful part of a run. It may also define `after_step()` (called after every
@@ -61,6 +64,7 @@ class TrainingState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
     step_losses: list[float] = field(default_factory=list)  # completed epochs' per-step losses
     elapsed: float = 0.0  # wall seconds of the run up to this state, over every process
+    segments: list[dict[str, Any]] = field(default_factory=list)  # provenance.segment, each process
 
     @classmethod
     def of(
@@ -146,6 +150,7 @@ class TrainingState:
             history=self.history,
             step_losses=self.step_losses,
             elapsed=self.elapsed,
+            segments=list(self.segments),
             **how,
         )
 
@@ -177,6 +182,7 @@ class TrainingState:
         self.history = list(checkpoint.history)
         self.step_losses = list(checkpoint.step_losses)
         self.elapsed = float(checkpoint.elapsed)
+        self.segments = list(checkpoint.segments) or [UNRECORDED_SEGMENT]
 
 
 def _tensors(state: Any) -> Iterator[torch.Tensor]:
