@@ -20,7 +20,8 @@ How the bounds are read (bias-corrected exponential moving average of the loss v
       the peak Page tuned by hand for this net (0.4), and One Cycle's 5-epoch warm-up gets the
       net there. A tenth of it (0.0433, this module's earlier reading) cost 1.25 points: 92.45%
       (flip TTA 93.15%) after 24 epochs against 93.70% (94.41%) at LRMAX 0.4, same seed and
-      machine (benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06/). Another
+      machine (benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06/); the floor
+      itself (this reading) reached 93.84% (94.50%) there, 0.14 points above 0.4. Another
       sweep of this net (5,000 images, 40 steps, fp32) put the floor at 0.29, without blowing
       up either.
     The floor sits past the raw minimum by the smoothing's lag (about 50 steps of memory: 0.55
