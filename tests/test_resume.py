@@ -194,7 +194,7 @@ def test_a_resume_under_another_source_says_so_and_the_summary_keeps_both(interr
     assert segments[1]["commit"] == summary["provenance"]["commit"] + (
         "+dirty" if summary["provenance"]["dirty"] else ""
     )
-    assert "resumed under another source: 0a1b2c3 (torch 2.0.0) then " in captured.out
+    assert "resumed under another source: commit 0a1b2c3, torch 2.0.0 then commit " in captured.out
 
 
 @pytest.mark.parametrize("segments", ["one", [{"start": "after epoch 0"}]])

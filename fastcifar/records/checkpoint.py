@@ -24,7 +24,7 @@ import torch
 
 from fastcifar.errors import CheckpointError
 from fastcifar.records.config_record import short
-from fastcifar.records.provenance import VERSION
+from fastcifar.records.provenance import VERSION, describe_source
 from fastcifar.records.values import is_integer, is_number
 
 CHECKPOINT_SCHEMA = 3
@@ -280,7 +280,7 @@ def check_source(checkpoint: Checkpoint, now: dict[str, Any], path: Path) -> lis
     if not checkpoint.segments:
         return []  # saved before segments were recorded: nothing to compare with
     last = checkpoint.segments[-1]
-    then_source, now_source = _source(last), _source(now)
+    then_source, now_source = describe_source(last), describe_source(now)
     if then_source == now_source:
         return []
     return [
@@ -288,7 +288,3 @@ def check_source(checkpoint: Checkpoint, now: dict[str, Any], path: Path) -> lis
         "continues exactly only if both compute the same; summary.json records each "
         "(provenance: segments)"
     ]
-
-
-def _source(segment: dict[str, Any]) -> str:
-    return f"commit {segment['commit']}, torch {segment['torch']}"

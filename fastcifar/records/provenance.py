@@ -56,6 +56,12 @@ def segment(start: str) -> dict[str, Any]:
     return {"start": start, **training_source()}
 
 
+def describe_source(source: dict[str, Any]) -> str:
+    """ "commit abc1234, torch 2.14.1": one segment's (or training_source's) source, as warnings
+    and the run's last line name it."""
+    return f"commit {source.get('commit')}, torch {source.get('torch')}"
+
+
 def _git(root: Path, *args: str) -> str | None:
     """git's output, or None where git is missing, fails, or this is no repository."""
     try:

@@ -209,13 +209,10 @@ def _environment(**provenance: Any) -> dict[str, Any]:
 def sources(summary: Summary) -> list[str]:
     """The distinct sources (commit, torch) that trained a run, in order; one for a run that was
     never resumed, or resumed under the same source."""
+    from fastcifar.records.provenance import describe_source
+
     segments = (summary.provenance or {}).get("segments") or []
-    found: list[str] = []
-    for item in segments:
-        source = f"{item.get('commit')} (torch {item.get('torch')})"
-        if source not in found:
-            found.append(source)
-    return found
+    return list(dict.fromkeys(describe_source(item) for item in segments))
 
 
 def run_complete(
