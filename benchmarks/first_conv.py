@@ -2,9 +2,11 @@
 and whether running it another way is cheaper (issue 23): its forward + backward timed alone,
 as the recipe runs it (channels_last, the device's mixed precision), in fp32, and with the input
 and weights zero-padded to 4 or 8 channels (the same function: the extra channels are zeros);
-beside it one whole training step of the network, for its share.
+beside it one whole training step of the network, for its share. Eager on every device (the
+trainer compiles on a GPU, so there the shares are an upper bound on what fusion leaves).
 
-    python -m benchmarks.first_conv [--batch-size 512] [--repeats 5] [--out FILE.md]
+    python -m benchmarks.first_conv [--device cpu|cuda] [--batch-size 512] [--repeats 5]
+                                    [--out FILE.md]
 
 Prints a markdown table (and writes it to --out, where `python -m benchmarks.publish` shows
 benchmarks/results/first-conv-*.md); the figures are medians over `--repeats` after one warm-up.
@@ -23,7 +25,8 @@ import torch
 from torch import nn
 
 from fastcifar.engine.model import ResNet9, conv_bn_relu
-from fastcifar.system.device import Precision, device_name
+from fastcifar.errors import ConfigError
+from fastcifar.system.device import Precision, device_name, pick_device, synchronize
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,14 @@ def pad_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat([images, extra], dim=1).contiguous(memory_format=torch.channels_last)
 
 
-def median_seconds(work: Callable[[], None], repeats: int) -> float:
-    work()  # warm-up: oneDNN picks and caches its kernels on the first call
+def median_seconds(work: Callable[[], None], repeats: int, device: torch.device) -> float:
+    work()  # warm-up: oneDNN (cuDNN) picks and caches its kernels on the first call
     times = []
     for _ in range(repeats):
+        synchronize(device)  # a GPU queues work: time what it ran, not what was queued
         start = time.perf_counter()
         work()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -71,27 +76,33 @@ def forward_backward(layer: nn.Module, images: torch.Tensor, precision: Precisio
     return work
 
 
-def measure(batch_size: int = 512, repeats: int = 5) -> list[Timing]:
-    """The timings of the first conv's variants and of one whole step, on this CPU."""
+def measure(
+    batch_size: int = 512, repeats: int = 5, device: torch.device | None = None
+) -> list[Timing]:
+    """The timings of the first conv's variants and of one whole step, on `device` (the CPU
+    unless given)."""
     torch.manual_seed(0)
-    device = torch.device("cpu")
+    device = device or torch.device("cpu")
     precision = Precision.choose(device, None)
-    model = ResNet9().to(memory_format=torch.channels_last).train()
-    images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch_size,))
+    model = ResNet9().to(device, memory_format=torch.channels_last).train()
+    images = torch.randn(batch_size, 3, 32, 32, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
     loss_fn = nn.CrossEntropyLoss()
     native = precision.name
+
+    def timed(work: Callable[[], None]) -> float:
+        return median_seconds(work, repeats, device)
+
     rows = [
-        Timing(f"first conv, {native} (as trained)", median_seconds(
-            forward_backward(model.prep, images, precision), repeats)),
-        Timing("first conv, fp32", median_seconds(
-            forward_backward(model.prep, images, None), repeats)),
+        Timing(f"first conv, {native} (as trained)", timed(
+            forward_backward(model.prep, images, precision))),
+        Timing("first conv, fp32", timed(forward_backward(model.prep, images, None))),
     ]  # fmt: skip
     for channels in (4, 8):
         wider, padded = padded_prep(model.prep, channels), pad_channels(images, channels)
-        work = forward_backward(wider, padded, precision)
         variant = f"first conv, {native}, input padded to {channels} channels"
-        rows.append(Timing(variant, median_seconds(work, repeats)))
+        rows.append(Timing(variant, timed(forward_backward(wider, padded, precision))))
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
@@ -99,15 +110,15 @@ def measure(batch_size: int = 512, repeats: int = 5) -> list[Timing]:
             loss = loss_fn(model(images).float(), labels)
         loss.backward()
 
-    rows.append(Timing(f"whole step (forward + backward), {native}", median_seconds(step, repeats)))
+    rows.append(Timing(f"whole step (forward + backward), {native}", timed(step)))
     return rows
 
 
-def render(rows: list[Timing], batch_size: int) -> str:
+def render(rows: list[Timing], batch_size: int, device: torch.device | None = None) -> str:
     step = rows[-1].seconds
     lines = [
-        f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, batch {batch_size}, "
-        "channels_last; forward + backward, median seconds",
+        f"{device_name(device or torch.device('cpu'))}, torch {torch.__version__}, batch "
+        f"{batch_size}, channels_last, eager; forward + backward, median seconds",
         "",
         "| Variant | Seconds | Share of the step |",
         "|---|---:|---:|",
@@ -118,13 +129,20 @@ def render(rows: list[Timing], batch_size: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.first_conv", description=__doc__)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if "
+                        "present, else cpu)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
-    text = render(measure(args.batch_size, args.repeats), args.batch_size)
+    try:
+        device = pick_device(args.device)
+    except ConfigError as error:
+        parser.error(str(error))
+    text = render(measure(args.batch_size, args.repeats, device), args.batch_size, device)
     print(text, end="")
     if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
 
 

@@ -3,7 +3,8 @@ project needs, from one short lease of a bare GPU machine (no internet, no FFCV 
 no git).
 
 Stages, in order of value: `seeds` (5 seeds x 24 epochs with flip TTA) -> `suite` (the
-benchmark suite's GPU rows) -> `sweep` (3 LRMAX values x 1 seed) -> `tests` (pytest -m cuda).
+benchmark suite's GPU rows) -> `sweep` (3 LRMAX values x 1 seed) -> `tests` (pytest -m cuda) ->
+`first-conv` (benchmarks/first_conv.py on the GPU: what the 3 -> 64 conv costs of a step).
 Each runs in a process of its own under its own time limit, inside one budget (8 minutes of
 wall time by default, compilation included): a stage that no longer fits is skipped and says
 so, and a failing or timed-out stage takes nothing else down. DATA_DIR and the CUDA device are
@@ -44,10 +45,11 @@ OUT_FILES = ("summary.md", "results.json", "log.txt", "runs.tgz")
 PLOTS = ("test_accuracy.png",)  # once a recipe run is complete
 MAX_FILE_BYTES = 16 * 2**20
 # What each stage is expected to take on an H200 (projected from issue #16's figure of ~8 s of
-# training per 24-epoch run, ~3.4 ms/step, plus about a minute of compilation per process; no
-# GPU has run them yet), and the most it may take. A stage starts only if its estimate fits.
-ESTIMATES = {"seeds": 150, "suite": 150, "sweep": 90, "tests": 90}
-CAPS = {"seeds": 300, "suite": 240, "sweep": 180, "tests": 180}
+# training per 24-epoch run, ~3.4 ms/step, plus about a minute of compilation per process;
+# first-conv: importing torch and CUDA, then ~300 eager steps of a few ms; no GPU has run them
+# yet), and the most it may take. A stage starts only if its estimate fits.
+ESTIMATES = {"seeds": 150, "suite": 150, "sweep": 90, "tests": 90, "first-conv": 40}
+CAPS = {"seeds": 300, "suite": 240, "sweep": 180, "tests": 180, "first-conv": 120}
 STAGES = tuple(ESTIMATES)
 PREFLIGHT_SECONDS = 180  # importing torch, hashing 180 MB, initialising CUDA: well under
 
@@ -111,6 +113,14 @@ def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]
             "-p",
             "no:cacheprovider",
             f"--junitxml={work / 'cuda-tests.xml'}",
+        ],
+        "first-conv": [
+            python,
+            "-m",
+            "benchmarks.first_conv",
+            "--out",
+            str(work / "first-conv" / gpu_summary.FIRST_CONV_FILE),
+            *shlex.split(args.conv_args),
         ],
     }
 
@@ -317,6 +327,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-seeds", type=int, default=int(environment("SWEEP_SEEDS", "1")))
     parser.add_argument("--train-args", default=environment("TRAIN_ARGS", ""))
     parser.add_argument("--suite-args", default=environment("SUITE_ARGS", "--benchmark"))
+    parser.add_argument("--conv-args", default=environment("CONV_ARGS", "--repeats 50"))
     parser.add_argument(
         "--suite-k",
         default=environment("SUITE_K", "reference or torch-amp-cl-reduce-overhead or throughput"),

@@ -1,7 +1,8 @@
 """The table and the results file that end benchmarks/run_gpu.sh, from what its stages left in
 the working folder: how each stage ended, the CUDA tests (which ran, which skipped, which
-failed), the multi-seed run (mean ± std, 95% t-interval, flip TTA, per-run rows), the LR sweep
-and the suite's rows, with the provenance of every number (commit, GPU, driver, versions).
+failed), the multi-seed run (mean ± std, 95% t-interval, flip TTA, per-run rows), the LR sweep,
+the suite's rows and the first conv's table, with the provenance of every number (commit, GPU,
+driver, versions).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastcifar.outputs.statistics import Aggregate
 from fastcifar.records.provenance import describe_commit
 
 RECIPE_EPOCHS = 24
+FIRST_CONV_FILE = "first-conv.md"  # the first-conv stage's table, in work/first-conv/
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -171,6 +173,10 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
     ]
     lines += stages_rows(stages) + seeds_rows(seeds) + sweep_rows(sweep) + suite_rows(suite)
     lines += tests_rows(outcomes, by_name.get("tests"))
+    first_conv = work / "first-conv" / FIRST_CONV_FILE
+    first_conv_table = first_conv.read_text() if first_conv.is_file() else None
+    if first_conv_table:
+        lines += ["", "The first convolution (benchmarks/first_conv.py):", "", first_conv_table]
     markdown = "\n".join(lines) + "\n"
     date = datetime.date.today().isoformat()
     payload = {
@@ -182,6 +188,7 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
         "sweep_runs": per_run_rows(work / "sweep") if sweep else [],
         "suite": suite,
         "tests": outcomes,
+        "first_conv": first_conv_table,
         "training": {
             "kind": "training",
             "markdown": markdown,

@@ -26,7 +26,7 @@ How to measure on your machine:
 
 ```bash
 pytest benchmarks --benchmark           # the suite; writes benchmarks/results/<device>-<date>.*
-benchmarks/run_gpu.sh DATA OUT           # GPU: 5 seeds, suite rows, LR sweep, CUDA tests
+benchmarks/run_gpu.sh DATA OUT           # GPU: 5 seeds, suite, LR sweep, CUDA tests, first conv
 python -m benchmarks.publish --import OUT/results.json   # file a GPU run's results, refresh
 python -m benchmarks.publish            # refresh this file
 ```
@@ -148,7 +148,8 @@ def render(folder: Path) -> str:
 
 
 def import_gpu_results(results_json: Path, folder: Path) -> list[Path]:
-    """File the results.json of benchmarks/run_gpu.sh: its training table and its suite rows."""
+    """File the results.json of benchmarks/run_gpu.sh: its training table, its suite rows and
+    its first-conv table."""
     payload = json.loads(results_json.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -160,6 +161,11 @@ def import_gpu_results(results_json: Path, folder: Path) -> list[Path]:
         written.append(path)
     if payload.get("suite") and payload["suite"]["sizes"]["full"]:
         written += save_report(payload["suite"], folder)
+    if payload.get("first_conv"):
+        meta = training["meta"]
+        path = folder / f"first-conv-{slug(meta['name'])}-{meta['date']}.md"
+        path.write_text(payload["first_conv"])
+        written.append(path)
     return written
 
 

@@ -4,10 +4,12 @@
 # runs from the source tree, reads CIFAR-10 from DATA_DIR, works in a folder outside OUT_DIR and
 # leaves exactly four files in OUT_DIR: summary.md, results.json, log.txt, runs.tgz.
 #
-# Usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [seeds|suite|sweep|tests ...]   (default: all)
+# Usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [seeds|suite|sweep|tests|first-conv ...]
+#   (default: all)
 # Environment: PYTHON (python3), BUDGET_S (480), SEEDS (5), SWEEP (0.05,0.2,0.4), SWEEP_SEEDS (1),
 #   TRAIN_ARGS (extra flags for fastcifar.train), SUITE_ARGS (--benchmark; empty: smoke mode),
-#   SUITE_K (which suite rows), WORK (the working folder), ALLOW_CPU=1 (a dry run on the CPU),
+#   SUITE_K (which suite rows), CONV_ARGS (flags for benchmarks/first_conv.py; --repeats 50),
+#   WORK (the working folder), ALLOW_CPU=1 (a dry run on the CPU),
 #   FASTCIFAR_COMMIT (the commit, where git and .provenance.json are both missing).
 set -uo pipefail
 # No cd: DATA_DIR and OUT_DIR are read from where the command was started.

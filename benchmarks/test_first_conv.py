@@ -1,8 +1,10 @@
 """The first-conv measurement (benchmarks/first_conv.py): its padded variants compute the same
-function, and it reports every variant beside the whole step."""
+function, it reports every variant beside the whole step, on the CPU or a GPU, and a device it
+cannot use is one line."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.first_conv import main, measure, pad_channels, padded_prep
@@ -33,3 +35,28 @@ def test_the_measurement_times_every_variant_and_the_whole_step(capsys, tmp_path
     assert table.count("\n| ") == 6  # the header and five rows
     shown = publish.first_conv_section(tmp_path)
     assert table in shown and "Not measured yet" not in shown
+
+
+def test_a_device_it_cannot_use_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--device", "tpu", "--batch-size", "4", "--repeats", "1"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("unknown device 'tpu': fastcifar runs on cpu, cuda or cuda:N")
+
+
+def test_the_cpu_is_measured_when_asked_and_the_table_says_so(capsys, tmp_path):
+    out = tmp_path / "nested" / "first-conv-x.md"  # its folder is made
+    main(["--device", "cpu", "--batch-size", "4", "--repeats", "1", "--out", str(out)])
+    table = capsys.readouterr().out
+    assert table.startswith("CPU ") and "batch 4, channels_last, eager" in table
+    assert out.read_text() == table
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_gpu_is_timed_with_its_native_precision():
+    rows = measure(batch_size=8, repeats=2, device=torch.device("cuda"))
+    native = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    assert rows[0].variant == f"first conv, {native} (as trained)"
+    assert len(rows) == 5 and all(row.seconds > 0 for row in rows)

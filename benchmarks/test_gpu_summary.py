@@ -77,7 +77,11 @@ def test_the_summary_table_reports_every_stage(tmp_path):
             "note": "needs ~90 s, 12 s of the budget left",
         },
         {"name": "tests", "status": "failed", "seconds": 80.0, "exit_code": 1, "note": ""},
+        {"name": "first-conv", "status": "passed", "seconds": 30.0, "exit_code": 0, "note": ""},
     ]
+    conv_table = "NVIDIA H100, batch 512\n\n| Variant | Seconds | Share of the step |\n"
+    (tmp_path / "first-conv").mkdir()
+    (tmp_path / "first-conv" / gpu_summary.FIRST_CONV_FILE).write_text(conv_table)
     markdown, payload = gpu_summary.collect(tmp_path, stages, {"command": "run_gpu.sh"})
     assert markdown.startswith("GPU check on NVIDIA H100 (commit ")
     assert "suite: timed out in 240 s (stopped at its limit of 240 s)" in markdown
@@ -92,15 +96,23 @@ def test_the_summary_table_reports_every_stage(tmp_path):
         "| CUDA tests (`pytest -m cuda`) | FAILED; passed 1: test_a; skipped 1: test_b; "
         "failed 1: test_c |"
     ) in markdown
+    assert "first-conv: passed in 30 s" in markdown
+    assert f"The first convolution (benchmarks/first_conv.py):\n\n{conv_table}" in markdown
+    assert payload["first_conv"] == conv_table
     assert payload["seed_runs"][0]["final_test_accuracy"] == 0.94
     assert payload["tests"]["skipped"] == ["test_b"]
     assert payload["meta"]["source"]["commit"] and payload["meta"]["versions"]["torch"]
     results = tmp_path / "results.json"
     results.write_text(json.dumps(payload))
     filed = publish.import_gpu_results(results, tmp_path / "filed")
-    assert [p.name for p in filed] == [f"nvidia-h100-{payload['meta']['date']}-training.json"]
+    date = payload["meta"]["date"]
+    assert [p.name for p in filed] == [
+        f"nvidia-h100-{date}-training.json",
+        f"first-conv-nvidia-h100-{date}.md",
+    ]
     text = publish.render(tmp_path / "filed")
     assert "### Full 24-epoch training" in text and "94.00% ± 0.16%" in text
+    assert f"`first-conv-nvidia-h100-{date}.md`" in text and conv_table in text
 
 
 def test_a_stage_that_does_not_fit_the_budget_is_skipped_and_says_so(tmp_path):
@@ -224,6 +236,7 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "SWEEP": "0.02,0.05",
         "SUITE_ARGS": "",
         "SUITE_K": "reference",
+        "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
         "--test-subset 32 --range-test-steps 4",
     }
@@ -239,10 +252,12 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     assert "| Test accuracy, 2 seeds" in summary and "| LR sweep" in summary
     assert "| CUDA tests (`pytest -m cuda`) | failed: no test report |" in summary
     assert "seeds: passed" in summary and "tests: failed" in summary
+    assert "first-conv: passed" in summary and "| first conv, fp32 |" in summary
     payload = json.loads((out / "results.json").read_text())
     assert payload["meta"]["source"] == {"commit": "feedbee", "dirty": False, "from": "environment"}
     assert payload["suite"]["epochs"], "the suite's rows"
     assert [row["seed"] for row in payload["seed_runs"]] == [0, 1]
+    assert "batch 8, channels_last, eager" in payload["first_conv"]
     # What comes back: at most 8 files of at most 16 MiB, no deeper than 2 folders, safe names.
     files = [p for p in out.rglob("*") if p.is_file()]
     assert sorted(p.name for p in files) == sorted(gpu_run.OUT_FILES + gpu_run.PLOTS)
@@ -273,3 +288,9 @@ def test_a_summary_that_fails_still_brings_back_the_stages(tmp_path, monkeypatch
     assert "the summary failed (ImportError('torch is broken here'))" in summary
     assert "| seeds | failed  |" in summary
     assert json.loads((out / "results.json").read_text())["stages"][0]["status"] == "failed"
+
+
+def test_the_readme_lists_every_stage_in_order_with_its_estimate():
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z-]+)` \| .* \| ~(\d+) s \|$", text, re.MULTILINE)
+    assert rows == [(name, str(gpu_run.ESTIMATES[name])) for name in gpu_run.STAGES]
