@@ -3,20 +3,20 @@ and whether running it another way is cheaper (issue 23): its forward + backward
 as the recipe runs it (channels_last, the device's mixed precision), in fp32, and with the input
 and weights zero-padded to 4 or 8 channels (the same function: the extra channels are zeros);
 beside it one whole training step of the network, for its share. Eager on every device (the
-trainer compiles on a GPU, so there the shares are an upper bound on what fusion leaves).
+trainer compiles on a GPU, where fusion may change the shares).
 
     python -m benchmarks.first_conv [--device cpu|cuda] [--batch-size 512] [--repeats 5]
                                     [--out FILE.md]
 
 Prints a markdown table (and writes it to --out, where `python -m benchmarks.publish` shows
-benchmarks/results/first-conv-*.md); the figures are medians over `--repeats` after one warm-up.
+benchmarks/results/first-conv-*.md); the figures are medians over `--repeats` after one
+warm-up, in milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.runner import timed
 from fastcifar.engine.model import ResNet9, conv_bn_relu
 from fastcifar.errors import ConfigError
-from fastcifar.system.device import Precision, device_name, pick_device, synchronize
+from fastcifar.system.device import Precision, device_name, pick_device
+
+CALLS_PER_GPU_REPEAT = 20
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ def padded_prep(prep: nn.Sequential, channels: int) -> nn.Sequential:
     """A copy of the prep layer whose conv takes `channels` inputs, the added ones zero-weighted."""
     conv = prep[0]
     wider = conv_bn_relu(channels, conv.out_channels)
+    wider = wider.to(conv.weight.device, memory_format=torch.channels_last)
     wider[1].load_state_dict(prep[1].state_dict())  # the BatchNorm
     with torch.no_grad():
         wider[0].weight.zero_()
@@ -53,14 +57,15 @@ def pad_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 def median_seconds(work: Callable[[], None], repeats: int, device: torch.device) -> float:
     work()  # warm-up: oneDNN (cuDNN) picks and caches its kernels on the first call
-    times = []
-    for _ in range(repeats):
-        synchronize(device)  # a GPU queues work: time what it ran, not what was queued
-        start = time.perf_counter()
-        work()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    # A GPU runs a call in about a millisecond: time CALLS_PER_GPU_REPEAT calls between two
+    # synchronisations, so that one launch and one sync do not make the figure.
+    calls = 1 if device.type == "cpu" else CALLS_PER_GPU_REPEAT
+
+    def repeat() -> None:
+        for _ in range(calls):
+            work()
+
+    return statistics.median(timed(device, repeat) / calls for _ in range(repeats))
 
 
 def forward_backward(layer: nn.Module, images: torch.Tensor, precision: Precision | None):
@@ -83,6 +88,8 @@ def measure(
     unless given)."""
     torch.manual_seed(0)
     device = device or torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer runs it; the warm-up searches
     precision = Precision.choose(device, None)
     model = ResNet9().to(device, memory_format=torch.channels_last).train()
     images = torch.randn(batch_size, 3, 32, 32, device=device)
@@ -91,18 +98,18 @@ def measure(
     loss_fn = nn.CrossEntropyLoss()
     native = precision.name
 
-    def timed(work: Callable[[], None]) -> float:
+    def median(work: Callable[[], None]) -> float:
         return median_seconds(work, repeats, device)
 
     rows = [
-        Timing(f"first conv, {native} (as trained)", timed(
+        Timing(f"first conv, {native} (as trained)", median(
             forward_backward(model.prep, images, precision))),
-        Timing("first conv, fp32", timed(forward_backward(model.prep, images, None))),
+        Timing("first conv, fp32", median(forward_backward(model.prep, images, None))),
     ]  # fmt: skip
     for channels in (4, 8):
         wider, padded = padded_prep(model.prep, channels), pad_channels(images, channels)
         variant = f"first conv, {native}, input padded to {channels} channels"
-        rows.append(Timing(variant, timed(forward_backward(wider, padded, precision))))
+        rows.append(Timing(variant, median(forward_backward(wider, padded, precision))))
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
@@ -110,7 +117,7 @@ def measure(
             loss = loss_fn(model(images).float(), labels)
         loss.backward()
 
-    rows.append(Timing(f"whole step (forward + backward), {native}", timed(step)))
+    rows.append(Timing(f"whole step (forward + backward), {native}", median(step)))
     return rows
 
 
@@ -118,12 +125,14 @@ def render(rows: list[Timing], batch_size: int, device: torch.device | None = No
     step = rows[-1].seconds
     lines = [
         f"{device_name(device or torch.device('cpu'))}, torch {torch.__version__}, batch "
-        f"{batch_size}, channels_last, eager; forward + backward, median seconds",
+        f"{batch_size}, channels_last, eager; forward + backward, median milliseconds",
         "",
-        "| Variant | Seconds | Share of the step |",
+        "| Variant | ms | Share of the step |",
         "|---|---:|---:|",
     ]
-    lines += [f"| {row.variant} | {row.seconds:.4f} | {row.seconds / step:.1%} |" for row in rows]
+    lines += [
+        f"| {row.variant} | {1e3 * row.seconds:,.3f} | {row.seconds / step:.1%} |" for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -327,7 +327,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-seeds", type=int, default=int(environment("SWEEP_SEEDS", "1")))
     parser.add_argument("--train-args", default=environment("TRAIN_ARGS", ""))
     parser.add_argument("--suite-args", default=environment("SUITE_ARGS", "--benchmark"))
-    parser.add_argument("--conv-args", default=environment("CONV_ARGS", "--repeats 50"))
+    parser.add_argument("--conv-args", default=environment("CONV_ARGS", "--repeats 20"))
     parser.add_argument(
         "--suite-k",
         default=environment("SUITE_K", "reference or torch-amp-cl-reduce-overhead or throughput"),

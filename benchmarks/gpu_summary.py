@@ -173,11 +173,15 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
     ]
     lines += stages_rows(stages) + seeds_rows(seeds) + sweep_rows(sweep) + suite_rows(suite)
     lines += tests_rows(outcomes, by_name.get("tests"))
+    table = "\n".join(lines) + "\n"
     first_conv = work / "first-conv" / FIRST_CONV_FILE
     first_conv_table = first_conv.read_text() if first_conv.is_file() else None
-    if first_conv_table:
-        lines += ["", "The first convolution (benchmarks/first_conv.py):", "", first_conv_table]
-    markdown = "\n".join(lines) + "\n"
+    # Filed on its own (publish --import), so it stays out of the training record's table.
+    markdown = table + (
+        f"\nThe first convolution (benchmarks/first_conv.py):\n\n{first_conv_table}"
+        if first_conv_table
+        else ""
+    )
     date = datetime.date.today().isoformat()
     payload = {
         "meta": {**meta, "date": date, **origin},
@@ -191,7 +195,7 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
         "first_conv": first_conv_table,
         "training": {
             "kind": "training",
-            "markdown": markdown,
+            "markdown": table,
             "meta": {"name": device, "date": date, "command": meta["command"]},
         },
     }

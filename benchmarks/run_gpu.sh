@@ -8,7 +8,7 @@
 #   (default: all)
 # Environment: PYTHON (python3), BUDGET_S (480), SEEDS (5), SWEEP (0.05,0.2,0.4), SWEEP_SEEDS (1),
 #   TRAIN_ARGS (extra flags for fastcifar.train), SUITE_ARGS (--benchmark; empty: smoke mode),
-#   SUITE_K (which suite rows), CONV_ARGS (flags for benchmarks/first_conv.py; --repeats 50),
+#   SUITE_K (which suite rows), CONV_ARGS (flags for benchmarks/first_conv.py; --repeats 20),
 #   WORK (the working folder), ALLOW_CPU=1 (a dry run on the CPU),
 #   FASTCIFAR_COMMIT (the commit, where git and .provenance.json are both missing).
 set -uo pipefail

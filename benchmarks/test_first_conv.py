@@ -1,6 +1,6 @@
 """The first-conv measurement (benchmarks/first_conv.py): its padded variants compute the same
-function, it reports every variant beside the whole step, on the CPU or a GPU, and a device it
-cannot use is one line."""
+function, it reports every variant beside the whole step (on a GPU too: tests/test_cuda.py), and
+a device it cannot use is one line."""
 
 from __future__ import annotations
 
@@ -51,12 +51,3 @@ def test_the_cpu_is_measured_when_asked_and_the_table_says_so(capsys, tmp_path):
     table = capsys.readouterr().out
     assert table.startswith("CPU ") and "batch 4, channels_last, eager" in table
     assert out.read_text() == table
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_the_gpu_is_timed_with_its_native_precision():
-    rows = measure(batch_size=8, repeats=2, device=torch.device("cuda"))
-    native = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-    assert rows[0].variant == f"first conv, {native} (as trained)"
-    assert len(rows) == 5 and all(row.seconds > 0 for row in rows)

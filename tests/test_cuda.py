@@ -1,6 +1,7 @@
 """The CUDA fast path (`pytest -m cuda`; skipped without a GPU): every loader meets the spec on
 the GPU, a compiled run with CUDA graphs records each graph once, bf16 and fp16 + GradScaler
-steps train, and --device cuda:0 leaves the other GPUs alone."""
+steps train, --device cuda:0 leaves the other GPUs alone, and the first-conv benchmark
+(benchmarks/first_conv.py) times its variants on the GPU."""
 
 from __future__ import annotations
 
@@ -89,3 +90,15 @@ def test_device_cuda_0_leaves_the_other_gpus_untouched(tmp_path, monkeypatch):
     for index in range(1, torch.cuda.device_count()):
         assert torch.cuda.memory_reserved(index) == 0  # the allocator keeps what it ever took
     assert torch.cuda.current_device() == 0
+
+
+def test_the_first_conv_benchmark_times_its_variants_on_the_gpu():
+    from benchmarks.first_conv import measure, padded_prep
+    from fastcifar.engine.model import ResNet9
+
+    rows = measure(batch_size=8, repeats=2, device=torch.device("cuda"))
+    native = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    assert rows[0].variant == f"first conv, {native} (as trained)"
+    assert len(rows) == 5 and all(row.seconds > 0 for row in rows)
+    wider = padded_prep(ResNet9().prep.cuda(), 8)  # on the device of the layer it widens
+    assert wider[0].weight.is_cuda and wider[1].running_mean.is_cuda
