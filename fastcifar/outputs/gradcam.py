@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from fastcifar.data.dataset import Dataset
+from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.model import ResNet9
 from fastcifar.errors import MissingBackendError
 from fastcifar.outputs.plots import GRID_COLUMNS, image_grid, mistakes_shown, save_figure
@@ -156,10 +157,10 @@ def grid_title(shown: int, total_wrong: int, total: int) -> str:
 
 
 def explain_mistakes(
-    model: nn.Module, data: Any, evaluation: Any, path: Path, count: int = SHOWN
+    model: nn.Module, data: Dataset, evaluation: Evaluation, path: Path, count: int = SHOWN
 ) -> Path:
-    """Grad-CAM of the first `count` misclassified test images of `evaluation` (of `data`, a
-    Dataset), as a PNG grid at `path`."""
+    """Grad-CAM of the first `count` misclassified test images of `evaluation` (of `data`), as a
+    PNG grid at `path`."""
     from fastcifar.data.normalisation import to_batch
 
     labels = evaluation.labels.numpy()

@@ -9,14 +9,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from torch import nn
+
+from fastcifar.data.dataset import Dataset
 from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.lr_range_test import RangeTestResult
+from fastcifar.engine.schedule import LrBounds
 from fastcifar.engine.step import EpochAccumulator, EpochTotals
 from fastcifar.outputs import plots
+from fastcifar.records.config import TrainConfig
 from fastcifar.records.run_folder import RunFolder
 from fastcifar.records.summary import Summary, sources
+from fastcifar.system.distributed import Distributed
 
 # An evaluation image costs this share of a training image. In FLOPs it is a third (a step is a
 # forward plus input and weight gradients); measured on the 2-core AVX2 EPYC (fp32, evaluation
@@ -180,13 +186,40 @@ def read_range_test(folder: Path) -> RangeTestResult | None:
     return RangeTestResult(**{key: value for key, value in values.items() if key in names})
 
 
+class ReportedTrainer(Protocol):
+    """What the reporter reads of a run's trainer (training.trainer.Trainer, a layer above)."""
+
+    config: TrainConfig
+    dist: Distributed
+    model: nn.Module
+    data: Dataset
+
+    @property
+    def steps_per_epoch(self) -> int: ...
+
+    @property
+    def total_steps(self) -> int: ...
+
+
+class ReportedState(Protocol):
+    """What the reporter reads of a run's state (training.state.TrainingState)."""
+
+    bounds: LrBounds
+    epoch: int
+    history: list[dict[str, Any]]
+    step_losses: list[float]
+
+    @property
+    def started(self) -> bool: ...
+
+
 class Reporter:
     """TensorBoard as the run goes, the plots and Grad-CAM at its end; a no-op on the ranks
     that do not write. TensorBoard gets an epoch's steps every LIVE_SECONDS in a single
     process (one read of the device-side losses then, never a read per step), and at each
     epoch's end the global batch's losses."""
 
-    def __init__(self, trainer: Any, folder: RunFolder) -> None:
+    def __init__(self, trainer: ReportedTrainer, folder: RunFolder) -> None:
         self.trainer, self.folder = trainer, folder
         self.config = trainer.config
         self.log = None
@@ -194,7 +227,7 @@ class Reporter:
         self.last_live = time.monotonic()
 
     @contextlib.contextmanager
-    def session(self, state: Any) -> Iterator[None]:
+    def session(self, state: ReportedState) -> Iterator[None]:
         if self.config.tensorboard and self.folder.writes:
             from fastcifar.outputs.tensorboard_log import TensorBoardLog
 
@@ -236,11 +269,11 @@ class Reporter:
         lrs = [lr_of(first + index) for index in range(len(losses))]
         self.log.steps(first, lrs, losses)
 
-    def epoch(self, state: Any, row: dict[str, Any]) -> None:
+    def epoch(self, state: ReportedState, row: dict[str, Any]) -> None:
         if self.log is not None:
             self.log.epoch(state.epoch, row)
 
-    def end(self, state: Any, evaluation: Evaluation) -> None:
+    def end(self, state: ReportedState, evaluation: Evaluation) -> None:
         """Every plot of a finished run, Grad-CAM of its mistakes, and both in TensorBoard."""
         folder, trainer = self.folder, self.trainer
         if self.config.plots:
@@ -254,7 +287,9 @@ class Reporter:
             self.log.images({name: folder / f"{name}.png" for name in names})
 
 
-def plot_run(folder: RunFolder, state: Any, evaluation: Evaluation, trainer: Any) -> None:
+def plot_run(
+    folder: RunFolder, state: ReportedState, evaluation: Evaluation, trainer: ReportedTrainer
+) -> None:
     """The schedule, the curves (every step's loss and each epoch's), the mistakes and the
     confusion matrix of a finished run."""
     from fastcifar.engine.schedule import schedule_points
