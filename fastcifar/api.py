@@ -233,10 +233,17 @@ def find_lr(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> RangeTest:
     """The LR range test as `python -m fastcifar.find_lr` runs it (same settings as `fit`)."""
+    from fastcifar.system.caller import called_from_python
+
+    with called_from_python(data is not None, model is not None):
+        return range_test_of(make_request(config, data, model, **values))
+
+
+def range_test_of(request: Request) -> RangeTest:
+    """Run the range test a Request asks for (see find_lr)."""
     from fastcifar.runs.single import range_test_only
     from fastcifar.system.progress import quiet
 
-    request = make_request(config, data, model, **values)
     request.check()
     device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
     try:
@@ -251,11 +258,19 @@ def estimate(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> Estimate:
     """What the run would cost here, from one measured step after the warm-up (compilation
-    included on a GPU); writes nothing. `.line()` says it, `.total` is in seconds."""
+    included on a GPU); writes no run folder (CIFAR-10 is downloaded if missing). `.line()`
+    says it, `.total` is in seconds."""
+    from fastcifar.system.caller import called_from_python
+
+    with called_from_python(data is not None, model is not None):
+        return cost_of(make_request(config, data, model, **values))
+
+
+def cost_of(request: Request) -> Estimate:
+    """What the run a Request asks for would cost here (see estimate)."""
     from fastcifar.runs.setup import Setup, built, estimate_of
     from fastcifar.training.trainer import warm_up
 
-    request = make_request(config, data, model, **values)
     request.check()
     device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
     try:

@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
 
     def run() -> None:
         from fastcifar.records.run_folder import strict_json
+        from fastcifar.runs.inference import evaluate as evaluate_run
         from fastcifar.system.files import atomic_write
         from fastcifar.system.progress import say
 
-        result = evaluate(
+        result = evaluate_run(
             args.run_dir,
             tta=args.tta,
             test_subset=args.test_subset,
@@ -97,10 +98,14 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
 
 
 def evaluate(run: Any, **options: Any) -> Any:
-    """fastcifar.runs.inference.evaluate: a trained run on a test split; a RunEvaluation."""
+    """fastcifar.runs.inference.evaluate: a trained run on a test split; a RunEvaluation.
+    Its messages name settings as Python writes them (the command calls inference itself)."""
     from fastcifar.runs.inference import evaluate as evaluate_run
+    from fastcifar.system.caller import called_from_python
 
-    return evaluate_run(run, **options)
+    own = {name: options.get(name) is not None for name in ("data", "model")}
+    with called_from_python(**own):
+        return evaluate_run(run, **options)
 
 
 class EvaluateCommand(types.ModuleType):

@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.api import find_lr
+        from fastcifar import api
 
-        find_lr(given(args, TrainConfig), data=data, model=model, **given(args, RunOptions))
+        # Not api.find_lr: a message here names the flags, not the Python keywords.
+        api.range_test_of(
+            api.make_request(given(args, TrainConfig), data, model, **given(args, RunOptions))
+        )
 
     run_main(run)
 

@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        result = predict(args.run_dir, args.images, top=args.top, resize=args.resize,
+        from fastcifar.runs.inference import predict as predict_images
+
+        result = predict_images(args.run_dir, args.images, top=args.top, resize=args.resize,
                          device=args.device, allow_incomplete=args.allow_incomplete)  # fmt: skip
         if args.json:
             print(json.dumps(result.to_dict(), indent=2))
@@ -56,10 +58,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def predict(run: Any, images: Any, **options: Any) -> Any:
-    """fastcifar.runs.inference.predict: the top classes of images; a Predictions."""
+    """fastcifar.runs.inference.predict: the top classes of images; a Predictions. Its
+    messages name settings as Python writes them (the command calls inference itself)."""
     from fastcifar.runs.inference import predict as predict_images
+    from fastcifar.system.caller import called_from_python
 
-    return predict_images(run, images, **options)
+    with called_from_python(data=False, model=options.get("model") is not None):
+        return predict_images(run, images, **options)
 
 
 class PredictCommand(types.ModuleType):

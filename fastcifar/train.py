@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
         from fastcifar import api
 
         if "estimate" in args:
-            cost = api.estimate({**base, **settings}, data=data, model=model, **options)
+            cost = api.cost_of(api.make_request({**base, **settings}, data, model, **options))
             print(cost.line(), flush=True)
             return
         # Not api.fit: a stop here says the command to paste, not the Python call.
@@ -80,11 +80,15 @@ def main(argv: list[str] | None = None, *, data: Any = None, model: Any = None) 
 
 
 def resolved(config: TrainConfig) -> TrainConfig:
-    """The config as a run records it: the data folder absolute."""
+    """The config as a file keeps it: a data folder given made absolute (the file works from
+    any folder); none given stays unset, so that where the file is read $FASTCIFAR_DATA or that
+    machine's cache applies, not the folder this machine would have used."""
     from dataclasses import replace
 
     from fastcifar.data.source import recorded_data_dir
 
+    if config.data_dir is None:
+        return config
     return replace(config, data_dir=recorded_data_dir(config.data_dir))
 
 

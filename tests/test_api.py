@@ -18,8 +18,11 @@ import torch
 from torch import nn
 
 import fastcifar
+from fastcifar.data.source import default_data_dir
 from fastcifar.engine import step as engine
 from fastcifar.errors import ConfigError, DataError, Interrupted, LimitReached
+from fastcifar.records.config import TrainConfig
+from fastcifar.records.config_file import read_toml
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -201,12 +204,15 @@ def test_data_of_ones_own_that_cannot_work_is_one_data_error(data, message):
 def test_a_batch_larger_than_the_training_split_is_named_as_the_cause(tmp_path, capsys):
     """Not "0 batches make 0 steps: raise epochs": the batch size is what is wrong, and Python
     is told its keyword, the command line its flag."""
-    with pytest.raises(ConfigError, match="batch_size 1000 is larger than the 96 training images"):
-        fastcifar.fit(**{**QUICK, "batch_size": 1000, "train_subset": None}, data=four_classes())
+    too_large = {**QUICK, "batch_size": 1000, "train_subset": None}
+    for call in (fastcifar.fit, fastcifar.estimate, fastcifar.find_lr):
+        with pytest.raises(ConfigError, match=r"^batch_size 1000 is larger than the 96 training"):
+            call(**too_large, data=four_classes())
     argv = ["--batch-size", "1000", "--device", "cpu", "--out", str(tmp_path / "r")]
-    with pytest.raises(SystemExit):
-        train_main(argv, data=four_classes())
-    assert "--batch-size 1000 is larger than the 96 training images" in capsys.readouterr().err
+    for command in ([], ["--estimate"]):
+        with pytest.raises(SystemExit):
+            train_main([*argv, *command], data=four_classes())
+        assert "--batch-size 1000 is larger than the 96 training images" in capsys.readouterr().err
 
 
 def test_tensors_in_nchw_or_floats_are_taken_as_they_come():
@@ -256,6 +262,23 @@ def test_print_config_then_config_reproduces_the_run(tmp_path, capsys):
     assert first == second
     train_main(["--config", str(toml), "--epochs", "2", "--print-config"])  # flags override
     assert "\nepochs = 2\n" in capsys.readouterr().out
+
+
+def test_print_config_keeps_a_data_folder_given_and_leaves_none_given_to_the_reader(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("FASTCIFAR_DATA", raising=False)
+    train_main(["--print-config"])
+    text = capsys.readouterr().out
+    assert "\n# data_dir = (default)\n" in text  # not this machine's cache folder
+    toml = tmp_path / "run.toml"
+    toml.write_text(text)
+    monkeypatch.setenv("FASTCIFAR_DATA", str(tmp_path / "elsewhere"))  # where it is read
+    read_back = TrainConfig.from_dict(read_toml(toml), "the file")
+    assert default_data_dir(read_back.data_dir) == tmp_path / "elsewhere"
+    monkeypatch.chdir(tmp_path)
+    train_main(["--data-dir", "data", "--print-config"])  # relative: made absolute
+    assert f"\ndata_dir = {json.dumps(str(tmp_path / 'data'))}\n" in capsys.readouterr().out
 
 
 def test_a_config_file_with_an_unknown_setting_is_one_line(tmp_path, capsys):

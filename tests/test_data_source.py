@@ -12,6 +12,7 @@ import pytest
 from fastcifar.data import source as data_source
 from fastcifar.data.source import DataSourceError, default_data_dir, load_cifar10, load_source
 from fastcifar.data.spec import CIFAR10
+from fastcifar.system.caller import called_from_python
 from tests.cifar_files import (
     CLASS_NAMES,
     encode_records,
@@ -72,6 +73,27 @@ def test_no_network_gives_one_actionable_error(tmp_path, http_server):
     with pytest.raises(DataSourceError, match=r"could not download.*--data-dir") as caught:
         load_source(replace(CIFAR10, url=f"{base}/missing.tar.gz"), tmp_path / "cache")
     assert "\n" not in str(caught.value)
+
+
+def test_no_network_from_python_names_the_keyword(tmp_path, http_server):
+    _, base = http_server
+    with called_from_python(data=False, model=False), pytest.raises(DataSourceError) as caught:
+        load_source(replace(CIFAR10, url=f"{base}/missing.tar.gz"), tmp_path / "cache")
+    assert "pass data_dir a folder that holds cifar-10-batches-bin/" in str(caught.value)
+    assert "--data-dir" not in str(caught.value)
+
+
+def test_the_data_folder_itself_instead_of_its_parent_is_named_and_left_untouched(tmp_path):
+    files = tiny_files()
+    folder = write_folder(tmp_path, files)
+    with pytest.raises(DataSourceError) as caught:
+        load_source(spec_for(files), folder)
+    assert str(caught.value) == (
+        f"{folder} holds the CIFAR-10 files themselves: pass its parent folder "
+        f"(--data-dir {tmp_path}), the one that holds cifar-10-batches-bin/"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)  # no lock, no download
+    assert load_source(spec_for(files), tmp_path).train.images.shape[0] > 0
 
 
 def test_no_download_allowed_says_where_it_looked(tmp_path):

@@ -208,11 +208,12 @@ def trained(tmp_path_factory) -> Path:
 
 def test_evaluate_takes_the_runs_own_test_images_unless_asked_for_all(trained, capsys):
     evaluate.main([str(trained)], data=DATA)
-    assert "evaluating the run's own 32 test images (--test-subset all: every one)" in (
-        capsys.readouterr().out
-    )
+    own = "evaluating the 32 test images the run was evaluated on"
+    assert f"{own} (--test-subset all for all of them)" in capsys.readouterr().out
     evaluate.main([str(trained), "--test-subset", "all"], data=DATA)
     assert "evaluating all 48 test images" in capsys.readouterr().out
+    evaluate(trained, data=DATA)  # from Python, the setting as Python writes it
+    assert f"{own} (test_subset='all' for all of them)" in capsys.readouterr().out
     assert json.loads((trained / "evaluation.json").read_text())["test_examples"] == 48
 
 

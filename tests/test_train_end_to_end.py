@@ -133,7 +133,7 @@ def test_weights_load_with_weights_only_and_reproduce_the_accuracy(trained_run, 
     assert set(state) == set(saved.model.state_dict())
     data = None if real_cifar_dir() is not None else SYNTHETIC
     evaluate.main([str(trained_run), "--tta"], data=data)  # the run's own 100 test images
-    assert "evaluating the run's own 100 test images" in capsys.readouterr().out
+    assert "evaluating the 100 test images the run was evaluated on" in capsys.readouterr().out
     report = json.loads((trained_run / "evaluation.json").read_text())
     # Evaluation runs in fp32; training may have evaluated under bf16 autocast: allow a flip.
     assert report["test_accuracy"] == pytest.approx(summary["final_test_accuracy"], abs=0.011)

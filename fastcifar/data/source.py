@@ -26,6 +26,7 @@ from fastcifar.data.dataset import CifarSplit, Dataset
 from fastcifar.data.normalisation import Normalisation
 from fastcifar.data.spec import CIFAR10, DataSpec
 from fastcifar.errors import DataSourceError
+from fastcifar.system.caller import named
 from fastcifar.system.files import waiting_lock
 
 __all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10", "load_source"]
@@ -114,13 +115,18 @@ def ensure_extracted(root: Path, spec: DataSpec, *, download: bool) -> Path:
     folder = root / spec.folder_name
     if folder.is_dir():
         return folder
+    if any((root / name).is_file() for name in spec.files):  # the likeliest slip: one level in
+        raise DataSourceError(
+            f"{root} holds the {spec.title} files themselves: pass its parent folder "
+            f"({named('data_dir')} {root.parent}), the one that holds {spec.folder_name}/"
+        )
     if not download and not (root / spec.archive_name).is_file():
         raise DataSourceError(
             f"{spec.title} not found in {root} (no {spec.folder_name}/ or {spec.archive_name}): "
-            "pass --data-dir to a folder that holds it, or allow the download"
+            f"pass {named('data_dir')} a folder that holds it, or allow the download"
         )
     if root.exists() and not root.is_dir():
-        raise DataSourceError(f"--data-dir {root} is a file, not a folder")
+        raise DataSourceError(f"{named('data_dir')} {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     with waiting_lock(root / LOCK_NAME):
         if folder.is_dir():  # another process finished while this one waited
@@ -163,8 +169,8 @@ def download_archive(spec: DataSpec, target: Path) -> None:
         reason = getattr(error, "reason", error)
         raise DataSourceError(
             f"could not download {spec.title} from {url} ({reason}); no network? Download "
-            f"{spec.archive_name} by hand into {target.parent}, or pass --data-dir to a folder "
-            f"that holds {spec.folder_name}/"
+            f"{spec.archive_name} by hand into {target.parent}, or pass {named('data_dir')} a "
+            f"folder that holds {spec.folder_name}/"
         ) from None
     actual = sha256_of(partial)
     if actual != spec.archive_sha256:
@@ -211,7 +217,7 @@ def verify_folder(folder: Path, spec: DataSpec) -> None:
         if not path.is_file():
             raise DataSourceError(
                 f"{path} is missing: the {spec.title} folder is incomplete; restore it or point "
-                "--data-dir at a complete copy"
+                f"{named('data_dir')} at a complete copy"
             )
         size = path.stat().st_size
         expected_size = None if name in digests else spec.expected_size(name)  # a digest says more

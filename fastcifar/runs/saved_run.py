@@ -20,6 +20,7 @@ from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.run_folder import resume_command
 from fastcifar.records.summary import Summary, read_summary
+from fastcifar.system.caller import named, setting
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,9 @@ def test_split_of(
     if subset == "all" or (subset is None and own is None):
         count, which = None, f"all {len(dataset.test):,} test images"
     elif subset is None:
-        count, which = own, f"the run's own {own:,} test images (--test-subset all: every one)"
+        every = setting("test_subset", "all", "'all'")
+        count = own
+        which = f"the {own:,} test images the run was evaluated on ({every} for all of them)"
     else:
         count, which = int(subset), f"the first {int(subset):,} test images"
-    return dataset.test.subset(count, "--test-subset"), which
+    return dataset.test.subset(count, named("test_subset")), which
