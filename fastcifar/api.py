@@ -292,8 +292,10 @@ def load_run(
 ) -> SavedRun:
     """The trained model of a run folder with its records, checked as `evaluate` checks them;
     a run of a model of one's own needs that `model` (class, function or module) again."""
+    from fastcifar.system.caller import called_from_python
     from fastcifar.system.device import pick_device
 
-    return load_saved_run(
-        Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
-    )
+    with called_from_python(data=False, model=model is not None):
+        return load_saved_run(
+            Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
+        )

@@ -103,8 +103,8 @@ def evaluate(run: Any, **options: Any) -> Any:
     from fastcifar.runs.inference import evaluate as evaluate_run
     from fastcifar.system.caller import called_from_python
 
-    own = {name: options.get(name) is not None for name in ("data", "model")}
-    with called_from_python(**own):
+    data, model = options.get("data"), options.get("model")
+    with called_from_python(data=data is not None, model=model is not None):
         return evaluate_run(run, **options)
 
 

@@ -213,6 +213,9 @@ def test_a_batch_larger_than_the_training_split_is_named_as_the_cause(tmp_path, 
         with pytest.raises(SystemExit):
             train_main([*argv, *command], data=four_classes())
         assert "--batch-size 1000 is larger than the 96 training images" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fastcifar.find_lr.main(argv, data=four_classes())
+    assert "--batch-size 1000 is larger than the 96 training images" in capsys.readouterr().err
 
 
 def test_tensors_in_nchw_or_floats_are_taken_as_they_come():

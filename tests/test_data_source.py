@@ -89,11 +89,26 @@ def test_the_data_folder_itself_instead_of_its_parent_is_named_and_left_untouche
     with pytest.raises(DataSourceError) as caught:
         load_source(spec_for(files), folder)
     assert str(caught.value) == (
-        f"{folder} holds the CIFAR-10 files themselves: pass its parent folder "
-        f"(--data-dir {tmp_path}), the one that holds cifar-10-batches-bin/"
+        f"{folder} is the cifar-10-batches-bin/ folder itself: pass the folder that holds it "
+        f"(--data-dir {tmp_path})"
     )
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)  # no lock, no download
+    with called_from_python(data=False, model=False), pytest.raises(DataSourceError) as caught:
+        load_source(spec_for(files), folder)
+    assert str(caught.value).endswith(f"(data_dir={str(tmp_path)!r})")
     assert load_source(spec_for(files), tmp_path).train.images.shape[0] > 0
+
+
+def test_files_copied_out_of_their_folder_are_named_and_a_stray_one_is_not(tmp_path, http_server):
+    files = tiny_files()
+    loose = write_folder(tmp_path, files)  # the files, in a folder of another name
+    loose = loose.rename(tmp_path / "mine")
+    with pytest.raises(DataSourceError, match=r"holds the CIFAR-10 files loose: they are read "):
+        load_source(spec_for(files), loose)
+    (loose / "data_batch_1.bin").unlink()  # not the data set: fetched as if absent
+    _, base = http_server
+    with pytest.raises(DataSourceError, match="could not download"):
+        load_source(replace(spec_for(files), url=f"{base}/missing.tar.gz"), loose)
 
 
 def test_no_download_allowed_says_where_it_looked(tmp_path):

@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastcifar
 from fastcifar import evaluate, predict
 from fastcifar.data import images
 from fastcifar.engine import step as engine
@@ -185,8 +186,8 @@ def test_strict_json_writes_null_and_says_why():
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--train-subset", "60000", "train_subset (60,000) exceeds the 64 images of the split"),
-        ("--test-subset", "20000", "test_subset (20,000) exceeds the 32 images of the split"),
+        ("--train-subset", "60000", "--train-subset (60,000) exceeds the 64 images of the split"),
+        ("--test-subset", "20000", "--test-subset (20,000) exceeds the 32 images of the split"),
     ],
 )
 def test_subsets_larger_than_the_split_are_refused(tmp_path, capsys, flag, value, message):
@@ -291,6 +292,9 @@ def test_an_unfinished_run_is_refused_unless_asked(finished, tmp_path, capsys):
     assert "is not a complete run (status: interrupted)" in error and "--allow-incomplete" in error
     evaluate_main([str(target), "--allow-incomplete"])
     assert "test accuracy" in capsys.readouterr().out
+    with pytest.raises(RunFolderError, match=r"or pass allow_incomplete=True$"):
+        predict(target, np.zeros((32, 32, 3), np.uint8))  # from Python: the keyword
+    assert predict(target, np.zeros((32, 32, 3), np.uint8), allow_incomplete=True).predictions
 
 
 @pytest.mark.parametrize(
@@ -412,6 +416,11 @@ def test_an_unfinished_run_in_out_is_refused_naming_resume(finished, tmp_path, c
     assert run([*TINY, "--out", str(target)]) == 2
     error = capsys.readouterr().err
     assert f"pass --resume {target} to continue it, or --overwrite to replace it" in error
+    tiny = dict(epochs=1, train_subset=48, batch_size=16, test_subset=16, lr_max=0.05)
+    with pytest.raises(RunFolderError) as caught:  # from Python: the keywords
+        fastcifar.fit(**tiny, plots=False, device="cpu", out=str(target), data=DATA)
+    hint = f"pass resume={str(target)!r} to continue it, or overwrite=True to replace it"
+    assert str(caught.value).endswith(hint)
 
 
 def test_a_missing_tensorboard_fails_before_any_work(tmp_path, capsys, monkeypatch):

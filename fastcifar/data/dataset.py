@@ -15,6 +15,7 @@ import numpy as np
 
 from fastcifar.data.normalisation import CIFAR10, Normalisation
 from fastcifar.errors import ConfigError, DataError
+from fastcifar.system.caller import named
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -57,8 +58,8 @@ class Dataset:
         """The first `train` and `test` images (None: all), named as the settings are."""
         return replace(
             self,
-            train=self.train.subset(train, "train_subset"),
-            test=self.test.subset(test, "test_subset"),
+            train=self.train.subset(train, named("train_subset")),
+            test=self.test.subset(test, named("test_subset")),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from fastcifar.data.dataset import CifarSplit, Dataset
 from fastcifar.data.normalisation import Normalisation
 from fastcifar.data.spec import CIFAR10, DataSpec
 from fastcifar.errors import DataSourceError
-from fastcifar.system.caller import named
+from fastcifar.system.caller import named, setting
 from fastcifar.system.files import waiting_lock
 
 __all__ = ["DataSourceError", "cache_dir", "default_data_dir", "load_cifar10", "load_source"]
@@ -115,11 +115,8 @@ def ensure_extracted(root: Path, spec: DataSpec, *, download: bool) -> Path:
     folder = root / spec.folder_name
     if folder.is_dir():
         return folder
-    if any((root / name).is_file() for name in spec.files):  # the likeliest slip: one level in
-        raise DataSourceError(
-            f"{root} holds the {spec.title} files themselves: pass its parent folder "
-            f"({named('data_dir')} {root.parent}), the one that holds {spec.folder_name}/"
-        )
+    if all((root / name).is_file() for name in spec.files):
+        raise DataSourceError(loose_files_message(root, spec))
     if not download and not (root / spec.archive_name).is_file():
         raise DataSourceError(
             f"{spec.title} not found in {root} (no {spec.folder_name}/ or {spec.archive_name}): "
@@ -132,6 +129,21 @@ def ensure_extracted(root: Path, spec: DataSpec, *, download: bool) -> Path:
         if folder.is_dir():  # another process finished while this one waited
             return folder
         return _download_and_extract(root, spec)
+
+
+def loose_files_message(root: Path, spec: DataSpec) -> str:
+    """`root` holds the data set's files themselves, not its folder: most often the folder
+    itself was given, one level too deep; else the files were copied out of it."""
+    if root.name == spec.folder_name:
+        parent = str(root.parent)
+        return (
+            f"{root} is the {spec.folder_name}/ folder itself: pass the folder that holds it "
+            f"({setting('data_dir', parent, repr(parent))})"
+        )
+    return (
+        f"{root} holds the {spec.title} files loose: they are read from {root / spec.folder_name}/"
+        "; move them into it"
+    )
 
 
 def _download_and_extract(root: Path, spec: DataSpec) -> Path:

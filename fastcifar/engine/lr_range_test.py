@@ -49,6 +49,7 @@ import torch
 
 from fastcifar.engine.step import StepContext, state_restored, training_step
 from fastcifar.errors import RangeTestError
+from fastcifar.system.caller import named
 from fastcifar.system.progress import progress
 
 SMOOTHING = 0.98
@@ -145,7 +146,7 @@ def lr_range_test(
     if len(sweep.lrs) < 2:
         raise RangeTestError(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
-            "lower --start-lr (find_lr) or give --lr-max"
+            f"lower {named('start_lr')} (find_lr) or give {named('lr_max')}"
         )
     lr_max, lr_min, max_method, min_method = suggest_bounds(
         sweep.lrs, sweep.smoothed, lr_min_divisor, sweep.blow_up_lr

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 from fastcifar.errors import RunFolderError
 from fastcifar.records.config_record import ConfigRecord
 from fastcifar.records.summary import Summary
-from fastcifar.system.caller import python_call, python_resume
+from fastcifar.system.caller import named, python_call, python_resume, setting, switch
 from fastcifar.system.distributed import launch_command
 from fastcifar.system.files import TEMPORARY, atomic_save, atomic_write
 
@@ -67,6 +67,17 @@ def resume_command(folder: Path, world_size: int | None = None, data_parallel: b
 def resume_hint(folder: Path) -> str:
     """What an error or a stop of the run in `folder` ends with: how to continue it."""
     return f": resume with {resume_command(folder)}"
+
+
+def occupied_hint(folder: Path, complete: bool) -> str:
+    """What to do about a run already in `folder`, in the caller's terms."""
+    if complete:
+        return (
+            f"choose another {named('out')}, or pass {switch('overwrite')} to replace it "
+            f"({named('resume')} continues only unfinished runs)"
+        )
+    resume = setting("resume", str(folder), repr(str(folder)))
+    return f"pass {resume} to continue it, or {switch('overwrite')} to replace it"
 
 
 def strict_json(payload: Any) -> str:
@@ -143,11 +154,8 @@ class RunFolder:
         *,
         overwrite: bool = False,
         writes: bool = True,
-        occupied: str = "pass --resume {out} to continue it, or --overwrite to replace it",
-        occupied_complete: str = (
-            "choose another --out, or pass --overwrite to replace it "
-            "(--resume continues only unfinished runs)"
-        ),
+        occupied: str | None = None,
+        occupied_complete: str | None = None,
     ) -> RunFolder:
         """Check that `out` may take a new run (creating nothing yet); None: a fresh name."""
         if out is None:
@@ -156,14 +164,16 @@ class RunFolder:
             return cls(name, writes=writes, default_name=True)
         final = Path(out).expanduser()
         if final.exists() and not final.is_dir():
-            raise RunFolderError(f"--out {final} is a file, not a folder")
+            raise RunFolderError(f"{named('out')} {final} is a file, not a folder")
         status = run_status(final) if final.is_dir() else None
         if status is not None and not overwrite:
-            hint = (occupied_complete if status == "complete" else occupied).format(out=final)
+            hint = (occupied_complete if status == "complete" else occupied) or occupied_hint(
+                final, status == "complete"
+            )
             raise RunFolderError(f"{final} already holds a run (status: {status}): {hint}")
         if status is None and final.is_dir() and any(p.name != LOCK_NAME for p in final.iterdir()):
             raise RunFolderError(
-                f"{final} is not empty and holds no fastcifar run: choose another --out"
+                f"{final} is not empty and holds no fastcifar run: choose another {named('out')}"
             )
         _check_writable(final)
         if status is not None:  # --overwrite: never of a run another process still writes

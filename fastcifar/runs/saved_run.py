@@ -20,7 +20,7 @@ from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.run_folder import resume_command
 from fastcifar.records.summary import Summary, read_summary
-from fastcifar.system.caller import named, setting
+from fastcifar.system.caller import named, setting, switch
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def load_saved_run(
         raise RunFolderError(
             f"{folder} is not a complete run (status: {summary.status.value}"
             f"{': ' + summary.reason if summary.reason else ''}); resume it with "
-            f"{resume_command(folder)}, or pass --allow-incomplete"
+            f"{resume_command(folder)}, or pass {switch('allow_incomplete')}"
         )
     record = read_config(folder) if (folder / "config.json").is_file() else None
     config = summary.config_of_run

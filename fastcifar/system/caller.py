@@ -42,6 +42,12 @@ def named(name: str) -> str:
     return name if python_call() is not None else f"--{name.replace('_', '-')}"
 
 
+def switch(name: str) -> str:
+    """The on/off setting `name` (a field name: overwrite) turned on, as its caller writes it:
+    --overwrite on the command line, overwrite=True in Python."""
+    return f"{name}=True" if python_call() is not None else f"--{name.replace('_', '-')}"
+
+
 def setting(name: str, flag_value: str, python_value: str) -> str:
     """The setting `name` (a field name: max_time) as its caller wrote it: `--max-time 2h`
     (`flag_value`) on the command line, `max_time=7200` (`python_value`) in Python."""
