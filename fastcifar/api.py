@@ -24,6 +24,7 @@ from fastcifar.records.summary import Summary, read_summary
 from fastcifar.runs.aggregation import run_folders_of
 from fastcifar.runs.request import Request
 from fastcifar.runs.saved_run import SavedRun, load_saved_run
+from fastcifar.system.caller import python_entry
 from fastcifar.system.distributed import from_environment, start, teardown
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
@@ -158,6 +159,7 @@ def _check_options(options: RunOptions) -> None:
         raise ConfigError("--resume continues a run; --overwrite replaces one: choose one")
 
 
+@python_entry
 def fit(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> RunResult:
@@ -169,10 +171,7 @@ def fit(
     `parallel`). `data`: your own data (see `fastcifar.as_dataset`), else CIFAR-10; `model`:
     your own nn.Module, or a class or function returning one, else the ResNet9. A stop says
     how to continue from Python (`fit(resume=..., ...)`, naming what to pass again)."""
-    from fastcifar.system.caller import called_from_python
-
-    with called_from_python(data is not None, model is not None):
-        return execute(make_request(config, data, model, **values))
+    return execute(make_request(config, data, model, **values))
 
 
 def execute(request: Request) -> RunResult:
@@ -229,14 +228,12 @@ class RangeTest:
     folder: Path
 
 
+@python_entry
 def find_lr(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> RangeTest:
     """The LR range test as `python -m fastcifar.find_lr` runs it (same settings as `fit`)."""
-    from fastcifar.system.caller import called_from_python
-
-    with called_from_python(data is not None, model is not None):
-        return range_test_of(make_request(config, data, model, **values))
+    return range_test_of(make_request(config, data, model, **values))
 
 
 def range_test_of(request: Request) -> RangeTest:
@@ -254,16 +251,14 @@ def range_test_of(request: Request) -> RangeTest:
     return RangeTest(bounds.lr_min, bounds.lr_max, bounds.source, curve, folder)
 
 
+@python_entry
 def estimate(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
 ) -> Estimate:
     """What the run would cost here, from one measured step after the warm-up (compilation
     included on a GPU); writes no run folder (CIFAR-10 is downloaded if missing). `.line()`
     says it, `.total` is in seconds."""
-    from fastcifar.system.caller import called_from_python
-
-    with called_from_python(data is not None, model is not None):
-        return cost_of(make_request(config, data, model, **values))
+    return cost_of(make_request(config, data, model, **values))
 
 
 def cost_of(request: Request) -> Estimate:
@@ -283,6 +278,7 @@ def cost_of(request: Request) -> Estimate:
     return result
 
 
+@python_entry
 def load_run(
     folder: str | Path,
     *,
@@ -292,10 +288,8 @@ def load_run(
 ) -> SavedRun:
     """The trained model of a run folder with its records, checked as `evaluate` checks them;
     a run of a model of one's own needs that `model` (class, function or module) again."""
-    from fastcifar.system.caller import called_from_python
     from fastcifar.system.device import pick_device
 
-    with called_from_python(data=False, model=model is not None):
-        return load_saved_run(
-            Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
-        )
+    return load_saved_run(
+        Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
+    )

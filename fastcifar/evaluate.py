@@ -19,6 +19,7 @@ import numpy as np
 
 from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.records.config import TrainConfig
+from fastcifar.system.caller import python_entry
 
 
 def test_subset(text: str) -> int | str:
@@ -97,15 +98,13 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
     run_main(run)
 
 
+@python_entry
 def evaluate(run: Any, **options: Any) -> Any:
     """fastcifar.runs.inference.evaluate: a trained run on a test split; a RunEvaluation.
     Its messages name settings as Python writes them (the command calls inference itself)."""
     from fastcifar.runs.inference import evaluate as evaluate_run
-    from fastcifar.system.caller import called_from_python
 
-    data, model = options.get("data"), options.get("model")
-    with called_from_python(data=data is not None, model=model is not None):
-        return evaluate_run(run, **options)
+    return evaluate_run(run, **options)
 
 
 class EvaluateCommand(types.ModuleType):

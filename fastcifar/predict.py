@@ -17,6 +17,7 @@ from typing import Any
 
 from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.data.images import RESIZE_MODES
+from fastcifar.system.caller import python_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,14 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     run_main(run)
 
 
+@python_entry
 def predict(run: Any, images: Any, **options: Any) -> Any:
     """fastcifar.runs.inference.predict: the top classes of images; a Predictions. Its
     messages name settings as Python writes them (the command calls inference itself)."""
     from fastcifar.runs.inference import predict as predict_images
-    from fastcifar.system.caller import called_from_python
 
-    with called_from_python(data=False, model=options.get("model") is not None):
-        return predict_images(run, images, **options)
+    return predict_images(run, images, **options)
 
 
 class PredictCommand(types.ModuleType):

@@ -20,7 +20,7 @@ from torch import nn
 import fastcifar
 from fastcifar.data.source import default_data_dir
 from fastcifar.engine import step as engine
-from fastcifar.errors import ConfigError, DataError, Interrupted, LimitReached
+from fastcifar.errors import ConfigError, DataError, Interrupted, LimitReached, RunFolderError
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_file import read_toml
 from fastcifar.train import main as train_main
@@ -152,6 +152,10 @@ def test_find_lr_and_estimate_from_python(tmp_path):
     found = fastcifar.find_lr(**QUICK, range_test_steps=5, data=DATA, out=str(tmp_path / "lr"))
     assert 0 < found.lr_min < found.lr_max and len(found.curve.lrs) == 5
     assert found.folder == tmp_path / "lr" and (found.folder / "lr_range_test.json").is_file()
+    with pytest.raises(
+        RunFolderError, match=r"holds a run \(status: complete\): choose another out$"
+    ):
+        fastcifar.find_lr(**QUICK, range_test_steps=5, data=DATA, out=str(tmp_path / "lr"))
     cost = fastcifar.estimate(**QUICK, data=DATA)
     assert cost.seconds_per_step > 0 and cost.total > cost.training > 0
     assert cost.range_test > 0  # no LRMAX given: the range test is part of the cost

@@ -22,6 +22,7 @@ from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
 from fastcifar.runs.resume import check_continuable, check_none_lost, elastic_out, state_from
 from fastcifar.runs.setup import Setup, estimate_of, open_run
+from fastcifar.system.caller import named
 from fastcifar.system.device import device_name
 from fastcifar.system.distributed import Distributed
 from fastcifar.system.progress import say
@@ -118,7 +119,7 @@ def range_test_only(
 ) -> tuple[LrBounds, RangeTestResult, Path]:
     """find_lr: the LR range test in a folder of its own (its summary says kind range_test)."""
     started = time.perf_counter()
-    occupied = "choose another --out"
+    occupied = f"choose another {named('out')}"  # a range test is never continued
     life = Lifecycle.claim(
         request.options.out, False, dist, occupied=occupied, occupied_complete=occupied
     )

@@ -4,10 +4,15 @@ the caller's own terms: a command to paste, or the call to make again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,20 @@ def called_from_python(data: bool, model: bool) -> Iterator[None]:
         _PYTHON_CALL.reset(token)
 
 
+def python_entry(function: Callable[P, R]) -> Callable[P, R]:
+    """`function` as a Python entry point (fit, find_lr, estimate, ...): while it runs, the run
+    counts as started from Python; its `data` and `model` keywords say what a resume needs
+    again. The commands call the undecorated work, so that they keep naming flags."""
+
+    @functools.wraps(function)
+    def entry(*args: P.args, **kwargs: P.kwargs) -> R:
+        own_data, own_model = kwargs.get("data") is not None, kwargs.get("model") is not None
+        with called_from_python(own_data, own_model):
+            return function(*args, **kwargs)
+
+    return entry
+
+
 def python_call() -> PythonCall | None:
     """The Python call that started the run; None on the command line."""
     return _PYTHON_CALL.get()
@@ -39,13 +58,17 @@ def python_call() -> PythonCall | None:
 def named(name: str) -> str:
     """The setting `name` (a field name: batch_size) as its caller writes it: --batch-size on the
     command line, batch_size in Python."""
-    return name if python_call() is not None else f"--{name.replace('_', '-')}"
+    return name if python_call() is not None else _flag(name)
 
 
 def switch(name: str) -> str:
     """The on/off setting `name` (a field name: overwrite) turned on, as its caller writes it:
     --overwrite on the command line, overwrite=True in Python."""
-    return f"{name}=True" if python_call() is not None else f"--{name.replace('_', '-')}"
+    return f"{name}=True" if python_call() is not None else _flag(name)
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def setting(name: str, flag_value: str, python_value: str) -> str:
@@ -53,7 +76,7 @@ def setting(name: str, flag_value: str, python_value: str) -> str:
     (`flag_value`) on the command line, `max_time=7200` (`python_value`) in Python."""
     if python_call() is not None:
         return f"{name}={python_value}"
-    return f"--{name.replace('_', '-')} {flag_value}"
+    return f"{_flag(name)} {flag_value}"
 
 
 def python_resume(folder: str, parallel: str | None = None) -> str:
