@@ -43,7 +43,7 @@ def test_the_average_follows_the_weights_and_lends_them_for_a_while():
     start = model.fc.weight.detach().clone()
     with torch.no_grad():
         model.fc.weight.add_(4.0)
-    average.after_step()
+    average.after_step(0)
     torch.testing.assert_close(average.average["fc.weight"], start + 1.0)  # 0.25 of the way
     with average.applied():
         torch.testing.assert_close(model.fc.weight, start + 1.0)

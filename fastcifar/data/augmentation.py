@@ -3,7 +3,9 @@ these draws and is tested against the spec.
 
 Training images go through, in this order:
   1. RandomCrop 32x32 after padding 4 pixels on each side (9 x 9 = 81 equally likely offsets);
-  2. FlipLR with probability 0.5;
+  2. FlipLR with probability 0.5 (flip_mode "random"); or, "alternating", each image flipped at
+     random in epoch 0 and its flip reversed every epoch after (epochs 1, 3, ... show the other
+     side: the public record scripts' alternating flip); or "none";
   3. Cutout: one 8x8 square lying fully inside the 32x32 image (25 x 25 equally likely corners).
 Padding and cutout pixels are filled with the dataset mean, which is exactly 0 after normalisation.
 
@@ -31,6 +33,7 @@ class AugmentationSpec:
     pad: int = 4
     flip_probability: float = 0.5
     cutout_size: int = 8
+    flip_mode: str = "random"  # or "alternating", "none" (see the module docstring)
 
     @property
     def crop_offsets(self) -> int:
@@ -77,8 +80,13 @@ def draw_epoch(
     )
     draws = epoch_generator(seed, epoch, 1)
     crop = draws.integers(0, spec.crop_offsets, size=(2, count))
-    flip = draws.random(count) < spec.flip_probability
+    flip = draws.random(count) < spec.flip_probability  # drawn in every mode: same crops, cutouts
     cutout = draws.integers(0, spec.cutout_corners, size=(2, count))
+    if spec.flip_mode == "alternating":
+        first = epoch_generator(seed, 0, 2).random(count) < spec.flip_probability
+        flip = first ^ bool(epoch % 2)
+    elif spec.flip_mode == "none":
+        flip = np.zeros(count, dtype=bool)
     return EpochDraws(order.astype(np.int64), crop[0], crop[1], flip, cutout[0], cutout[1])
 
 

@@ -186,7 +186,7 @@ class _Sweep:
         for step in progress(range(steps), "LR range test", unit="step", nested=True):
             lr = start_lr * growth**step
             for group in self.ctx.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # BatchNorm biases' multiple
             loss, _ = training_step(self.ctx, *next(batches))
             # One host read per step is fine here: the range test is a few hundred steps, once.
             local = torch.stack([loss.float(), loss.new_tensor(float(stop_requested()))])

@@ -48,7 +48,7 @@ def one_cycle_schedule(
     pct_start = (peak + 1.0) / total_steps
     return OneCycleLR(
         optimizer,
-        max_lr=lr_max,
+        max_lr=[lr_max * scale for scale in lr_scales(optimizer)],
         total_steps=total_steps,
         pct_start=pct_start,
         anneal_strategy="linear",
@@ -96,6 +96,50 @@ def given_bounds(config: Any, how_max: str = "given") -> LrBounds | None:
     return LrBounds(lr_min, config.lr_max, {"lr_max": how_max, "lr_min": how_min})
 
 
+@dataclass(frozen=True)
+class ParameterGroups:
+    """How the optimizer treats BatchNorm and bias parameters (TrainConfig's freeze_bn_scale,
+    bn_bias_lr_scale and bias_decay). The default, one group for every parameter, is the
+    assignment recipe's (and the only layout of checkpoints written before these options)."""
+
+    freeze_bn_scale: bool = False
+    bn_bias_lr_scale: float = 1.0
+    bias_decay: bool = True
+
+    @property
+    def split(self) -> bool:
+        return self.bn_bias_lr_scale != 1.0 or not self.bias_decay
+
+    def groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+        """Param groups: weights; BatchNorm biases at `lr_scale` x the LR with weight decay /
+        lr_scale (the same decay per step, lr x wd); other biases and BatchNorm scales. Each
+        group's `lr_scale` is what the schedule and the range test multiply its LR by."""
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+        bn_biases = {id(m.bias) for m in norms if m.bias is not None}
+        bn_scales = {id(m.weight) for m in norms if m.weight is not None}
+        trained = [p for p in model.parameters() if p.requires_grad]
+        if not self.split:
+            return [{"params": trained, "weight_decay": weight_decay, "lr_scale": 1.0}]
+        other_decay = weight_decay if self.bias_decay else 0.0
+        scale = self.bn_bias_lr_scale
+        weights = [p for p in trained if p.ndim > 1 and id(p) not in bn_scales]
+        biases = [p for p in trained if id(p) in bn_biases]
+        others = [p for p in trained if p.ndim <= 1 and id(p) not in bn_biases]
+        groups = [
+            {"params": weights, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": biases, "weight_decay": other_decay / scale, "lr_scale": scale},
+            {"params": others, "weight_decay": other_decay, "lr_scale": 1.0},
+        ]
+        return [group for group in groups if group["params"]]
+
+
+def freeze_bn_scales(model: nn.Module) -> None:
+    """BatchNorm scales stay at their initial 1: not trained, not in the optimizer."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.weight is not None:
+            module.weight.requires_grad_(False)
+
+
 def make_optimizer(
     model: nn.Module,
     *,
@@ -103,14 +147,23 @@ def make_optimizer(
     momentum: float = 0.9,
     nesterov: bool = True,
     weight_decay: float = 5e-4,
+    groups: ParameterGroups = ParameterGroups(),
 ) -> torch.optim.SGD:
     """SGD with Nesterov momentum; the fused CUDA kernel updates all parameters in one launch."""
     fused = next(model.parameters()).is_cuda
+    param_groups = groups.groups(model, weight_decay)
+    for group in param_groups:
+        group["lr"] = lr * group["lr_scale"]
     return torch.optim.SGD(
-        model.parameters(),
+        param_groups,
         lr=lr,
         momentum=momentum,
         nesterov=nesterov and momentum > 0,
         weight_decay=weight_decay,
         fused=fused or None,
     )
+
+
+def lr_scales(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's multiple of the schedule's LR (1 for every group by default)."""
+    return [group.get("lr_scale", 1.0) for group in optimizer.param_groups]

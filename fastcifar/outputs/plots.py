@@ -178,13 +178,14 @@ def plot_seed_accuracies(
     accuracies: Sequence[float],
     path: Path,
     tta: Sequence[float] | None = None,
+    tta_label: str = "flip TTA",
 ) -> Path:
-    """Each seed's final test accuracy (and flip-TTA accuracy, when measured), with the mean
-    and ± one standard deviation of each."""
+    """Each seed's final test accuracy (and TTA accuracy, when measured), with the mean and ±
+    one standard deviation of each."""
     figure, axes = plt.subplots(figsize=(max(5, 0.6 * len(accuracies) + 2), 3.8))
     series = [("plain", accuracies, "C0", "C3")]
     if tta is not None:
-        series.append(("flip TTA", tta, "C2", "C1"))
+        series.append((tta_label, tta, "C2", "C1"))
     for label, accuracy, dots, band in series:
         values = 100 * np.asarray(accuracy, dtype=float)
         axes.plot(range(len(values)), values, "o", color=dots, label=label)

@@ -86,6 +86,7 @@ class Estimate:
         test_images: int,
         tta: bool,
         range_test_steps: int,
+        tta_translate: bool = False,
         eval_every: int = 1,
         gflop_per_step: float | None = None,
         on_cpu: bool = False,
@@ -95,7 +96,7 @@ class Estimate:
         return cls(
             seconds_per_step,
             training=seconds_per_step * steps * runs,
-            evaluation=evaluation * (2 if tta else 1) * runs,
+            evaluation=evaluation * (1 + (5 if tta_translate else 1) * tta) * runs,
             range_test=seconds_per_step * range_test_steps,
             gflop_per_step=gflop_per_step,
             on_cpu=on_cpu,
@@ -148,7 +149,7 @@ def final_line(summary: Summary, folder: RunFolder) -> str:
     training, so that any overhead shows)."""
     accuracy = f"test accuracy {100 * summary.final_test_accuracy:.2f}%"
     if summary.final_test_accuracy_tta is not None:
-        accuracy += f" (flip TTA {100 * summary.final_test_accuracy_tta:.2f}%)"
+        accuracy += f" ({summary.headline} {100 * summary.final_test_accuracy_tta:.2f}%)"
     warm_up = "compile" if summary.compiled else "warm-up"
     extras = [f"{warm_up} {duration(summary.warm_up_seconds)}"]
     if "range_test_seconds" in summary.lr_source:

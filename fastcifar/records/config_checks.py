@@ -13,10 +13,12 @@ from typing import Any
 from fastcifar.data import LOADER_NAMES
 from fastcifar.data.spec import SPECS
 from fastcifar.errors import ConfigError
+from fastcifar.records.recipes import RECIPE_NAMES
 from fastcifar.records.values import is_integer
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PARALLEL_MODES = ("auto", "runs", "data")
+FLIP_MODES = ("random", "alternating", "none")
 # Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = max(spec.train_images for spec in SPECS.values())  # a whole training split
@@ -32,10 +34,11 @@ INTEGER_BOUNDS = {  # None: no upper bound
     "checkpoint_every": MAX_EPOCHS,
     "eval_every": MAX_EPOCHS,
     "seeds": MAX_SEEDS,
+    "lookahead": MAX_EPOCHS,
     "train_subset": None,
     "test_subset": None,
 }
-OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every")
+OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every", "lookahead")
 
 
 DATASET_NAMES = tuple(SPECS)
@@ -45,6 +48,14 @@ def check_config(config: Any) -> None:
     _require(
         config.dataset in DATASET_NAMES,
         f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASET_NAMES)}",
+    )
+    _require(
+        config.recipe in RECIPE_NAMES,
+        f"unknown recipe {config.recipe!r}: choose one of {', '.join(RECIPE_NAMES)}",
+    )
+    _require(
+        config.flip in FLIP_MODES,
+        f"unknown flip mode {config.flip!r}: choose one of {', '.join(FLIP_MODES)}",
     )
     _require(
         config.loader in LOADER_NAMES,
@@ -66,6 +77,9 @@ def check_config(config: Any) -> None:
         "nesterov",
         "cycle_momentum",
         "tta",
+        "tta_translate",
+        "freeze_bn_scale",
+        "bias_decay",
         "plots",
         "gradcam",
         "tensorboard",
@@ -80,6 +94,10 @@ def check_config(config: Any) -> None:
             (value is None and name in ("amp", "compile", "range_test")) or isinstance(value, bool),
             f"{name} must be true or false, got {value!r}",
         )
+    _require(
+        config.tta or not config.tta_translate,
+        "tta_translate adds shifted copies to the flip TTA: it needs tta on too",
+    )
 
 
 def _check_integers(config: Any) -> None:
@@ -193,6 +211,10 @@ def _check_fractions(config: Any) -> None:
     _require(
         config.ema is None or _in_unit_interval(config.ema, closed_low=False),
         f"ema must lie in (0, 1) (a decay per step, 0.99 say), got {config.ema}",
+    )
+    _require(
+        _finite_positive(config.bn_bias_lr_scale),
+        f"bn_bias_lr_scale must be a finite positive number, got {config.bn_bias_lr_scale}",
     )
     _require(
         _finite_positive(config.logit_scale),

@@ -215,6 +215,11 @@ def sources(summary: Summary) -> list[str]:
     return list(dict.fromkeys(describe_source(item) for item in segments))
 
 
+def tta_name(translate: bool) -> str:
+    """How a run's TTA figures are labelled: "flip TTA" or "flip + translate TTA"."""
+    return "flip + translate TTA" if translate else "flip TTA"
+
+
 def run_complete(
     running: Summary,
     facts: dict[str, Any],
@@ -239,7 +244,7 @@ def run_complete(
         final_test_loss=evaluation.plain.loss,
         final_test_accuracy_tta=tta.accuracy if tta else None,
         final_test_loss_tta=tta.loss if tta else None,
-        headline="flip TTA" if tta else "plain",
+        headline=tta_name(running.config.get("tta_translate", False)) if tta else "plain",
         headline_accuracy=evaluation.headline().accuracy,
         epochs_completed=state.epoch,
         total_train_seconds=sum(epoch_seconds),

@@ -51,13 +51,14 @@ def _group(lr_max: float | None, runs: list[Summary], found: LrBounds | None) ->
         "lr_max_found": lr_max is None,
         "accuracy": plain.to_dict() if plain else None,
         "accuracy_tta": tta.to_dict() if tta else None,
+        "tta_name": complete[0].headline if tta else None,
         "train_seconds": aggregate(seconds, 0.0).to_dict() if complete else None,
         "wall_seconds": aggregate([r.wall_seconds for r in complete], 0.0).to_dict()
         if complete
         else None,
         "diverged_seeds": diverged,
         "describe": describe
-        + (f"; flip TTA {tta.describe()}" if tta else "")
+        + (f"; {complete[0].headline} {tta.describe()}" if tta else "")
         + (f"; diverged: seeds {diverged}" if diverged else ""),
         "runs": [
             {
@@ -87,6 +88,7 @@ def plot_aggregate(folder: Any, groups: list[dict[str, Any]], found: LrBounds | 
             accuracies,
             folder / f"seed_accuracies{suffix}.png",
             tta if None not in tta else None,
+            group.get("tta_name", "flip TTA"),
         )
     # Runs that found their own LRMAX (and no range test of the aggregate's) have no LR to plot.
     swept = [group for group in measured if group["lr_max"] is not None]

@@ -122,6 +122,7 @@ def estimate_of(trainer: Trainer, runs: int, range_test: bool) -> Estimate:
         batch=config.batch_size,
         test_images=len(trainer.data.test),
         tta=config.tta,
+        tta_translate=config.tta_translate,
         eval_every=config.eval_every,
         range_test_steps=config.resolved_range_test_steps(trainer.total_steps) if range_test else 0,
         gflop_per_step=step_gflop(trainer.model, trainer.train_loader.batch_size, trainer.device),

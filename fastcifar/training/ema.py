@@ -32,7 +32,8 @@ class WeightAverage:
         return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self, step: int) -> None:
+        """One step's update; the decay is the same at every `step`."""
         averaged, live = self._pairs
         torch._foreach_lerp_(averaged, live, 1.0 - self.decay)
 

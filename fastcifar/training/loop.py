@@ -89,6 +89,10 @@ def new_state(trainer: Trainer, bounds: LrBounds) -> TrainingState:
         from fastcifar.training.ema import WeightAverage
 
         state.add("ema", WeightAverage(trainer.model, config.ema))
+    if config.lookahead is not None:
+        from fastcifar.training.lookahead import Lookahead
+
+        state.add("lookahead", Lookahead(trainer.model, config.lookahead, trainer.total_steps))
     return state
 
 
@@ -153,7 +157,7 @@ class TrainingRun:
             trainer.steps_per_epoch - state.step_in_epoch, trainer.device
         )
         first_step = state.epoch * trainer.steps_per_epoch + state.step_in_epoch
-        ctx = trainer.step_context(state.scheduler, state.scaler, state.after_step())
+        ctx = trainer.step_context(state.scheduler, state.scaler, state.after_step(first_step))
         batches = progress(
             loader,
             f"epoch {state.epoch + 1}",

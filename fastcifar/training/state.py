@@ -4,9 +4,9 @@ a resume is `restore()`; there is no second list of things to save.
 The stateful parts of a run are named once, in `parts` (model, optimizer, scheduler, scaler,
 the global RNGs, and any added later: `add("ema", ...)`), and every operation on them is one
 loop over that mapping: saved, restored, checked for finiteness; a part may also act after
-every training step (`after_step`, the engine's hook) and lend its weights to the evaluation
-and to model.pt (`applied`). A new run (or each run of a multi-run, after the trainer is
-re-seeded) builds its parts afresh.
+every training step (`after_step(step)`, the engine's hook, told the run's global step) and
+lend its weights to the evaluation and to model.pt (`applied`). A new run (or each run of a
+multi-run, after the trainer is re-seeded) builds its parts afresh.
 
 The loader needs no state of its own: epoch e's order and augmentation are a function of
 (seed, e), so `epoch` and `step_in_epoch` say exactly where it resumes.
@@ -15,6 +15,7 @@ The loader needs no state of its own: epoch e's order and augmentation are a fun
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ UNRECORDED_SEGMENT = {"start": "after epoch 0", "commit": "not recorded", "torch
 
 
 class Part(Protocol):
-    """A stateful part of a run. It may also define `after_step()` (called after every
-    optimizer step) and `applied()` (a context in which its weights are the model's)."""
+    """A stateful part of a run. It may also define `after_step(step)` (called after every
+    optimizer step with that step's 0-based index in the run) and `applied()` (a context in
+    which its weights are the model's)."""
 
     def state_dict(self) -> Any: ...
 
@@ -106,15 +108,18 @@ class TrainingState:
             raise ValueError(f"the training state has a part {name!r} already")
         self.parts[name] = part
 
-    def after_step(self) -> Callable[[], None] | None:
-        """What runs after every optimizer step (the engine's hook); None when nothing does."""
+    def after_step(self, first_step: int) -> Callable[[], None] | None:
+        """What runs after every optimizer step (the engine's hook) from global step
+        `first_step` on: each part's `after_step(step)`; None when no part has one."""
         hooks = [part.after_step for part in self.parts.values() if hasattr(part, "after_step")]
         if not hooks:
             return None
+        steps = itertools.count(first_step)
 
         def every_hook() -> None:
+            step = next(steps)
             for hook in hooks:
-                hook()
+                hook(step)
 
         return every_hook
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.dataset import Dataset
 from fastcifar.data.loaders import BatchLoader, LoaderOptions, make_loader
 from fastcifar.data.source import beton_cache_folder
@@ -33,7 +34,12 @@ from fastcifar.engine.model import (
     model_name,
     reinitialise,
 )
-from fastcifar.engine.schedule import LrBounds, make_optimizer
+from fastcifar.engine.schedule import (
+    LrBounds,
+    ParameterGroups,
+    freeze_bn_scales,
+    make_optimizer,
+)
 from fastcifar.engine.step import (
     StepContext,
     TrainForward,
@@ -156,12 +162,15 @@ def build(
         if device.type != "cuda":
             raise ConfigError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel")
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    if config.freeze_bn_scale:
+        freeze_bn_scales(network)
     optimizer = make_optimizer(
         network,
         lr=config.lr_maxes[0] or 0.1,  # a placeholder: the range test, then One Cycle, set it
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
+        groups=ParameterGroups(config.freeze_bn_scale, config.bn_bias_lr_scale, config.bias_decay),
     )
     mode = compile_mode_for(config.compile, config.compile_mode, device, dist)
     loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -180,7 +189,9 @@ def build(
         ),
         model=network,
         train_forward=_maybe_compile(train_forward, mode),
-        eval_forward=_maybe_compile(EvalForward(network, precision, config.tta), mode),
+        eval_forward=_maybe_compile(
+            EvalForward(network, precision, config.tta, config.tta_translate), mode
+        ),
         optimizer=optimizer,
         compile_mode=mode,
         factory=factory,
@@ -207,6 +218,7 @@ def _train_loader(
         world_size=dist.world_size,
         normalisation=data.normalisation,
         beton_path=_beton_path(config, data),
+        spec=AugmentationSpec(flip_mode=config.flip),
     )
     return make_loader(config.loader, data.train, options)
 
