@@ -1,0 +1,255 @@
+"""The training features of the fast recipe, each on the engine's seams: alternating flips in
+the augmentation spec, flip + translate TTA, BatchNorm scales frozen and biases at a multiple of
+the LR, lookahead on the after-step hook, and `--recipe` presets; a stopped run with every one
+of them on resumes bit-identical."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastcifar.data.augmentation import AugmentationSpec, draw_epoch
+from fastcifar.engine import step as engine
+from fastcifar.engine.evaluation import EvalForward, shifted_pair
+from fastcifar.engine.model import ResNet9
+from fastcifar.engine.schedule import (
+    ParameterGroups,
+    freeze_bn_scales,
+    make_optimizer,
+    one_cycle_schedule,
+)
+from fastcifar.errors import ConfigError
+from fastcifar.records.config import TrainConfig
+from fastcifar.records.recipes import RECIPES
+from fastcifar.records.run_folder import TIMING_COLUMNS
+from fastcifar.system.device import Precision
+from fastcifar.train import main as train_main
+from fastcifar.training.lookahead import Lookahead
+from tests.cifar_files import synthetic_cifar
+from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
+
+DATA = synthetic_cifar(64, 32)
+EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--freeze-bn-scale", "--bn-bias-lr-scale",
+              "8", "--no-bias-decay", "--lookahead", "2", "--label-smoothing", "0.2", "--tta",
+              "--tta-translate"]  # fmt: skip
+ORIGINAL_STEP = engine.training_step
+
+
+# --- alternating flips -------------------------------------------------------------------------
+
+
+def test_alternating_flips_reverse_every_image_each_epoch_and_keep_the_other_draws():
+    spec = AugmentationSpec(flip_mode="alternating")
+    epochs = [draw_epoch(1000, 7, epoch, shuffle=True, spec=spec) for epoch in range(4)]
+    first = epochs[0].flip
+    assert 0.4 < first.mean() < 0.6  # random in the first epoch
+    for epoch, draws in enumerate(epochs):
+        assert np.array_equal(draws.flip, first ^ bool(epoch % 2))
+        plain = draw_epoch(1000, 7, epoch, shuffle=True)
+        for name in ("crop_row", "crop_col", "cutout_row", "cutout_col", "order"):
+            assert np.array_equal(getattr(draws, name), getattr(plain, name))
+
+
+def test_no_flips_means_none_and_random_flips_change_per_epoch():
+    assert not draw_epoch(
+        500, 0, 3, shuffle=True, spec=AugmentationSpec(flip_mode="none")
+    ).flip.any()
+    random = [draw_epoch(1000, 7, epoch, shuffle=True).flip for epoch in range(2)]
+    assert 0.3 < np.mean(random[0] ^ random[1]) < 0.7  # independent, not alternating
+
+
+def test_the_torch_loader_serves_the_alternating_flips(tmp_path):
+    from fastcifar.data.loaders import LoaderOptions, make_loader
+
+    split = DATA.train
+    served = []
+    for mode in ("random", "alternating"):
+        options = LoaderOptions(
+            batch_size=16, device=torch.device("cpu"), augment=True, shuffle=False,
+            spec=AugmentationSpec(flip_mode=mode, cutout_size=0, pad=0),
+            compile_augmentation=False,
+        )  # fmt: skip
+        loader = make_loader("torch", split, options)
+        served.append([next(iter(loader))[0] for _ in range(2)])  # epochs 0 and 1
+    alternating = served[1]
+    # Without crop and cutout, epoch 1 is epoch 0 mirrored, image for image.
+    torch.testing.assert_close(alternating[1], alternating[0].flip(3))
+    assert not torch.equal(served[0][1], served[0][0].flip(3))
+
+
+# --- flip + translate TTA ----------------------------------------------------------------------
+
+
+def test_the_shifted_copies_move_one_pixel_with_reflected_edges():
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    up_left, down_right = shifted_pair(images)
+    torch.testing.assert_close(up_left[:, :, :4, :4], images[:, :, 1:, 1:])
+    torch.testing.assert_close(down_right[:, :, 1:, 1:], images[:, :, :4, :4])
+    torch.testing.assert_close(up_left[:, :, 4, :4], images[:, :, 3, 1:])  # reflected row
+    assert up_left.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_flip_translate_tta_averages_six_views_half_and_half():
+    torch.manual_seed(0)
+    model = ResNet9().eval()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    forward = EvalForward(model, Precision("cpu", None), tta=True, translate=True)
+    outputs = forward(images, labels)
+
+    def pair(x):
+        return (model(x) + model(x.flip(3))) / 2
+
+    with torch.no_grad():
+        expected = (pair(images) + (pair(shifted_pair(images)[0]) + pair(shifted_pair(images)[1]))
+                    / 2) / 2  # fmt: skip
+    assert torch.equal(outputs[3], expected.argmax(dim=1))
+    loss = nn.functional.cross_entropy(expected, labels, reduction="sum")
+    torch.testing.assert_close(outputs[2][0].float(), loss, rtol=1e-4, atol=1e-4)
+    flip_only = EvalForward(model, Precision("cpu", None), tta=True)(images, labels)
+    assert len(flip_only) == 4 and not torch.equal(flip_only[2], outputs[2])
+
+
+def test_translate_without_tta_is_refused():
+    with pytest.raises(ConfigError, match=r"tta_translate .* needs tta"):
+        TrainConfig(tta_translate=True)
+
+
+# --- BatchNorm scales and biases ---------------------------------------------------------------
+
+
+def test_frozen_scales_leave_the_optimizer_and_stay_one():
+    torch.manual_seed(0)
+    model = ResNet9()
+    freeze_bn_scales(model)
+    optimizer = make_optimizer(model, lr=0.1, groups=ParameterGroups(freeze_bn_scale=True))
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(model.prep[1].weight) not in in_optimizer
+    model(torch.randn(8, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    assert torch.equal(model.prep[1].weight, torch.ones(64))
+    assert sum(p.numel() for p in model.parameters()) == 6_573_130  # the network is unchanged
+
+
+def test_batchnorm_biases_train_at_a_multiple_of_the_lr_with_the_same_decay_per_step():
+    model = ResNet9()
+    groups = ParameterGroups(bn_bias_lr_scale=64.0, bias_decay=False)
+    optimizer = make_optimizer(model, lr=0.1, weight_decay=5e-4, groups=groups)
+    weights, biases, others = optimizer.param_groups
+    assert {id(p) for p in biases["params"]} == {
+        id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    }
+    assert biases["lr"] == pytest.approx(6.4) and biases["weight_decay"] == 0.0
+    assert weights["weight_decay"] == 5e-4 and others["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in weights["params"])
+    schedule = one_cycle_schedule(
+        optimizer, lr_min=0.01, lr_max=0.4, total_steps=10, peak_fraction=0.3
+    )
+    for _ in range(3):
+        optimizer.step()
+        schedule.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.4, 25.6, 0.4])
+    decayed = make_optimizer(model, lr=0.1, groups=ParameterGroups(bn_bias_lr_scale=64.0))
+    assert decayed.param_groups[1]["weight_decay"] == pytest.approx(5e-4 / 64)
+
+
+def test_the_default_layout_is_one_group_as_before():
+    assert len(make_optimizer(ResNet9(), lr=0.1).param_groups) == 1
+
+
+# --- lookahead ---------------------------------------------------------------------------------
+
+
+def test_lookahead_pulls_every_k_steps_and_at_the_last_with_a_rising_decay():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    lookahead = Lookahead(model, every=2, total_steps=5)
+    assert lookahead.decay(5) == pytest.approx(0.95**2)
+    assert lookahead.decay(1) == pytest.approx(0.95**2 / 125)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    lookahead.after_step(0)  # step 1 of 5: no pull
+    assert model.weight.item() == 1.0
+    lookahead.after_step(1)  # step 2: slow = d * 0 + (1 - d) * 1, weights = slow
+    pulled = 1 - lookahead.decay(2)
+    assert model.weight.item() == pytest.approx(pulled)
+    assert lookahead.slow["weight"].item() == pytest.approx(pulled)
+    lookahead.after_step(4)  # the last step pulls too
+    assert model.weight.item() == pytest.approx(pulled)  # the weights had not moved
+    restored = Lookahead(model, every=2, total_steps=5)
+    restored.load_state_dict(lookahead.state_dict())
+    assert torch.equal(restored.slow["weight"], lookahead.slow["weight"])
+    with pytest.raises(ValueError, match="another schedule"):
+        Lookahead(model, every=3, total_steps=5).load_state_dict(lookahead.state_dict())
+
+
+# --- recipes -----------------------------------------------------------------------------------
+
+
+def test_a_recipe_sets_its_settings_and_flags_override_them():
+    fast = TrainConfig.from_dict({"recipe": "fast"})
+    for name, value in RECIPES["fast"].settings.items():
+        assert getattr(fast, name) == value
+    assert TrainConfig.from_dict({"recipe": "fast", "epochs": 9}).epochs == 9
+    assert TrainConfig.from_dict({}) == TrainConfig()  # assignment: the defaults
+    with pytest.raises(ConfigError, match="unknown recipe 'fastest': choose one of assignment"):
+        TrainConfig.from_dict({"recipe": "fastest"})
+
+
+def test_print_config_shows_what_a_recipe_chose(capsys):
+    train_main(["--recipe", "fast", "--epochs", "10", "--print-config"])
+    printed = capsys.readouterr().out
+    chosen = ['recipe = "fast"', "epochs = 10", "lookahead = 5", 'flip = "alternating"',
+              "bn_bias_lr_scale = 64.0", "tta_translate = true",
+              "label_smoothing = 0.2"]  # fmt: skip
+    assert set(chosen) <= set(printed.splitlines())
+
+
+def test_the_recipe_keyword_reaches_fit():
+    from fastcifar.api import make_request
+
+    request = make_request(recipe="fast", train_subset=512)
+    assert request.config.lookahead == 5 and request.config.recipe == "fast"
+
+
+# --- a run with all of them --------------------------------------------------------------------
+
+
+def metrics(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+                for row in csv.DictReader(handle)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    return finished_run(tmp_path_factory, "features", EVERYTHING, DATA)
+
+
+def test_a_run_records_its_features_and_its_tta_level(whole):
+    summary = json.loads((whole / "summary.json").read_text())
+    assert summary["headline"] == "flip + translate TTA"
+    assert summary["config"]["lookahead"] == 2 and summary["config"]["flip"] == "alternating"
+    weights = torch.load(whole / "model.pt", weights_only=True)
+    assert torch.equal(weights["prep.1.weight"], torch.ones(64))  # frozen scales
+
+
+def test_a_stopped_run_with_every_feature_resumes_bit_identical(whole, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    signal_after(monkeypatch, 4, signal.SIGTERM)  # inside epoch 2
+    assert exit_code([*EVERYTHING, "--out", str(out)], DATA) == 143
+    parts = torch.load(out / "checkpoint.pt", weights_only=True)["parts"]
+    assert parts["lookahead"]["every"] == 2
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    assert exit_code(["--resume", str(out)], DATA) == 0
+    resumed = torch.load(out / "model.pt", weights_only=True)
+    uninterrupted = torch.load(whole / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted)
+    assert metrics(out) == metrics(whole)
