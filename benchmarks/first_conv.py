@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.runner import timed
 from fastcifar.engine.model import ResNet9, conv_bn_relu
 from fastcifar.errors import ConfigError
-from fastcifar.system.device import Precision, device_name, pick_device
+from fastcifar.system.device import Precision, device_name, pick_device, timed
 
 CALLS_PER_GPU_REPEAT = 20
 

@@ -2,13 +2,21 @@
 project needs, from one short lease of a bare GPU machine (no internet, no FFCV or DALI, maybe
 no git).
 
-Stages, in order of value: `seeds` (5 seeds x 24 epochs with flip TTA) -> `suite` (the
-benchmark suite's GPU rows) -> `sweep` (3 LRMAX values x 1 seed) -> `tests` (pytest -m cuda) ->
-`first-conv` (benchmarks/first_conv.py on the GPU: what the 3 -> 64 conv costs of a step).
-Each runs in a process of its own under its own time limit, inside one budget (8 minutes of
-wall time by default, compilation included): a stage that no longer fits is skipped and says
-so, and a failing or timed-out stage takes nothing else down. DATA_DIR and the CUDA device are
-checked first, before anything compiles.
+Stages: `tests` (pytest -m cuda: each loader on the GPU, CUDA graphs captured once and never
+skipped) first, so that a slow first compile cannot crowd out the proof; then, in order of
+value, `seeds` (5 seeds x 24 epochs with flip TTA) -> `suite` (the benchmark suite's GPU rows)
+-> `sweep` (3 LRMAX values x 1 seed) -> `first-conv` (benchmarks/first_conv.py on the GPU: what
+the 3 -> 64 conv costs of a step). Each runs in a process of its own under its own time limit,
+inside one budget (8 minutes of wall time by default, compilation included): a stage that no
+longer fits is skipped and says so, and a failing or timed-out stage takes nothing else down.
+
+A preflight comes first (seconds): DATA_DIR and the CUDA device are checked; a one-op function
+is compiled with torch.compile, and where that fails (no C compiler, no Python headers: Triton
+cannot build its launcher) every stage runs eagerly (`--no-compile`; the tests and the suite
+without their compiled cases), which the summary and the screen say; and each stage's Python
+packages are looked up (importlib.util.find_spec), a stage whose packages are missing being
+skipped with their names instead of crashing. FASTCIFAR_GPU_RUN_SIMULATE (comma-separated:
+`no-compiler`, `missing=MODULE`) makes the preflight see either failure, for dry runs on a CPU.
 
 Run folders live in a working folder outside OUT_DIR. After every stage OUT_DIR is rewritten
 whole, so that what finished is on disk even if the machine is taken away: summary.md (one
@@ -44,14 +52,31 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_FILES = ("summary.md", "results.json", "log.txt", "runs.tgz")
 PLOTS = ("test_accuracy.png",)  # once a recipe run is complete
 MAX_FILE_BYTES = 16 * 2**20
-# What each stage is expected to take on an H200 (projected from issue #16's figure of ~8 s of
-# training per 24-epoch run, ~3.4 ms/step, plus about a minute of compilation per process;
-# first-conv: importing torch and CUDA, then ~300 eager steps of a few ms; no GPU has run them
-# yet), and the most it may take. A stage starts only if its estimate fits.
-ESTIMATES = {"seeds": 150, "suite": 150, "sweep": 90, "tests": 90, "first-conv": 40}
-CAPS = {"seeds": 300, "suite": 240, "sweep": 180, "tests": 180, "first-conv": 120}
+# What each stage is expected to take on an H100/H200, and the most it may take; a stage starts
+# only if its estimate fits what is left of the budget. Projections, not measurements (no GPU
+# has run this script yet): ~3.4 ms/step for the recipe with CUDA graphs (a plain reference
+# script of it on an H200, torch 2.11), so ~8 s of training per 24-epoch run, plus about a
+# minute of compilation per process; tests: 7 CUDA tests, one compiled run among them;
+# first-conv: importing torch and CUDA, then ~300 eager steps of a few ms. Their sum (440 s)
+# fits the default budget of 480 s, which leaves 2 of the lender's 10-minute command for the
+# preflight and the packing. Every stage's real seconds are recorded (results.json `stages`,
+# summary.md): the next GPU run plans from those.
+ESTIMATES = {"tests": 90, "seeds": 120, "suite": 120, "sweep": 80, "first-conv": 30}
+CAPS = {"tests": 180, "seeds": 300, "suite": 240, "sweep": 180, "first-conv": 120}
 STAGES = tuple(ESTIMATES)
 PREFLIGHT_SECONDS = 180  # importing torch, hashing 180 MB, initialising CUDA: well under
+# The packages each stage's process imports besides torch: fastcifar's own at module level
+# (numpy, tqdm for progress, matplotlib and pillow for plots and images), torchvision for the
+# suite's reference pipeline, pytest-benchmark's fixture.
+FASTCIFAR_NEEDS = ("numpy", "tqdm", "matplotlib", "PIL")
+STAGE_MODULES = {
+    "tests": ("pytest", *FASTCIFAR_NEEDS),
+    "seeds": FASTCIFAR_NEEDS,
+    "suite": ("pytest", "pytest_benchmark", "torchvision", *FASTCIFAR_NEEDS),
+    "sweep": FASTCIFAR_NEEDS,
+    "first-conv": ("numpy",),
+}
+SIMULATE = "FASTCIFAR_GPU_RUN_SIMULATE"
 
 
 @dataclass
@@ -63,8 +88,13 @@ class StageResult:
     note: str = ""
 
 
-def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
+def stage_commands(
+    args: argparse.Namespace, work: Path, compiles: bool = True
+) -> dict[str, list[str]]:
+    """Each stage's command; without a working torch.compile, the eager forms: training with
+    --no-compile, the tests without those marked `compiles`, the suite's eager rows only."""
     python = args.python
+    eager = [] if compiles else ["--no-compile"]
     train = [
         python,
         "-m",
@@ -73,6 +103,7 @@ def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]
         str(args.data),
         "--amp",
         "--no-plots",
+        *eager,
         *shlex.split(args.train_args),
     ]
     return {
@@ -88,7 +119,7 @@ def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]
             "--bench-results",
             str(work / "suite"),
             "-k",
-            args.suite_k,
+            args.suite_k if compiles else f"({args.suite_k}) and (reference or eager)",
             *shlex.split(args.suite_args),
         ],
         "sweep": [
@@ -107,7 +138,7 @@ def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]
             "pytest",
             "tests",
             "-m",
-            "cuda",
+            "cuda" if compiles else "cuda and not compiles",
             "-q",
             "-rA",
             "-p",
@@ -125,28 +156,67 @@ def stage_commands(args: argparse.Namespace, work: Path) -> dict[str, list[str]]
     }
 
 
-def preflight(data: Path, allow_cpu: bool, python: str) -> str | None:
-    """One line when DATA_DIR is not the complete CIFAR-10 or no CUDA device is seen."""
-    check = (
-        "import sys, torch\n"
-        "from fastcifar.data.source import load_cifar10\n"
-        "from fastcifar.errors import UserError\n"
-        f"try:\n    data = load_cifar10({str(data)!r}, download=False)\n"
-        "except UserError as error:\n    sys.exit(f'DATA_DIR: {error}')\n"
-        "if (len(data.train), len(data.test)) != (50000, 10000):\n"
-        "    sys.exit(f'DATA_DIR: {len(data.train)} training and {len(data.test)} test images')\n"
-        f"if not {allow_cpu} and not torch.cuda.is_available():\n"
-        "    sys.exit('this python sees no CUDA device (ALLOW_CPU=1 dry-runs on the CPU)')\n"
-    )
+@dataclass
+class Preflight:
+    problem: str | None = None  # DATA_DIR or the device: nothing can run
+    compile_error: str | None = None  # torch.compile failed: every stage runs eagerly
+    missing: tuple[str, ...] = ()  # Python packages this machine lacks
+
+    @property
+    def compiles(self) -> bool:
+        return self.compile_error is None
+
+    def missing_for(self, stage: str) -> list[str]:
+        return [name for name in STAGE_MODULES[stage] if name in self.missing]
+
+
+# Runs in the stages' own Python: the data, the device, a one-op compile, the packages.
+PREFLIGHT_CHECK = """
+import importlib.util, json, os, sys, torch
+from fastcifar.data.source import load_cifar10
+from fastcifar.errors import UserError
+data_dir, allow_cpu, modules = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split(",")
+simulated = [part for part in os.environ.get(SIMULATE, "").split(",") if part]
+try:
+    data = load_cifar10(data_dir, download=False)
+except UserError as error:
+    sys.exit(f"DATA_DIR: {error}")
+if (len(data.train), len(data.test)) != (50000, 10000):
+    sys.exit(f"DATA_DIR: {len(data.train)} training and {len(data.test)} test images")
+if not allow_cpu and not torch.cuda.is_available():
+    sys.exit("this python sees no CUDA device (ALLOW_CPU=1 dry-runs on the CPU)")
+device = "cuda" if torch.cuda.is_available() else "cpu"
+compile_error = None
+try:
+    if "no-compiler" in simulated:
+        raise RuntimeError("simulated by FASTCIFAR_GPU_RUN_SIMULATE=no-compiler")
+    twice_plus_one = torch.compile(lambda x: x * 2 + 1)
+    if twice_plus_one(torch.ones(8, device=device)).sum().item() != 24:
+        raise RuntimeError("the compiled function computed a wrong result")
+except Exception as error:
+    compile_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+hidden = {part.split("=", 1)[1] for part in simulated if part.startswith("missing=")}
+missing = [m for m in modules if m in hidden or importlib.util.find_spec(m) is None]
+print(json.dumps({"compile_error": compile_error, "missing": missing}))
+""".replace("SIMULATE", repr(SIMULATE))
+
+
+def preflight(data: Path, allow_cpu: bool, python: str) -> Preflight:
+    """DATA_DIR is the complete CIFAR-10 and a CUDA device is seen (else `problem`, one line);
+    whether torch.compile works and which stage packages are missing (module docstring)."""
+    modules = sorted({name for names in STAGE_MODULES.values() for name in names})
+    command = [python, "-c", PREFLIGHT_CHECK, str(data), "1" if allow_cpu else "0",
+               ",".join(modules)]  # fmt: skip
     try:
-        result = subprocess.run([python, "-c", check], cwd=ROOT, capture_output=True, text=True,
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                                 env=_environment(), timeout=PREFLIGHT_SECONDS)  # fmt: skip
     except subprocess.TimeoutExpired:
-        return f"checking DATA_DIR and the GPU took over {PREFLIGHT_SECONDS} s (a hung driver?)"
-    if result.returncode == 0:
-        return None
-    lines = (result.stderr or result.stdout).strip().splitlines()
-    return lines[-1] if lines else f"the check exited {result.returncode}"
+        return Preflight(f"checking DATA_DIR and the GPU took over {PREFLIGHT_SECONDS} s")
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return Preflight(lines[-1] if lines else f"the check exited {result.returncode}")
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return Preflight(None, found["compile_error"], tuple(found["missing"]))
 
 
 def _environment() -> dict[str, str]:
@@ -290,17 +360,28 @@ def main(argv: list[str] | None = None) -> int:
         "budget_seconds": args.budget,
         "work": str(work),
     }
-    problem = preflight(args.data, args.allow_cpu, args.python)
-    if problem is not None:
-        print(f"run_gpu.sh: {problem}", file=sys.stderr, flush=True)
-        write_out(out, work, [StageResult("preflight", "failed", note=problem)], meta)
+    checked = preflight(args.data, args.allow_cpu, args.python)
+    if checked.problem is not None:
+        print(f"run_gpu.sh: {checked.problem}", file=sys.stderr, flush=True)
+        write_out(out, work, [StageResult("preflight", "failed", note=checked.problem)], meta)
         return 2
-    commands = stage_commands(args, work)
+    meta["compile"] = "works" if checked.compiles else f"failed ({checked.compile_error})"
+    meta["missing_packages"] = list(checked.missing)
+    if not checked.compiles:
+        eager = "every stage runs eagerly (--no-compile; compiled tests and suite rows left out)"
+        print(f"run_gpu.sh: torch.compile fails here ({checked.compile_error}): {eager}")
+    commands = stage_commands(args, work, checked.compiles)
     results: list[StageResult] = []
     for name in args.stages:
         shutil.rmtree(work / name, ignore_errors=True)  # a run folder of an earlier try
         left = args.budget - (time.monotonic() - started)
-        results.append(run_stage(name, commands[name], left, work / "logs" / f"{name}.log"))
+        missing = checked.missing_for(name)
+        if missing:
+            note = f"needs {', '.join(missing)}, not installed for {args.python}"
+            print(f"== {name}: skipped: {note}", flush=True)
+            results.append(StageResult(name, "skipped", note=note))
+        else:
+            results.append(run_stage(name, commands[name], left, work / "logs" / f"{name}.log"))
         write_out(out, work, results, meta)  # what finished is on disk at once
     print((out / "summary.md").read_text(), flush=True)
     return 0 if all(r.status in ("passed", "skipped") for r in results) else 1

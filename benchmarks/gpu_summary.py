@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import epoch_row
-from fastcifar.outputs.statistics import Aggregate
+from fastcifar.outputs.statistics import Aggregate, aggregate
 from fastcifar.records.provenance import describe_commit
 
 RECIPE_EPOCHS = 24
@@ -33,6 +33,17 @@ def stages_rows(stages: list[dict[str, Any]]) -> list[str]:
         took = f" in {stage['seconds']:.0f} s" if stage["status"] != "skipped" else ""
         cells.append(f"{stage['name']}: {stage['status']}{took}{note}")
     return [f"| Stages | {'; '.join(cells)} |"] if cells else []
+
+
+def preflight_rows(meta: dict[str, Any]) -> list[str]:
+    """Whether torch.compile worked (else the stages ran eagerly) and which packages lacked."""
+    if "compile" not in meta:
+        return []
+    compiled = meta["compile"]
+    how = "works" if compiled == "works" else f"{compiled}: every stage ran eagerly (--no-compile)"
+    missing = meta.get("missing_packages") or []
+    found = f"missing {', '.join(missing)}" if missing else "every stage's found"
+    return [f"| Preflight | torch.compile {how}; Python packages: {found} |"]
 
 
 def test_outcomes(junit: Path) -> dict[str, list[str]] | None:
@@ -61,10 +72,26 @@ def tests_rows(outcomes: dict[str, list[str]] | None, stage: dict[str, Any] | No
     return [f"| CUDA tests (`pytest -m cuda`) | {verdict}; {'; '.join(cells) or 'none ran'} |"]
 
 
+def groups_of(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A multi-run's groups; a single run (SEEDS=1 makes one) as one group of one run."""
+    if "groups" in summary:
+        return summary["groups"]
+    plain, tta = summary.get("final_test_accuracy"), summary.get("final_test_accuracy_tta")
+    times = ("total_train_seconds", "wall_seconds")
+    return [
+        {
+            "lr_max": summary.get("lr_max"),
+            "accuracy": aggregate([plain]).to_dict() if plain is not None else None,
+            "accuracy_tta": aggregate([tta]).to_dict() if tta is not None else None,
+            "runs": [{key: summary.get(key) for key in times}],
+        }
+    ]
+
+
 def seeds_rows(summary: dict[str, Any] | None) -> list[str]:
     if summary is None or summary.get("status") != "complete":
         return ["| Accuracy over seeds | not run or not complete |"] if summary else []
-    (group,) = summary["groups"]
+    (group,) = groups_of(summary)
     if not group["accuracy"]:
         return ["| Accuracy over seeds | no run completed |"]
     plain = Aggregate(**group["accuracy"])
@@ -171,7 +198,8 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
         "| What | Result |",
         "|---|---|",
     ]
-    lines += stages_rows(stages) + seeds_rows(seeds) + sweep_rows(sweep) + suite_rows(suite)
+    lines += preflight_rows(meta) + stages_rows(stages) + seeds_rows(seeds)
+    lines += sweep_rows(sweep) + suite_rows(suite)
     lines += tests_rows(outcomes, by_name.get("tests"))
     table = "\n".join(lines) + "\n"
     first_conv = work / "first-conv" / FIRST_CONV_FILE

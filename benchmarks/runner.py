@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from fastcifar.engine.compilation import CompileCounts, compile_counts
 from fastcifar.engine.schedule import given_bounds
 from fastcifar.engine.step import EpochAccumulator, run_steps
 from fastcifar.records.config import TrainConfig
-from fastcifar.system.device import synchronize
+from fastcifar.system.device import timed
 from fastcifar.system.distributed import Distributed
 from fastcifar.training.loop import new_state
 from fastcifar.training.trainer import Trainer, build
@@ -142,15 +141,6 @@ def skip_if_backend_broken(loader: str) -> Iterator[None]:
     except Exception as error:
         first_line = (str(error).splitlines() or [""])[0]
         pytest.skip(f"{loader} loader does not work here: {type(error).__name__}: {first_line}")
-
-
-def timed(device: torch.device, work: Any) -> float:
-    """Seconds that `work()` takes, with all queued device work finished before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 @dataclass

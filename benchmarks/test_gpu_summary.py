@@ -274,6 +274,55 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     assert run["checkpoints_written"] == 1  # an epoch of seconds: one checkpoint, at the end
 
 
+def test_without_a_compiler_or_a_package_every_other_stage_runs_and_says_why(tmp_path):
+    """The preflight's compile fails and pytest-benchmark is missing (both simulated): the
+    stages run eagerly, the suite is skipped naming the package, the rest come back."""
+    data = real_cifar_dir()
+    if data is None:
+        pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10 to dry-run benchmarks/run_gpu.sh")
+    out = tmp_path / "out"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "ALLOW_CPU": "1",
+        "PYTHON": sys.executable,
+        "WORK": str(tmp_path / "work"),
+        gpu_run.SIMULATE: "no-compiler,missing=pytest_benchmark",
+        "SEEDS": "1",
+        "CONV_ARGS": "--batch-size 8 --repeats 1",
+        "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
+        "--test-subset 32 --lr-max 0.05",
+    }
+    stages = ["tests", "seeds", "suite", "first-conv"]
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out), *stages],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    screen = result.stdout
+    assert "torch.compile fails here (RuntimeError: simulated by" in screen
+    assert "== suite: skipped: needs pytest_benchmark, not installed for" in screen
+    assert "--no-compile" in screen.split("== seeds: ")[1].splitlines()[0]
+    assert "-m 'cuda and not compiles'" in screen
+    summary = (out / "summary.md").read_text()
+    assert "| Preflight | torch.compile failed (RuntimeError: simulated" in summary
+    assert "every stage ran eagerly (--no-compile); Python packages: missing pytest_benchmark" in (
+        summary
+    )
+    assert "tests: passed" in summary and "seeds: passed" in summary
+    assert "suite: skipped (needs pytest_benchmark" in summary and "first-conv: passed" in summary
+    payload = json.loads((out / "results.json").read_text())
+    assert [stage["name"] for stage in payload["stages"]] == stages
+    assert all(stage["seconds"] > 0 for stage in payload["stages"] if stage["name"] != "suite")
+
+
+def test_the_stages_run_the_cuda_tests_first_and_their_estimates_fit_the_budget():
+    assert gpu_run.STAGES[0] == "tests"
+    assert sum(gpu_run.ESTIMATES.values()) <= gpu_run.parse_args(["d", "o"]).budget
+
+
 def test_a_summary_that_fails_still_brings_back_the_stages(tmp_path, monkeypatch):
     def broken(*_args):
         raise ImportError("torch is broken here")

@@ -24,32 +24,50 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class CompileCounts:
-    dynamo_frames: int  # frames Dynamo compiled
-    cuda_graphs: int  # CUDA graphs recorded by cudagraph trees (mode reduce-overhead)
-    cuda_graph_skips: int  # graphs that could not be captured and run without CUDA graphs
+    """Counts of this process so far. They read torch's private counters and CUDA-graph trees:
+    a count this torch no longer exposes is None (unknown), never a made-up 0. The CUDA-graph
+    count is of the trees alive now: read it while the compiled modules exist."""
+
+    dynamo_frames: int | None  # frames Dynamo compiled
+    cuda_graphs: int | None  # CUDA graphs recorded by cudagraph trees (mode reduce-overhead)
+    cuda_graph_skips: int | None  # graphs that could not be captured and ran without CUDA graphs
 
     def __sub__(self, earlier: CompileCounts) -> CompileCounts:
+        def less(now: int | None, then: int | None) -> int | None:
+            return None if now is None or then is None else now - then
+
         return CompileCounts(
-            self.dynamo_frames - earlier.dynamo_frames,
-            self.cuda_graphs - earlier.cuda_graphs,
-            self.cuda_graph_skips - earlier.cuda_graph_skips,
+            less(self.dynamo_frames, earlier.dynamo_frames),
+            less(self.cuda_graphs, earlier.cuda_graphs),
+            less(self.cuda_graph_skips, earlier.cuda_graph_skips),
         )
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dict(self.__dict__)
 
 
 def compile_counts() -> CompileCounts:
-    from torch._dynamo.utils import counters
+    try:
+        from torch._dynamo.utils import counters
 
-    return CompileCounts(
-        int(counters["frames"]["ok"]),
-        _recorded_cuda_graphs(),
-        int(counters["inductor"]["cudagraph_skips"]),
-    )
+        frames = int(counters["frames"]["ok"])
+        skips = int(counters["inductor"]["cudagraph_skips"])
+    except (ImportError, AttributeError, KeyError, TypeError):
+        frames = skips = None
+    return CompileCounts(frames, _recorded_cuda_graphs(), skips)
 
 
-def _recorded_cuda_graphs() -> int:
+def _recorded_cuda_graphs() -> int | None:
     """Nodes of every device's CUDA-graph tree: one per recording (re-recordings included)."""
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return 0
+    try:
+        return _tree_nodes()
+    except (ImportError, AttributeError, TypeError):  # private torch internals moved
+        return None
+
+
+def _tree_nodes() -> int:
     from torch._inductor import cudagraph_trees
 
     total = 0

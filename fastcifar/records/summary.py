@@ -76,6 +76,9 @@ class Summary:
     wall_seconds: float | None = field(default=None, metadata=_kinds(RUN, MULTI, RANGE))
     compiled: bool | None = field(default=None, metadata=_kinds(RUN, MULTI))
     compile_mode: str | None = field(default=None, metadata=_kinds(RUN, MULTI))
+    # The process's compile counts at the run's end (engine/compilation.CompileCounts): whether
+    # its steps ran as CUDA graphs, and whether any graph was skipped. None: not compiled.
+    compile_counts: dict[str, Any] | None = field(default=None, metadata=_kinds(RUN, MULTI))
     precision: str | None = field(default=None, metadata=_kinds(RUN, MULTI))
     precision_reason: str | None = field(default=None, metadata=_kinds(RUN, MULTI))
     device_name: str | None = field(default=None, metadata=_kinds(RUN, MULTI, RANGE))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +173,12 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work; used only at epoch boundaries, never per batch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, work: Callable[[], object]) -> float:
+    """Seconds that `work()` takes, with all queued device work finished before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start

@@ -23,7 +23,7 @@ from fastcifar.data.dataset import Dataset
 from fastcifar.data.loaders import BatchLoader, LoaderOptions, make_loader
 from fastcifar.data.source import beton_cache_folder
 from fastcifar.data.spec import SPECS
-from fastcifar.engine.compilation import compile_model
+from fastcifar.engine.compilation import compile_counts, compile_model
 from fastcifar.engine.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.engine.lr_range_test import RangeTestResult, lr_range_test
 from fastcifar.engine.model import (
@@ -123,6 +123,7 @@ class Trainer:
         return {
             "compiled": self.compiled,
             "compile_mode": self.compile_mode,
+            "compile_counts": compile_counts().to_dict() if self.compiled else None,
             "precision": self.precision.name,
             "precision_reason": self.precision.reason,
             "device_name": device_name(self.device),
