@@ -24,7 +24,7 @@ from fastcifar.records.summary import Summary, read_summary
 from fastcifar.runs.aggregation import run_folders_of
 from fastcifar.runs.request import Request
 from fastcifar.runs.saved_run import SavedRun, load_saved_run
-from fastcifar.system.caller import python_entry
+from fastcifar.system.caller import named, python_entry
 from fastcifar.system.distributed import from_environment, start, teardown
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
@@ -125,6 +125,11 @@ def make_request(
     train = TrainConfig.from_dict({**base, **settings}, where="the settings")
     options = RunOptions(**{k: v for k, v in values.items() if k in OPTION_NAMES})
     _check_options(options)
+    if options.time_budget is not None and train.runs > 1:
+        raise ConfigError(
+            f"{named('time_budget')} plans the epochs of one run, and this asks for {train.runs} "
+            f"({named('seeds')}, or several {named('lr_max')}): give each run its own budget"
+        )
     return Request(train, options, as_dataset(data) if data is not None else None, model)
 
 
@@ -148,6 +153,12 @@ def _check_options(options: RunOptions) -> None:
     ):
         raise ConfigError(
             f"max_time must be a positive number of seconds, got {options.max_time!r}"
+        )
+    if options.time_budget is not None and not (
+        isinstance(options.time_budget, int | float) and options.time_budget > 0
+    ):
+        raise ConfigError(
+            f"time_budget must be a positive number of seconds, got {options.time_budget!r}"
         )
     if options.max_steps is not None and not (
         isinstance(options.max_steps, int) and options.max_steps >= 1

@@ -161,6 +161,14 @@ def final_line(summary: Summary, folder: RunFolder) -> str:
             if len(trained_by) > 1
             else "resumed"
         )
+    if summary.time_budget:
+        budget = summary.time_budget["budget_seconds"]
+        over = (
+            " (over: the measured step was faster than the run's)"
+            if (summary.wall_seconds > budget)
+            else ""
+        )
+        extras.append(f"time budget {duration(budget)}{over}")
     return (
         f"{accuracy} | training {duration(summary.total_train_seconds)}, evaluation "
         f"{duration(summary.total_eval_seconds)}, wall {duration(summary.wall_seconds)} "

@@ -248,6 +248,10 @@ class RunOptions:
         "1:30:00), resumable", parse="duration", metavar="TIME", **NO_RANGE_TEST)
     max_steps: int | None = option(RUNS, None, "stop cleanly after this many training steps of "
         "a run, resumable", parse="count", metavar="N", **NO_RANGE_TEST)
+    time_budget: float | None = option(RUNS, None, "train as many epochs as fit this long on "
+        "this machine (30m, 2h), planned from a measured step, the evaluation and the range test "
+        "before the run starts; One Cycle over them (overrides --epochs)", parse="duration",
+        metavar="TIME", **NO_RANGE_TEST)
     quiet: bool = option(RUNS, False, "print only warnings and errors (no progress, no epoch "
         "lines); the run folder records everything as always")
     parallel: str = option(RUNS, "auto", "under torchrun: 'runs' gives each rank whole runs of "

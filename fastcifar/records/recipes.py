@@ -58,3 +58,26 @@ def with_recipe(values: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(name, str) or name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPE_NAMES)}")
     return {**RECIPES[name].settings, **values}
+
+
+# What runs recorded in benchmarks/results/ reached, by recipe and length: the line before a
+# --time-budget run quotes it. Test accuracy (TTA as the recipe evaluates it); CPU runs.
+RECORDED: dict[tuple[str, int], str] = {
+    ("assignment", 24): "93.84% (flip TTA 94.50%), 1 seed, found bounds "
+    "(benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06)",
+}
+
+
+def recorded_accuracy(recipe: str, epochs: int) -> str:
+    """What recorded runs of `recipe` reached at `epochs`, or at the recorded lengths nearest
+    it; '' when none is recorded."""
+    lengths = sorted(length for name, length in RECORDED if name == recipe)
+    if not lengths:
+        return ""
+    if epochs in lengths:
+        return f"recorded at {epochs} epochs: {RECORDED[recipe, epochs]}"
+    near = [length for length in lengths if length < epochs][-1:] + [
+        length for length in lengths if length > epochs
+    ][:1]
+    said = "; ".join(f"at {length} epochs {RECORDED[recipe, length]}" for length in near)
+    return f"no run of {recipe} at {epochs} epochs is recorded; recorded {said}"

@@ -70,6 +70,9 @@ class Summary:
     lr_min: float | None = field(default=None, metadata=_kinds(RUN, RANGE))
     lr_max: float | None = field(default=None, metadata=_kinds(RUN, RANGE))
     lr_source: dict[str, Any] | None = field(default=None, metadata=_kinds(RUN, RANGE))
+    # --time-budget: the budget, the epochs planned and the estimate behind them (wall_seconds
+    # is what was used).
+    time_budget: dict[str, Any] | None = field(default=None, metadata=_kinds(RUN))
     # Warm-up: compilation when compiled, else the first batch's loader work.
     warm_up_seconds: float | None = field(default=None, metadata=_kinds(RUN, MULTI))
     compile_seconds: float | None = field(default=None, metadata=_kinds(RUN, MULTI))

@@ -354,4 +354,5 @@ def running_summary(trainer: Trainer) -> Summary:
         Status.RUNNING,
         trainer.config.to_dict(),
         class_names=list(trainer.data.class_names),
+        time_budget=trainer.budget_plan,
     )

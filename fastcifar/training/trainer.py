@@ -73,6 +73,7 @@ class Trainer:
     factory: Callable[[], nn.Module]  # initial weights from torch's global seed
     model_name: str
     initial_optimizer_state: dict
+    budget_plan: dict[str, Any] | None = None  # --time-budget's plan (runs/budget.py)
 
     @property
     def compiled(self) -> bool:

@@ -1,0 +1,75 @@
+"""--time-budget: the epochs planned from a measured step, the evaluation and the range test
+before the run starts, recorded with the plan; from the command line and from Python; a budget
+that fits no One Cycle, or several runs, is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import fastcifar
+from fastcifar.errors import ConfigError
+from fastcifar.records.recipes import recorded_accuracy
+from fastcifar.runs import budget
+from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code
+
+DATA = synthetic_cifar(64, 32)
+SLICE = ["--train-subset", "48", "--batch-size", "16", "--test-subset", "32", "--lr-max", "0.05",
+         "--no-plots", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture
+def steady_step(monkeypatch):
+    """A measured step of 0.5 s, whatever else runs on this machine."""
+    monkeypatch.setattr(budget, "measure_step", lambda trainer: 0.5)
+
+
+def test_the_command_trains_the_epochs_that_fit_and_records_the_plan(tmp_path, steady_step, capsys):
+    out = tmp_path / "run"
+    assert exit_code([*SLICE, "--time-budget", "300", "--out", str(out)], DATA) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    plan = summary["time_budget"]
+    # 3 steps an epoch at 0.5 s, the evaluation about a share of it: ~1.6 s an epoch.
+    assert plan["budget_seconds"] == 300 and plan["seconds_per_step"] == 0.5
+    assert 150 < plan["epochs"] < 200 and plan["planned_seconds"] <= 300
+    assert summary["epochs_completed"] == plan["epochs"]
+    assert summary["config"]["epochs"] == plan["epochs"]  # config.json's too: resumable as is
+    out_text = capsys.readouterr().out
+    assert f"time budget 5.0 min: {plan['epochs']} epoch(s) fit" in out_text
+    assert "time budget 5.0 min" in out_text.strip().splitlines()[-1]
+
+
+def test_python_takes_seconds_and_plans_the_same(tmp_path, steady_step):
+    result = fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32,
+                           lr_max=0.05, plots=False, device="cpu", time_budget=12,
+                           out=str(tmp_path / "run"))  # fmt: skip
+    plan = result.summary.time_budget
+    assert plan["budget_seconds"] == 12 and result.summary.epochs_completed == plan["epochs"] >= 1
+
+
+def test_a_budget_too_small_for_one_cycle_is_one_line(tmp_path, steady_step, capsys):
+    out = tmp_path / "run"
+    assert exit_code([*SLICE, "--time-budget", "1s", "--out", str(out)], DATA) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: a time budget of --time-budget 1s fits no One Cycle here")
+    assert "raise --time-budget" in error and "\n" not in error
+    with pytest.raises(ConfigError, match="raise time_budget, or train on fewer images"):
+        fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32, lr_max=0.05,
+                      plots=False, device="cpu", time_budget=1,
+                      out=str(tmp_path / "p"))  # fmt: skip
+
+
+def test_a_budget_plans_one_run_not_several():
+    with pytest.raises(ConfigError, match="time_budget plans the epochs of one run"):
+        fastcifar.fit(seeds=2, time_budget=60)
+    with pytest.raises(ConfigError, match="time_budget must be a positive number of seconds"):
+        fastcifar.fit(time_budget=-5)
+
+
+def test_the_plan_quotes_the_recorded_runs_nearest_its_length():
+    assert recorded_accuracy("assignment", 24).startswith("recorded at 24 epochs: 93.84%")
+    assert "no run of assignment at 30 epochs is recorded; recorded at 24 epochs" in (
+        recorded_accuracy("assignment", 30)
+    )
