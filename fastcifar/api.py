@@ -139,6 +139,16 @@ def _base_config(config: Any) -> dict[str, Any]:
     if isinstance(config, TrainConfig):
         return config.to_dict()
     if isinstance(config, dict):
+        for key in config:
+            if key in OPTION_NAMES:
+                raise ConfigError(
+                    f"config: {key!r} is a run option, not a training setting: pass it as "
+                    f"fit({key}=...)"
+                )
+            if key not in CONFIG_NAMES:
+                raise ConfigError(
+                    f"config: unknown setting {key!r}{suggestion(str(key), CONFIG_NAMES)}"
+                )
         return dict(config)
     if isinstance(config, str | Path):
         return read_toml(config)

@@ -43,7 +43,7 @@ def test_the_average_follows_the_weights_and_lends_them_for_a_while():
     start = model.fc.weight.detach().clone()
     with torch.no_grad():
         model.fc.weight.add_(4.0)
-    average.after_step(0)
+    average.after_step(1000)  # past the warm-up: the decay itself
     torch.testing.assert_close(average.average["fc.weight"], start + 1.0)  # 0.25 of the way
     with average.applied():
         torch.testing.assert_close(model.fc.weight, start + 1.0)
@@ -85,6 +85,17 @@ def test_a_stopped_run_with_an_average_resumes_bit_identical(averaged, tmp_path,
     whole = torch.load(averaged / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[key], whole[key]) for key in whole)
     assert metrics(out) == metrics(averaged)
+
+
+def test_the_decay_warms_up_so_that_a_short_run_is_not_its_initial_weights():
+    average = WeightAverage(ResNet9(), decay=0.99)
+    assert average.decay_at(0) == pytest.approx(0.1)  # the first step: mostly the weights
+    assert average.decay_at(8) == pytest.approx(9 / 18)
+    assert average.decay_at(10_000) == 0.99
+    kept = 1.0
+    for step in range(8):  # what the 8-step run kept of its initial weights
+        kept *= average.decay_at(step)
+    assert kept < 0.01  # without the warm-up: 0.99**8 = 92%
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5, float("nan")])

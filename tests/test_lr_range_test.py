@@ -6,6 +6,7 @@ piece of state must be restored afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -112,7 +113,9 @@ def test_every_piece_of_state_is_restored():
     before_model = {k: v.clone() for k, v in model.state_dict().items()}
     before_optimizer = optimizer.state_dict()
     momentum_before = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
-    sweep(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20)
+    # Random labels: the loss may never fall, and the refusal of such a sweep restores too.
+    with contextlib.suppress(RangeTestError):
+        sweep(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20)
     for key, value in model.state_dict().items():  # weights and BatchNorm running statistics
         torch.testing.assert_close(value, before_model[key])
     assert optimizer.param_groups[0]["lr"] == before_optimizer["param_groups"][0]["lr"] == 0.05

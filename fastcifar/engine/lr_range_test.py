@@ -148,6 +148,13 @@ def lr_range_test(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
             f"lower {named('start_lr')} (find_lr) or give {named('lr_max')}"
         )
+    if valley_floor(sweep.smoothed) == 0:
+        raise RangeTestError(
+            f"the LR range test found no valley: the smoothed loss was lowest at the sweep's "
+            f"first step (LR {sweep.lrs[0]:g}) and never fell as the LR rose over "
+            f"{len(sweep.lrs)} steps; give {named('lr_max')}, or sweep longer "
+            f"({named('range_test_steps')}) from another {named('range_test_start_lr')}"
+        )
     lr_max, lr_min, max_method, min_method = suggest_bounds(
         sweep.lrs, sweep.smoothed, lr_min_divisor, sweep.blow_up_lr
     )

@@ -128,7 +128,21 @@ def train_plan(
         except RunStopped as stopped:
             raise stopped.with_hint(plan.hint) from None
         summary = _aggregate(plan, running(trainer, config), runs, timings)
+    _refuse_all_diverged(plan, summary)
     return summary, trainer, life.folder.path
+
+
+def _refuse_all_diverged(plan: Plan, summary: Summary) -> None:
+    """A plan in which no run completed is diverged, as a single run would be: its summary
+    says so (the groups kept) and the command exits as a diverged run does."""
+    groups = plan.dist.from_rank_0(lambda: summary.groups or [])
+    if any(group["runs"] for group in groups):
+        return
+    seeds = sorted({seed for group in groups for seed in group["diverged_seeds"]})
+    reason = f"diverged: every run of the plan diverged (seeds {seeds})"
+    if plan.dist.is_main:
+        plan.life.folder.write_summary(summary.stopped(Status.DIVERGED, reason))
+    raise Diverged(reason)
 
 
 def _range_test(plan: Plan, stop: StopSignals, needed: bool) -> LrBounds | None:

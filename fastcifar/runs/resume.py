@@ -110,7 +110,7 @@ def check_resumable(path: Path, request: Request) -> ConfigRecord:
             f"{path} holds an LR range test (find_lr), not a training run: run find_lr again"
         )
     record = read_config(path)
-    if summary.status == Status.DIVERGED and summary.kind == RunKind.RUN:
+    if summary.status == Status.DIVERGED:  # a run, or a plan of which every run diverged
         lr_max = summary.config.get("lr_max")
         raise RunFolderError(
             f"{path} diverged ({summary.reason}); resuming repeats that: train again with a "

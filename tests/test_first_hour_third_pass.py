@@ -1,0 +1,56 @@
+"""What the third first-hour pass found, each fixed: a config dict refuses keys it does not
+know, the range test refuses a sweep whose loss never fell, a short EMA run is not at chance,
+and a plan in which every run diverged is diverged, as a single run would be."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import fastcifar
+from fastcifar.engine.lr_range_test import lr_range_test
+from fastcifar.engine.step import StepContext
+from fastcifar.errors import ConfigError, RangeTestError
+from tests.cifar_files import synthetic_cifar
+from tests.runs import TWO_EPOCHS, exit_code
+
+DATA = synthetic_cifar(64, 32)
+
+
+def test_a_typo_in_a_config_dict_is_refused_with_a_suggestion():
+    with pytest.raises(
+        ConfigError, match="config: unknown setting 'epochz'; did you mean 'epochs'"
+    ):
+        fastcifar.fit(config={"epochz": 3})
+    with pytest.raises(ConfigError, match="'quiet' is a run option, not a training setting"):
+        fastcifar.fit(config={"quiet": True, "epochs": 1})
+
+
+def test_a_sweep_whose_loss_never_fell_is_refused_not_read_at_its_start():
+    weight = nn.Parameter(torch.zeros(1))
+    calls = []
+
+    def rising(images, labels):  # the loss only grows as the LR does
+        calls.append(1)
+        return weight.sum() * 0 + float(len(calls)), torch.tensor(0)
+
+    ctx = StepContext(rising, torch.optim.SGD([weight], lr=0.1))
+    batches = [(torch.zeros(2, 1), torch.zeros(2, dtype=torch.int64))]
+    with pytest.raises(RangeTestError, match="found no valley: the smoothed loss was lowest at"):
+        lr_range_test(ctx, batches, restore=nn.Linear(1, 1), steps=20)
+
+
+def test_every_run_of_a_plan_diverging_exits_as_diverged(tmp_path, capsys):
+    out = tmp_path / "plan"
+    argv = [*TWO_EPOCHS, "--lr-max", "1e6", "--seeds", "2", "--out", str(out)]
+    assert exit_code(argv, DATA) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert summary["reason"] == "diverged: every run of the plan diverged (seeds [0, 1])"
+    assert summary["groups"][0]["diverged_seeds"] == [0, 1]
+    capsys.readouterr()
+    assert exit_code(["--resume", str(out)], DATA) == 2
+    assert "diverged (diverged: every run" in capsys.readouterr().err
