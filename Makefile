@@ -14,7 +14,7 @@ ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # FFCV compiles against these at install time (and loads opencv/turbojpeg at run time).
 SYSTEM_PACKAGES := libopencv-dev libturbojpeg0-dev pkg-config g++
-EXTRAS := dev,ffcv,dali,gradcam,tensorboard
+EXTRAS := dev,ffcv,dali,gradcam,tensorboard,export
 
 # $(call timed,NAME,COMMAND): run COMMAND, then print how long phase NAME took.
 timed = @start=$$(date +%s); echo "== $(1)"; $(2); status=$$?; \

@@ -35,7 +35,7 @@ PUBLIC = {
     "__version__": "records.provenance",  # declared there as VERSION, read by setup.cfg
 }
 # the command modules that are callable as their function (see find_lr.py)
-COMMAND_FUNCTIONS = ("find_lr", "evaluate", "predict")
+COMMAND_FUNCTIONS = ("find_lr", "evaluate", "predict", "export")
 __all__ = [*(name for name in PUBLIC if name != "__version__"), *COMMAND_FUNCTIONS]
 
 

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first N test images, or all of them (default: those the run was evaluated on)",
     )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument(
+        "--tta-translate",
+        action="store_true",
+        help="with --tta: also the flip pairs of the image shifted 1 pixel up-left and down-right",
+    )
     return parser
 
 
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
 
     def run() -> None:
         from fastcifar.records.run_folder import strict_json
+        from fastcifar.records.summary import tta_name
         from fastcifar.runs.inference import evaluate as evaluate_run
         from fastcifar.system.files import atomic_write
         from fastcifar.system.progress import say
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
         result = evaluate_run(
             args.run_dir,
             tta=args.tta,
+            tta_translate=args.tta_translate,
             test_subset=args.test_subset,
             batch_size=args.batch_size,
             device=args.device,
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
         )
         if result.note:
             say(f"note: {result.note}")
-        for title, scores in (("test accuracy", result.plain), ("flip TTA accuracy", result.tta)):
+        tta_title = f"{tta_name(args.tta_translate)} accuracy"
+        for title, scores in (("test accuracy", result.plain), (tta_title, result.tta)):
             if scores is not None:
                 print(format_report(scores.confusion, list(scores.class_names), title))
         written = atomic_write(

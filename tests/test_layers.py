@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["errors", "system", "data", "engine", "records", "outputs", "training", "runs"]
 FACE = len(LAYERS)
 COMMANDS = {"fastcifar.train", "fastcifar.find_lr", "fastcifar.evaluate", "fastcifar.predict",
-            "fastcifar.explain", "fastcifar.summary", "fastcifar.aggregate"}  # fmt: skip
+            "fastcifar.explain", "fastcifar.summary", "fastcifar.aggregate",
+            "fastcifar.export"}  # fmt: skip
 
 
 def imports_of(path: Path) -> set[str]:

@@ -16,7 +16,7 @@ from fastcifar.data.dataset import Dataset, batch_of_images
 from fastcifar.data.images import image_paths, read_image
 from fastcifar.engine.evaluation import Scores, evaluate_split
 from fastcifar.engine.model import ModelChoice
-from fastcifar.errors import ImageInputError
+from fastcifar.errors import ConfigError, ImageInputError
 from fastcifar.outputs.plots import confusion_matrix
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
 from fastcifar.system.device import pick_device
@@ -91,6 +91,7 @@ def evaluate(
     data_dir: str | None = None,
     model: ModelChoice = None,
     allow_incomplete: bool = False,
+    tta_translate: bool = False,
 ) -> RunEvaluation:
     """A trained run on a test split, in fp32: the images the run was evaluated on unless
     `test_subset` says N or "all"; `data` (and `model`) again for a run trained on data (or a
@@ -99,7 +100,11 @@ def evaluate(
     test, which = test_split_of(saved, data_dir, test_subset, data)
     on = next(saved.model.parameters()).device
     say(f"evaluating {which} on {on} (fp32)")
-    result = evaluate_split(saved.model, test, on, batch_size, tta, saved.normalisation)
+    if tta_translate and not tta:
+        raise ConfigError("tta_translate adds shifted copies to the flip TTA: it needs tta too")
+    result = evaluate_split(
+        saved.model, test, on, batch_size, tta, saved.normalisation, tta_translate
+    )
     names = tuple(saved.class_names)
     return RunEvaluation(
         saved.folder.resolve(),

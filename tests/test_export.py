@@ -1,0 +1,72 @@
+"""python -m fastcifar.export and fastcifar.export: a trained run's network, normalisation
+inside, as ONNX (checked in onnxruntime) or TorchScript, agreeing with PyTorch on the run's test
+images; a model that cannot be exported, a missing extra or a bad format is one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import fastcifar
+from fastcifar.errors import MissingBackendError
+from fastcifar.export import main as export_main
+from fastcifar.runs import export as exporting
+from tests.cifar_files import synthetic_cifar
+from tests.runs import TWO_EPOCHS, finished_run
+
+DATA = synthetic_cifar(64, 32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return finished_run(tmp_path_factory, "export", [*TWO_EPOCHS, "--ema", "0.5"], DATA)
+
+
+def test_onnx_agrees_with_pytorch_in_onnxruntime(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "net.onnx"
+    check = fastcifar.export(trained, format="onnx", out=out, data=DATA)
+    assert check.images == 32 and check.top1_agreement >= 0.999
+    assert check.max_probability_difference < 1e-3 and check.runtime.startswith("onnxruntime")
+    recorded = json.loads((tmp_path / "net.onnx.check.json").read_text())
+    assert recorded["top1_agreement"] == check.top1_agreement
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):  # the batch axis is dynamic; probabilities sum to 1
+        pixels = DATA.test.images[:batch]
+        probabilities = session.run(None, {"pixels": pixels})[0]
+        assert probabilities.shape == (batch, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # The EMA run's model.pt holds the average: the exported file is those weights.
+    saved = fastcifar.load_run(trained)
+    expected = saved.predict_proba(DATA.test.images[:5]).numpy()
+    np.testing.assert_allclose(session.run(None, {"pixels": DATA.test.images[:5]})[0], expected,
+                               atol=1e-4)  # fmt: skip
+
+
+def test_torchscript_is_checked_by_loading_it_back(trained, tmp_path):
+    check = fastcifar.export(trained, format="torchscript", out=tmp_path / "net.pt", data=DATA)
+    assert check.top1_agreement == 1.0 and check.max_probability_difference < 1e-5
+    loaded = torch.jit.load(str(tmp_path / "net.pt"))
+    assert loaded(torch.from_numpy(DATA.test.images[:3])).shape == (3, 10)
+
+
+def test_a_missing_extra_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingBackendError, match=r"pip install '\.\[export\]'"):
+        exporting.import_onnx()
+
+
+def test_a_bad_format_and_a_folder_that_is_no_run_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path), "--format", "tflite"])
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")
