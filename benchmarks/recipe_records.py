@@ -15,7 +15,6 @@ import argparse
 import csv
 import shutil
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,11 @@ def _complete(summary: Summary) -> bool:
 
 
 def command_of(config: dict[str, Any]) -> str:
-    """The train command of a recorded config: every recipe setting that is not the default."""
-    defaults = {item.name: item.default for item in fields(TrainConfig)}
-    flags = []
+    """The train command of a recorded config: its --recipe, then every setting that differs
+    from what that recipe sets (fastcifar.records.recipes)."""
+    recipe = config.get("recipe", "assignment")
+    defaults = TrainConfig.from_dict({"recipe": recipe}).to_dict()
+    flags = [] if recipe == "assignment" else [f"--recipe {recipe}"]
     for name, value in config.items():
         if name in NOT_THE_RECIPE or name not in defaults or value == defaults[name]:
             continue
@@ -66,14 +67,37 @@ def command_of(config: dict[str, Any]) -> str:
     return " ".join(["python -m fastcifar.train", *flags])
 
 
+_IMAGE_GFLOP: dict[int, float] = {}
+
+
+def training_pflop(summary: Summary) -> float | None:
+    """PFLOP of the run's training steps, counted by torch's FLOP counter on the ResNet9 (a
+    forward's FLOPs x 3 per image: forward, input and weight gradients); evaluation left out."""
+    from fastcifar.engine.model import ResNet9, step_gflop
+
+    classes = len(summary.class_names or ()) or 10
+    if summary.train_examples_per_epoch is None or summary.epochs_completed is None:
+        return None
+    if classes not in _IMAGE_GFLOP:
+        import torch
+
+        _IMAGE_GFLOP[classes] = step_gflop(ResNet9(classes), 1, torch.device("cpu")) or 0.0
+    images = summary.train_examples_per_epoch * summary.epochs_completed
+    return _IMAGE_GFLOP[classes] * images / 1e6 or None
+
+
 def row_of(folder: Path, name: str) -> dict[str, Any]:
     """One complete run as the table shows it."""
     summary = read_summary(folder)
     found = "range_test_seconds" in (summary.lr_source or {})
     return {
         "run": name,
+        "recipe": summary.config.get("recipe", "assignment"),
+        "epochs": summary.epochs_completed,
+        "pflop": training_pflop(summary),
         "accuracy": summary.final_test_accuracy,
         "accuracy_tta": summary.final_test_accuracy_tta,
+        "tta_kind": summary.headline if summary.final_test_accuracy_tta is not None else None,
         "lr_min": summary.lr_min,
         "lr_max": summary.lr_max,
         "bounds": "found by the range test" if found else "given",
@@ -90,17 +114,23 @@ def row_of(folder: Path, name: str) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| Run | Test accuracy | Flip TTA | LRMIN / LRMAX | Training | Wall | Device | Precision "
-        "| torch | Command |\n|---|---:|---:|---|---:|---:|---|---|---|---|"
+        "| Run | Epochs | Test accuracy | TTA | LRMIN / LRMAX | Training PFLOP | Training | Wall "
+        "| Device | Precision | torch | Command |\n"
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---|---|---|"
     )
     lines = [head]
     for row in rows:
-        tta = f"{100 * row['accuracy_tta']:.2f}%" if row["accuracy_tta"] is not None else "-"
+        tta = (
+            f"{100 * row['accuracy_tta']:.2f}% ({row['tta_kind']})"
+            if row["accuracy_tta"] is not None
+            else "-"
+        )
         bounds = f"{row['lr_min']:.4g} / {row['lr_max']:.4g} ({row['bounds']})"
+        pflop = f"{row['pflop']:.3g}" if row["pflop"] else "-"
         lines.append(
-            f"| {row['run']} | {100 * row['accuracy']:.2f}% | {tta} | {bounds} "
-            f"| {_hours(row['train_seconds'])} | {_hours(row['wall_seconds'])} | {row['device']} "
-            f"| {row['precision']} | {row['torch']} | `{row['command']}` |"
+            f"| {row['run']} | {row['epochs']} | {100 * row['accuracy']:.2f}% | {tta} | {bounds} "
+            f"| {pflop} | {_hours(row['train_seconds'])} | {_hours(row['wall_seconds'])} "
+            f"| {row['device']} | {row['precision']} | {row['torch']} | `{row['command']}` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -131,6 +161,33 @@ def plot_test_accuracy(runs: dict[str, Path], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_accuracy_by_compute(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Final test accuracy (plain, and with the run's TTA) of every run against its epochs and
+    against its training PFLOP, one colour per recipe: epochs-to-accuracy in one figure."""
+    from fastcifar.outputs.plots import plt, save_figure
+
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    recipes = sorted({row["recipe"] for row in rows})
+    for axes, key, label in zip(panels, ("epochs", "pflop"), ("epochs", "training PFLOP"),
+                                strict=True):  # fmt: skip
+        for index, recipe in enumerate(recipes):
+            mine = [row for row in rows if row["recipe"] == recipe and row[key]]
+            colour = f"C{index}"
+            x = [row[key] for row in mine]
+            axes.plot(x, [100 * row["accuracy"] for row in mine], "o", color=colour,
+                      label=f"{recipe}: plain")  # fmt: skip
+            tta = [(row[key], 100 * row["accuracy_tta"]) for row in mine if row["accuracy_tta"]]
+            if tta:
+                axes.plot(*zip(*tta, strict=True), "^", color=colour, label=f"{recipe}: with TTA")
+        axes.axhline(94.0, color="grey", lw=0.8, ls="--")
+        axes.set(xlabel=label)
+        axes.grid(alpha=0.3)
+    panels[0].set(ylabel="final test accuracy (%)")
+    panels[1].legend(fontsize=8)
+    figure.suptitle("accuracy against training length and compute (94%: dashed)")
+    return save_figure(figure, path)
+
+
 def write_records(folders: list[Path], out: Path) -> list[dict[str, Any]]:
     """The records of the complete runs among `folders` under `out` (see the docstring); the
     table's rows."""
@@ -147,6 +204,7 @@ def write_records(folders: list[Path], out: Path) -> list[dict[str, Any]]:
     if rows:
         (out / "recipe.md").write_text(table(rows))
         plot_test_accuracy(names, out / "test_accuracy.png")
+        plot_accuracy_by_compute(rows, out / "accuracy_by_compute.png")
     return rows
 
 

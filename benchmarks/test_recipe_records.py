@@ -43,12 +43,21 @@ def test_complete_runs_are_recorded_with_a_table_and_one_curve_plot(runs, tmp_pa
         assert not {"model.pt", "checkpoint.pt"} & kept
     assert "lr_range_test.json" in {p.name for p in (out / "found").iterdir()}
     assert (out / "test_accuracy.png").stat().st_size > 1000
+    assert (out / "accuracy_by_compute.png").stat().st_size > 1000
     lines = table.splitlines()
     assert len(lines) == 2 + len(names) and (out / "recipe.md").read_text() == table
     found = next(line for line in lines if line.startswith("| found |"))
     assert "(found by the range test)" in found and "%" in found
     given = next(line for line in lines if line.startswith("| given |"))
     assert "(given)" in given and "--lr-max 0.05 " in given and "--eval-every 2 " in given
+    assert "| given | 2 | " in given and "(flip TTA) |" in given  # epochs, the TTA's kind
+    pflop = float(given.split(" | ")[5])  # 2 epochs of 32 images of the ResNet9: 2.29 GFLOP each
+    assert pflop == pytest.approx(64 * 2.29e-6, rel=0.01)
+
+
+def test_a_recipe_runs_command_is_its_name_and_what_differs_from_it():
+    command = command_of({"recipe": "fast", "epochs": 10, "lr_max": 0.4, "lookahead": 5})
+    assert command == "python -m fastcifar.train --recipe fast --epochs 10"
 
 
 def test_nothing_complete_is_one_line(runs, tmp_path, capsys):

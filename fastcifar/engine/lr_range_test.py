@@ -79,6 +79,11 @@ class RangeTestResult:
         return asdict(self)
 
 
+# A sweep of fewer steps only samples the curve: its lowest point may be its first by noise, so
+# it is not refused for that (its LRMAX says so instead); a longer one whose loss never fell is.
+VALLEY_MIN_STEPS = 10
+
+
 def valley_floor(smoothed: list[float]) -> int:
     """The step of the minimum smoothed loss."""
     return int(np.argmin(smoothed))
@@ -148,7 +153,8 @@ def lr_range_test(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
             f"lower {named('start_lr')} (find_lr) or give {named('lr_max')}"
         )
-    if valley_floor(sweep.smoothed) == 0:
+    at_start = valley_floor(sweep.smoothed) == 0
+    if at_start and len(sweep.lrs) >= VALLEY_MIN_STEPS:
         raise RangeTestError(
             f"the LR range test found no valley: the smoothed loss was lowest at the sweep's "
             f"first step (LR {sweep.lrs[0]:g}) and never fell as the LR rose over "
@@ -158,6 +164,11 @@ def lr_range_test(
     lr_max, lr_min, max_method, min_method = suggest_bounds(
         sweep.lrs, sweep.smoothed, lr_min_divisor, sweep.blow_up_lr
     )
+    if at_start:  # a sweep too short to tell a valley from noise: said, and recorded
+        max_method += (
+            f"; the sweep's first step, over only {len(sweep.lrs)} steps: too short to find a "
+            f"valley, give {named('lr_max')} or sweep at least {VALLEY_MIN_STEPS} steps"
+        )
     return RangeTestResult(
         sweep.lrs,
         sweep.raw,
