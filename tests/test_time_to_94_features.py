@@ -36,9 +36,9 @@ from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 
 DATA = synthetic_cifar(64, 32)
-EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--freeze-bn-scale", "--bn-bias-lr-scale",
-              "8", "--no-bias-decay", "--lookahead", "2", "--label-smoothing", "0.2", "--tta",
-              "--tta-translate"]  # fmt: skip
+EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--ghost-bn", "8", "--freeze-bn-scale",
+              "--bn-bias-lr-scale", "8", "--no-bias-decay", "--lookahead", "2",
+              "--label-smoothing", "0.2", "--tta", "--tta-translate"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -253,3 +253,42 @@ def test_a_stopped_run_with_every_feature_resumes_bit_identical(whole, tmp_path,
     uninterrupted = torch.load(whole / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted)
     assert metrics(out) == metrics(whole)
+
+
+# --- ghost BatchNorm ---------------------------------------------------------------------------
+
+
+def test_ghost_batchnorm_normalises_each_sub_batch_by_its_own_statistics():
+    from fastcifar.engine.ghost_batchnorm import GhostBatchNorm2d, convert
+
+    torch.manual_seed(0)
+    plain = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-1, 1)
+    ghost = convert(nn.Sequential(nn.BatchNorm2d(3)), 2)[0]
+    ghost.load_state_dict(plain.state_dict())
+    assert isinstance(ghost, GhostBatchNorm2d)
+    x = torch.randn(6, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    halves = [nn.functional.batch_norm(part, None, None, plain.weight, plain.bias, True)
+              for part in x.split(2)]  # fmt: skip
+    torch.testing.assert_close(ghost(x), torch.cat(halves), rtol=1e-4, atol=1e-5)
+    # Running statistics: one move per step, towards the sub-batches' mean statistics.
+    means = torch.stack([part.mean(dim=(0, 2, 3)) for part in x.split(2)]).mean(0)
+    torch.testing.assert_close(ghost.running_mean, 0.1 * means)
+    assert ghost.num_batches_tracked.item() == 1
+    ghost.eval()
+    plain.load_state_dict(ghost.state_dict())
+    torch.testing.assert_close(ghost(x), plain.eval()(x))  # evaluation: plain BatchNorm
+
+
+def test_ghost_batchnorm_keeps_the_network_and_its_state_dict():
+    from fastcifar.engine.ghost_batchnorm import convert
+
+    model = ResNet9()
+    keys = list(model.state_dict())
+    convert(model, 32)
+    assert list(model.state_dict()) == keys
+    assert sum(p.numel() for p in model.parameters()) == 6_573_130
+    with pytest.raises(ConfigError, match=r"ghost_bn \(48\) must divide batch_size \(512\)"):
+        TrainConfig(ghost_bn=48)

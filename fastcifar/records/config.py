@@ -97,6 +97,9 @@ class TrainConfig:
         "64)", parse="positive", metavar="X")
     bias_decay: bool = option(RECIPE, True, "weight decay on biases and BatchNorm parameters too "
         "(--no-bias-decay: on convolution and linear weights only)")
+    ghost_bn: int | None = option(RECIPE, None, "ghost BatchNorm: training statistics over "
+        "sub-batches of G images (Page: 32 of 512); evaluation unchanged", parse="count",
+        metavar="G")
     lookahead: int | None = option(RECIPE, None, "lookahead: every K steps the weights are pulled "
         "to a slow average of themselves, its decay rising as 0.95^K x (step/steps)^3 "
         "(airbench's schedule; K 5, say)", parse="count", metavar="K", **NO_RANGE_TEST)

@@ -35,10 +35,18 @@ INTEGER_BOUNDS = {  # None: no upper bound
     "eval_every": MAX_EPOCHS,
     "seeds": MAX_SEEDS,
     "lookahead": MAX_EPOCHS,
+    "ghost_bn": MAX_BATCH_SIZE,
     "train_subset": None,
     "test_subset": None,
 }
-OPTIONAL = ("range_test_steps", "train_subset", "test_subset", "checkpoint_every", "lookahead")
+OPTIONAL = (
+    "range_test_steps",
+    "train_subset",
+    "test_subset",
+    "checkpoint_every",
+    "lookahead",
+    "ghost_bn",
+)
 
 
 DATASET_NAMES = tuple(SPECS)
@@ -120,6 +128,12 @@ def _check_integers(config: Any) -> None:
         is_integer(config.seed) and config.seed >= 0 and last_seed <= MAX_SEED,
         f"seed must be an integer from 0 to {MAX_SEED}, got {last_seed!r}",
     )
+    if config.ghost_bn is not None:
+        _require(
+            config.batch_size % config.ghost_bn == 0,
+            f"ghost_bn ({config.ghost_bn}) must divide batch_size ({config.batch_size}): each "
+            "batch splits into sub-batches of that many images",
+        )
     if config.train_subset is not None:
         _require(
             config.train_subset >= config.batch_size,

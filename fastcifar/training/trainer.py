@@ -25,6 +25,7 @@ from fastcifar.data.source import beton_cache_folder
 from fastcifar.data.spec import SPECS
 from fastcifar.engine.compilation import compile_counts, compile_model
 from fastcifar.engine.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
+from fastcifar.engine.ghost_batchnorm import convert as convert_to_ghost_batchnorm
 from fastcifar.engine.lr_range_test import RangeTestResult, lr_range_test
 from fastcifar.engine.model import (
     ModelChoice,
@@ -164,6 +165,13 @@ def build(
         if device.type != "cuda":
             raise ConfigError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel")
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    if config.ghost_bn is not None:
+        if config.batch_size // dist.world_size % config.ghost_bn:
+            raise ConfigError(
+                f"ghost_bn ({config.ghost_bn}) must divide each rank's batch "
+                f"({config.batch_size // dist.world_size} of {dist.world_size} ranks)"
+            )
+        convert_to_ghost_batchnorm(network, config.ghost_bn)
     if config.freeze_bn_scale:
         freeze_bn_scales(network)
     optimizer = make_optimizer(
