@@ -10,6 +10,8 @@ difference) are printed and written next to the file as FILE.check.json.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 import warnings
@@ -109,17 +111,18 @@ def _default_name(format: str) -> str:
 def _export_onnx(deployable: nn.Module, example: torch.Tensor, target: Path) -> tuple[str, Any]:
     onnxruntime = import_onnx()
     batch = torch.export.Dim("batch", min=1)
-    try:
-        program = torch.onnx.export(
-            deployable,
-            (example,),
-            dynamo=True,
-            input_names=["pixels"],
-            output_names=["probabilities"],
-            dynamic_shapes={"pixels": {0: batch}},
-            opset_version=OPSET,
-            verbose=False,
-        )
+    try:  # the exporter prints its passes on stdout: kept off the command's output
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                deployable,
+                (example,),
+                dynamo=True,
+                input_names=["pixels"],
+                output_names=["probabilities"],
+                dynamic_shapes={"pixels": {0: batch}},
+                opset_version=OPSET,
+                verbose=False,
+            )
     except Exception as error:  # a model of one's own that torch.export cannot trace
         raise UserError(
             f"this model cannot be exported to ONNX ({type(error).__name__}: "
