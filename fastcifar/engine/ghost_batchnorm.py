@@ -27,8 +27,11 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"a batch of {n} images does not split into sub-batches of "
                              f"{self.ghost_size}")  # fmt: skip
         groups = x.reshape(n // self.ghost_size, self.ghost_size, c, h, w)
-        mean = groups.mean(dim=(1, 3, 4), keepdim=True)
-        var = groups.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+        # Statistics in fp32 whatever autocast made of x (bf16 variances lose the small ones),
+        # as nn.BatchNorm2d computes them.
+        precise = groups.float()
+        mean = precise.mean(dim=(1, 3, 4), keepdim=True)
+        var = precise.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight.view(1, 1, c, 1, 1)
