@@ -23,7 +23,8 @@ from fastcifar.records.config_record import RunKind, Status
 from fastcifar.records.summary import Summary, read_summary
 from fastcifar.runs.aggregation import run_folders_of
 
-RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "lr_range_test.json")
+RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "lr_range_test.json",
+                "evaluation.json")  # fmt: skip
 # Settings that say where or how fast, not what was trained: left out of the command shown.
 NOT_THE_RECIPE = {"data_dir", "beton_dir", "plots", "checkpoint_every", "checkpoint_seconds"}
 
