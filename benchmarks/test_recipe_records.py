@@ -84,3 +84,8 @@ def test_benchmarks_md_shows_the_recorded_recipe_runs_or_says_there_are_none(run
     text = publish.render(results)
     assert "None is recorded yet" not in text and "### cpu-recipe-test-cpu-2026-12-05" in text
     assert "| given |" in text and "The first convolution" in text
+    assert "Time to 94%" not in text  # no shorter runs recorded yet
+    write_records([runs / "found"], results / "cpu-time-to-94-test-cpu-2026-12-07")
+    text = publish.render(results)
+    assert "## Time to 94%: shorter runs and the `fast` recipe" in text
+    assert "### cpu-time-to-94-test-cpu-2026-12-07" in text and "| found | 2 |" in text
