@@ -273,6 +273,19 @@ def test_ghost_batchnorm_normalises_each_sub_batch_by_its_own_statistics():
     halves = [nn.functional.batch_norm(part, None, None, plain.weight, plain.bias, True)
               for part in x.split(2)]  # fmt: skip
     torch.testing.assert_close(ghost(x), torch.cat(halves), rtol=1e-4, atol=1e-5)
+    # The same in either memory format, and the gradients are those of the split batch.
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        probe = x.detach().contiguous(memory_format=memory_format).requires_grad_()
+        reference = x.detach().clone().requires_grad_()
+        weights = torch.randn_like(x)
+        (ghost(probe) * weights).sum().backward()
+        split = [nn.functional.batch_norm(part, None, None, plain.weight, plain.bias, True)
+                 for part in reference.split(2)]  # fmt: skip
+        (torch.cat(split) * weights).sum().backward()
+        torch.testing.assert_close(probe.grad, reference.grad, rtol=1e-4, atol=1e-5)
+    ghost.running_mean.zero_()
+    ghost.num_batches_tracked.zero_()
+    ghost(x)
     # Running statistics: one move per step, towards the sub-batches' mean statistics.
     means = torch.stack([part.mean(dim=(0, 2, 3)) for part in x.split(2)]).mean(0)
     torch.testing.assert_close(ghost.running_mean, 0.1 * means)

@@ -26,21 +26,22 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         if n % self.ghost_size:
             raise ValueError(f"a batch of {n} images does not split into sub-batches of "
                              f"{self.ghost_size}")  # fmt: skip
-        groups = x.reshape(n // self.ghost_size, self.ghost_size, c, h, w)
+        # Channels-last memory is (image, row, column, channel): sub-batches of whole images are
+        # then a free view (sub-batch, pixels, channel), reduced over its middle dimension.
+        pixels = x.permute(0, 2, 3, 1).reshape(n // self.ghost_size, self.ghost_size * h * w, c)
         # Statistics in fp32 whatever autocast made of x (bf16 variances lose the small ones),
         # as nn.BatchNorm2d computes them.
-        precise = groups.float()
-        mean = precise.mean(dim=(1, 3, 4), keepdim=True)
-        var = precise.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+        var, mean = torch.var_mean(pixels.float(), dim=1, correction=0, keepdim=True)
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            scale = scale * self.weight.view(1, 1, c, 1, 1)
+            scale = scale * self.weight
         shift = -mean * scale
         if self.bias is not None:
-            shift = shift + self.bias.view(1, 1, c, 1, 1)
+            shift = shift + self.bias
         if self.track_running_stats and self.running_mean is not None:
             self._track(mean, var, self.ghost_size * h * w)
-        return (groups * scale + shift).reshape(n, c, h, w)
+        out = torch.addcmul(shift.to(x.dtype), pixels, scale.to(x.dtype))
+        return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
