@@ -5,6 +5,7 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from fastcifar.data.dataset import as_dataset
+from fastcifar.data.spec import FOLDER
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError
@@ -120,6 +122,9 @@ def make_request(
             raise ConfigError(
                 f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
             )
+    if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
+        values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
+        data = None
     base = _base_config(config)
     settings = {k: v for k, v in values.items() if k in CONFIG_NAMES}
     train = TrainConfig.from_dict({**base, **settings}, where="the settings")
@@ -189,7 +194,9 @@ def fit(
     `config`: a TrainConfig, a dict of settings or a TOML file (as `--config` takes); `values`:
     settings that override it (`epochs=2`, `lr_max=0.4` or a list for a sweep, `seeds=5`) and
     run options (`out`, `overwrite`, `resume`, `auto_resume`, `max_time`, `max_steps`,
-    `parallel`). `data`: your own data (see `fastcifar.as_dataset`), else CIFAR-10; `model`:
+    `parallel`). `data`: your own data (see `fastcifar.as_dataset`), or the path of a folder
+    of 32x32 images in train/<class>/ and test/<class>/ (as `--dataset folder --data-dir`
+    reads it), else CIFAR-10; `model`:
     your own nn.Module, or a class or function returning one, else the ResNet9. A stop says
     how to continue from Python (`fit(resume=..., ...)`, naming what to pass again)."""
     return execute(make_request(config, data, model, **values))

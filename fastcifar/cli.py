@@ -52,6 +52,13 @@ def count(text: str) -> int:
     return value
 
 
+def pixels(text: str) -> int:
+    value = _number(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def seed(text: str) -> int:
     value = _number(text, int, "an integer")
     if not 0 <= value <= MAX_SEED:
@@ -110,6 +117,7 @@ def _positive_seconds(value: float) -> float:
 
 PARSERS: dict[str, Callable[[str], Any]] = {
     "count": count,
+    "pixels": pixels,
     "seed": seed,
     "positive": positive,
     "non_negative": non_negative,
@@ -175,6 +183,11 @@ def add_fields(
                     options[key] = meta[key]
         shown = "" if item.default is None else f" (default: {_shown(item.default)})"
         group.add_argument(*flags, help=meta["help"] + shown, **options)
+        if "off" in meta:  # a flag of its own for one value: --no-flip for --flip none
+            off_flag, value = meta["off"]
+            group.add_argument(off_flag, dest=item.name, action="store_const", const=value,
+                               default=argparse.SUPPRESS,
+                               help=f"the same as {flags[0]} {value}")  # fmt: skip
 
 
 def _shown(value: Any) -> str:

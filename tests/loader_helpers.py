@@ -88,10 +88,11 @@ class Decoded:
     cut_clipped: np.ndarray  # the square overlaps padding, which hides part of it
 
 
-def decode_augmented(images: torch.Tensor) -> Decoded:
+def decode_augmented(images: torch.Tensor, pad: int = PAD, cut_size: int = CUT) -> Decoded:
     """Recover each image's draws, asserting that the image is exactly what the spec allows:
-    a pure crop (+ flip) of the padded source, padding filled with 0.0, and fill pixels not
-    explained by padding forming one 8x8 square (lying inside the image) cut by the padding."""
+    a pure crop (+ flip) of the source padded by `pad`, padding filled with 0.0, and fill pixels
+    not explained by padding forming one `cut_size` square (lying inside the image) cut by the
+    padding, or none where `cut_size` is 0 (then the cutout fields are empty)."""
     normalised = images.permute(0, 2, 3, 1).cpu().numpy()
     fill = (normalised == 0.0).all(axis=-1)
     pixels = denormalise(images)
@@ -101,21 +102,26 @@ def decode_augmented(images: torch.Tensor) -> Decoded:
     source_row = (pixels[..., 0].round() - 3) / 2
     source_col = (pixels[..., 1].round() - 3) / 2
     y, x = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
-    crop_row = _constant(source_row - y + PAD, real, "rows are not one crop offset")
+    crop_row = _constant(source_row - y + pad, real, "rows are not one crop offset")
     unflipped = _is_constant(source_col - x, real)
     flipped = _is_constant(source_col + x, real)
     assert np.all(unflipped ^ flipped), "columns are neither a crop nor a flipped crop"
     col_shift = np.where(flipped[:, None, None], SIZE - 1 - x, x)
-    crop_col = _constant(source_col - col_shift + PAD, real, "columns are not one crop offset")
-    assert crop_row.min() >= 0 and crop_row.max() <= 2 * PAD, "crop row outside 0..8"
-    assert crop_col.min() >= 0 and crop_col.max() <= 2 * PAD, "crop col outside 0..8"
-    inside = _inside(crop_row[:, None, None] - PAD + y) & _inside(
-        crop_col[:, None, None] - PAD + col_shift
+    crop_col = _constant(source_col - col_shift + pad, real, "columns are not one crop offset")
+    assert crop_row.min() >= 0 and crop_row.max() <= 2 * pad, f"crop row outside 0..{2 * pad}"
+    assert crop_col.min() >= 0 and crop_col.max() <= 2 * pad, f"crop col outside 0..{2 * pad}"
+    inside = _inside(crop_row[:, None, None] - pad + y) & _inside(
+        crop_col[:, None, None] - pad + col_shift
     )
     assert not np.any(~inside & real), "padding was not filled with the mean (0.0)"
     cut = fill & inside
-    cut_row, row_clipped = _cut_corner(cut.any(axis=2), inside.any(axis=2))
-    cut_col, col_clipped = _cut_corner(cut.any(axis=1), inside.any(axis=1))
+    if cut_size == 0:
+        assert not cut.any(), "pixels were cut out with cutout 0"
+        empty = np.zeros(len(images), dtype=int)
+        return Decoded(crop_row.astype(int), crop_col.astype(int), flipped, empty, empty,
+                       empty, empty.astype(bool))  # fmt: skip
+    cut_row, row_clipped = _cut_corner(cut.any(axis=2), inside.any(axis=2), cut_size)
+    cut_col, col_clipped = _cut_corner(cut.any(axis=1), inside.any(axis=1), cut_size)
     cut_pixels = cut.sum(axis=(1, 2))
     box = cut.any(axis=2).sum(axis=1) * cut.any(axis=1).sum(axis=1)
     assert np.all(cut_pixels == box), "the cut-out pixels do not form one rectangle"
@@ -145,8 +151,10 @@ def _inside(coordinate: np.ndarray) -> np.ndarray:
     return (coordinate >= 0) & (coordinate < SIZE)
 
 
-def _cut_corner(cut_lines: np.ndarray, real_lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Along one axis: the corner c in 0..SIZE-CUT whose square [c, c+CUT) meets the real
+def _cut_corner(
+    cut_lines: np.ndarray, real_lines: np.ndarray, cut: int = CUT
+) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis: the corner c in 0..SIZE-cut whose square [c, c+cut) meets the real
     (unpadded) lines in exactly the cut lines; asserts that exactly one such corner exists."""
     assert cut_lines.any(axis=1).all(), "an image has no cutout"
     lines = np.arange(SIZE)
@@ -155,9 +163,9 @@ def _cut_corner(cut_lines: np.ndarray, real_lines: np.ndarray) -> tuple[np.ndarr
     assert np.all(cut_lines.sum(axis=1) == cut_hi - cut_lo + 1), "the cutout has gaps"
     real_lo = np.where(real_lines, lines, SIZE).min(axis=1)
     real_hi = np.where(real_lines, lines, -1).max(axis=1)
-    corners = np.arange(SIZE - CUT + 1)[None, :]
+    corners = np.arange(SIZE - cut + 1)[None, :]
     meets_lo = np.maximum(corners, real_lo[:, None]) == cut_lo[:, None]
-    meets_hi = np.minimum(corners + CUT - 1, real_hi[:, None]) == cut_hi[:, None]
+    meets_hi = np.minimum(corners + cut - 1, real_hi[:, None]) == cut_hi[:, None]
     matches = meets_lo & meets_hi
-    assert np.all(matches.sum(axis=1) == 1), "a cutout is not an 8x8 square inside the image"
-    return matches.argmax(axis=1), cut_hi - cut_lo + 1 < CUT
+    assert np.all(matches.sum(axis=1) == 1), f"a cutout is not a {cut}x{cut} square in the image"
+    return matches.argmax(axis=1), cut_hi - cut_lo + 1 < cut

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.loaders import LOADER_NAMES, LoaderOptions, MissingBackendError, make_loader
 from tests.loader_helpers import (
     CUT,
@@ -81,6 +82,25 @@ def test_augmentation_follows_the_spec(augmented):
     assert np.all(draws.cut_pixels[~draws.cut_clipped] == CUT * CUT)
     assert np.all(draws.cut_pixels[draws.cut_clipped] < CUT * CUT)
     assert draws.cut_clipped.mean() < 0.5  # most squares lie clear of the padding
+
+
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_the_augmentation_settings_reach_every_loader(name):
+    # --no-flip --crop-padding 2 --cutout 5, and no crops and no cutout at all.
+    images = coordinate_split(512)
+    for pad, cut in ((2, 5), (0, 0)):
+        spec = AugmentationSpec(pad=pad, cutout_size=cut, flip_mode="none")
+        loader = build_loader(name, images, batch_size=256, augment=True, shuffle=True, spec=spec)
+        served, labels, _ = one_epoch(loader)
+        draws = decode_augmented(served, pad=pad, cut_size=cut)
+        assert not draws.flip.any(), "an image was flipped under --no-flip"
+        offsets = set(zip(draws.crop_row.tolist(), draws.crop_col.tolist(), strict=True))
+        assert len(offsets) == (2 * pad + 1) ** 2
+        mine = labels.numpy()
+        assigned, _ = loader.options.epoch(512, 0)
+        if cut:
+            whole = ~draws.cut_clipped
+            assert np.array_equal(draws.cut_row[whole], assigned.cutout_row[mine][whole])
 
 
 def test_each_image_draws_its_own_augmentation(augmented):

@@ -47,7 +47,7 @@ class Dataset:
     class_names: tuple[str, ...]
     normalisation: Normalisation = CIFAR10
     folder: Path | None = None  # the folder of a data set's files it was read from
-    fingerprint: str = field(default="", compare=False)  # SHA-256 of arrays of one's own
+    fingerprint: str = field(default="", compare=False)  # SHA-256 of arrays or image folders
     source: str | None = None  # the data set (data/spec.py) it was read as; None: arrays
 
     @property
@@ -67,8 +67,10 @@ class Dataset:
         source = (
             {"source": self.source, "folder": str(self.folder)}
             if self.source is not None
-            else {"source": "arrays", "sha256": self.fingerprint}
+            else {"source": "arrays"}
         )
+        if self.fingerprint:  # arrays, or a folder of images: no checked archive behind them
+            source["sha256"] = self.fingerprint
         return {
             **source,
             "train_images": len(self.train),
@@ -134,7 +136,7 @@ def from_arrays(
         class_names,
         Normalisation.of_images(train.images),
         folder=None,
-        fingerprint=_fingerprint(train, test),
+        fingerprint=fingerprint_of(train, test),
     )
 
 
@@ -209,7 +211,9 @@ def _labels(values: Any, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _fingerprint(train: CifarSplit, test: CifarSplit) -> str:
+def fingerprint_of(train: CifarSplit, test: CifarSplit) -> str:
+    """SHA-256 of both splits' images and labels: what a run records of data it did not read
+    from a checked archive."""
     digest = hashlib.sha256()
     for array in (train.images, train.labels, test.images, test.labels):
         digest.update(np.ascontiguousarray(array).data)

@@ -105,3 +105,6 @@ CIFAR100 = DataSpec(
 )
 
 SPECS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
+# A folder of one's own images (data/image_folder.py): no archive, so no DataSpec.
+FOLDER = "folder"
+DATASET_NAMES = (*SPECS, FOLDER)

@@ -28,8 +28,9 @@ RANGE_TEST_MIN_STEPS, RANGE_TEST_MAX_STEPS = 10, 100
 
 def option(group: str, default: Any, help: str, **flag: Any) -> Any:
     """A field with what its command-line flag needs: its `group` in --help, its `help`, and
-    optionally `parse` (a value parser of fastcifar.cli), `choices`, `metavar`, `aliases`, and
-    `find_lr=False` for a setting the range-test command has no flag for."""
+    optionally `parse` (a value parser of fastcifar.cli), `choices`, `metavar`, `aliases`,
+    `off=(FLAG, VALUE)` (a flag of its own that sets one value), and `find_lr=False` for a
+    setting the range-test command has no flag for."""
     return field(default=default, metadata={"group": group, "help": help, **flag})
 
 
@@ -45,11 +46,13 @@ class TrainConfig:
     """What to train. Recorded resolved in config.json; `--print-config` prints it as TOML."""
 
     data_dir: str | None = option(DATA, None, "folder holding cifar-10-batches-bin/ (or "
-        "cifar-100-binary/ for --dataset cifar100) (default: "
+        "cifar-100-binary/ for --dataset cifar100, or train/ and test/ for --dataset folder) "
+        "(default: "
         "$FASTCIFAR_DATA, else the cache: $FASTCIFAR_CACHE, $XDG_CACHE_HOME/fastcifar or "
         "~/.cache/fastcifar; downloaded there if missing)")
-    dataset: str = option(DATA, "cifar10", "the data set: cifar10, or cifar100 (its 100 fine "
-        "labels; the model gets as many outputs)", choices=DATASET_NAMES)
+    dataset: str = option(DATA, "cifar10", "the data set: cifar10, cifar100 (its 100 fine "
+        "labels; the model gets as many outputs), or folder: your own 32x32 images in "
+        "--data-dir's train/<class>/ and test/<class>/ folders", choices=DATASET_NAMES)
     loader: str = option(DATA, "torch", "batch loader back end", choices=LOADER_NAMES)
     train_subset: int | None = option(DATA, None, "use the first N training images (quick runs)",
         parse="count", metavar="N")
@@ -105,7 +108,13 @@ class TrainConfig:
         "(airbench's schedule; K 5, say)", parse="count", metavar="K", **NO_RANGE_TEST)
     flip: str = option(RECIPE, "random", "horizontal flips in training: random (p 0.5 per image "
         "and epoch), alternating (random in the first epoch, then each image's flip reversed "
-        "every epoch) or none", choices=FLIP_MODES)
+        "every epoch) or none (for data whose mirror images are not of the same class: "
+        "digits, text, signs; flip TTA is then refused)", choices=FLIP_MODES,
+        off=("--no-flip", "none"))
+    crop_padding: int = option(RECIPE, 4, "random crops of the image padded by this many "
+        "pixels on each side (0: no crops)", parse="pixels", metavar="PIXELS")
+    cutout: int = option(RECIPE, 8, "side of the square cut out of each training image (0: no "
+        "cutout)", parse="pixels", metavar="PIXELS")
     seed: int = option(RECIPE, 0, "seeds the weights, the sample order and the augmentation",
         parse="seed")
     seeds: int = option(RECIPE, 1, "train N seeds (from --seed on) and report mean ± std",

@@ -11,10 +11,11 @@ import re
 from typing import Any
 
 from fastcifar.data import LOADER_NAMES
-from fastcifar.data.spec import SPECS
+from fastcifar.data.spec import DATASET_NAMES, SPECS
 from fastcifar.errors import ConfigError
 from fastcifar.records.recipes import RECIPE_NAMES
 from fastcifar.records.values import is_integer
+from fastcifar.system.caller import python_call, setting
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PARALLEL_MODES = ("auto", "runs", "data")
@@ -47,9 +48,6 @@ OPTIONAL = (
     "lookahead",
     "ghost_bn",
 )
-
-
-DATASET_NAMES = tuple(SPECS)
 
 
 def check_config(config: Any) -> None:
@@ -102,6 +100,18 @@ def check_config(config: Any) -> None:
             (value is None and name in ("amp", "compile", "range_test")) or isinstance(value, bool),
             f"{name} must be true or false, got {value!r}",
         )
+    for name, high in (("crop_padding", 16), ("cutout", 32)):
+        value = getattr(config, name)
+        _require(
+            is_integer(value) and 0 <= value <= high,
+            f"{name} must be an integer from 0 to {high} (pixels), got {value!r}",
+        )
+    tta_off = "tta=False" if python_call() is not None else "--no-tta"
+    _require(
+        not (config.tta and config.flip == "none"),
+        "flip TTA averages each test image with its mirror image, which a run trained without "
+        f"flips ({setting('flip', 'none', repr('none'))}) never saw: add {tta_off}",
+    )
     _require(
         config.tta or not config.tta_translate,
         "tta_translate adds shifted copies to the flip TTA: it needs tta on too",

@@ -24,12 +24,16 @@ class Request:
     def check(self) -> None:
         """What needs only the settings, before torch loads any data: One Cycle's length, the
         optional extras asked for, a model that Grad-CAM can explain."""
+        spec = SPECS.get(self.config.dataset)  # None: a folder, counted once it is read
         images = self.config.train_subset or (
             len(as_dataset(self.data).train)
             if self.data is not None
-            else SPECS[self.config.dataset].train_images
+            else spec.train_images
+            if spec is not None
+            else None
         )
-        self.config.training_steps(images)
+        if images is not None:
+            self.config.training_steps(images)
         if self.config.gradcam:
             if self.model is not None:
                 raise ConfigError("--gradcam explains the ResNet9 only, not a model of one's own")

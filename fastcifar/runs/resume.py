@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from fastcifar.data.spec import FOLDER
 from fastcifar.engine.model import weights_mismatch
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
@@ -164,6 +165,7 @@ def check_continuable(
     trains (the command that would, for the run in `folder`); warnings said. Everything here
     is checked before the warm-up, so that a refusal comes within seconds."""
     _check_same_run(trainer, checkpoint, path)
+    _check_same_images(trainer, folder)
     how = trainer.trained_how()
     now = TrainedHow(trainer.config.epochs, trainer.steps_per_epoch, **how)
     for line in check_fits(checkpoint, now, path,
@@ -171,6 +173,16 @@ def check_continuable(
         warn(line)
     for line in check_source(checkpoint, training_source(), path):
         warn(line)
+
+
+def _check_same_images(trainer: Trainer, folder: Path) -> None:
+    """A folder of images is read afresh on resume: its images must hash as they did."""
+    recorded = (read_config(folder).data or {}).get("sha256")
+    if trainer.data.source == FOLDER and trainer.data.fingerprint != recorded:
+        raise DataError(
+            f"{folder} was trained on other images than {trainer.data.folder} holds now (their "
+            "SHA-256 differs): put the images back as they were, or start a new run"
+        )
 
 
 def _check_same_run(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> None:

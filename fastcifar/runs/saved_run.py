@@ -125,9 +125,8 @@ def test_split_of(
     """The test images to look at a saved run with, and a phrase saying which: those the run
     was evaluated on, unless `subset` says N or "all"; `data`: the data set of a run trained
     on data of one's own."""
+    from fastcifar.data.catalogue import load_dataset
     from fastcifar.data.dataset import as_dataset
-    from fastcifar.data.source import load_source
-    from fastcifar.data.spec import SPECS
 
     if data is not None:
         dataset = as_dataset(data)
@@ -137,7 +136,7 @@ def test_split_of(
             "(fastcifar.load_run), or pass that data"
         )
     else:
-        dataset = load_source(SPECS[saved.config.dataset], data_dir or saved.config.data_dir)
+        dataset = load_dataset(saved.config.dataset, data_dir or saved.config.data_dir)
     own = saved.config.test_subset
     if subset == "all" or (subset is None and own is None):
         count, which = None, f"all {len(dataset.test):,} test images"

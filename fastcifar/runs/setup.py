@@ -102,14 +102,16 @@ def built(
 def load_data(config: TrainConfig, data: Dataset | None) -> tuple[TrainConfig, Dataset]:
     """The data set of a run, cut to its subsets, and the config with data_dir resolved."""
     if data is None:
-        from fastcifar.data.source import load_source, recorded_data_dir
-        from fastcifar.data.spec import SPECS
+        from fastcifar.data.catalogue import load_dataset
+        from fastcifar.data.source import recorded_data_dir
 
-        dataset = load_source(SPECS[config.dataset], config.data_dir)
+        dataset = load_dataset(config.dataset, config.data_dir)
         config = replace(config, data_dir=recorded_data_dir(config.data_dir))
     else:  # no folder was read: the setting says nothing about the run
         dataset, config = data, replace(config, data_dir=None)
-    return config, dataset.subsets(config.train_subset, config.test_subset)
+    dataset = dataset.subsets(config.train_subset, config.test_subset)
+    config.training_steps(len(dataset.train))  # a folder's images are counted only now
+    return config, dataset
 
 
 def announce(trainer: Trainer, runs_in_parallel: int = 0) -> None:

@@ -5,6 +5,7 @@ the caller's own terms: a command to paste, or the call to make again."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -43,7 +44,10 @@ def python_entry(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def entry(*args: P.args, **kwargs: P.kwargs) -> R:
-        own_data, own_model = kwargs.get("data") is not None, kwargs.get("model") is not None
+        data = kwargs.get("data")
+        # A folder's path is read as --dataset folder --data-dir is: recorded, not one's own.
+        own_data = data is not None and not isinstance(data, str | os.PathLike)
+        own_model = kwargs.get("model") is not None
         with called_from_python(own_data, own_model):
             return function(*args, **kwargs)
 

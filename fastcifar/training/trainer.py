@@ -228,7 +228,9 @@ def _train_loader(
         world_size=dist.world_size,
         normalisation=data.normalisation,
         beton_path=_beton_path(config, data),
-        spec=AugmentationSpec(flip_mode=config.flip),
+        spec=AugmentationSpec(
+            pad=config.crop_padding, cutout_size=config.cutout, flip_mode=config.flip
+        ),
     )
     return make_loader(config.loader, data.train, options)
 
@@ -239,7 +241,9 @@ def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
     shared and read-only). A subset, or data of one's own, gets a temporary beton instead."""
     if config.loader != "ffcv" or config.train_subset is not None:
         return None  # a beton holds a whole split
-    spec = SPECS[config.dataset]
+    spec = SPECS.get(config.dataset)
+    if spec is None:  # a folder of images: no named beton
+        return None
     if config.beton_dir:
         return Path(config.beton_dir) / spec.beton_names["train"]
     if data.source is None:
