@@ -20,7 +20,8 @@ from fastcifar.engine import step as engine
 from fastcifar.errors import DataSourceError, ImageInputError
 from fastcifar.records.config import TrainConfig
 from fastcifar.train import main as train_main
-from tests.runs import exit_code, signal_after
+from tests.cifar_files import synthetic_cifar
+from tests.runs import TWO_EPOCHS, exit_code, signal_after
 
 CLASSES = ("cat", "dog", "frog")
 # Two epochs of 3 steps (48 training images in batches of 16), 24 test images, LRMAX given.
@@ -187,3 +188,8 @@ def test_no_flip_is_flip_none_and_refuses_flip_tta(tmp_path, capsys):
         fastcifar.fit(flip="none", tta=True, out=str(tmp_path / "python"))
     with pytest.raises(fastcifar.errors.ConfigError, match="cutout must be an integer from 0"):
         TrainConfig(cutout=33)
+    out = tmp_path / "no-flip"
+    assert exit_code([*TWO_EPOCHS, "--no-flip", "--out", str(out)], synthetic_cifar(64, 32)) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["flip"] == "none"
+    with pytest.raises(fastcifar.errors.ConfigError, match="trained without flips"):
+        fastcifar.evaluate(out, tta=True, data=synthetic_cifar(64, 32))

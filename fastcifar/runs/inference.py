@@ -97,11 +97,16 @@ def evaluate(
     `test_subset` says N or "all"; `data` (and `model`) again for a run trained on data (or a
     model) of one's own."""
     saved = _saved(run, device, model, allow_incomplete)
+    if tta_translate and not tta:
+        raise ConfigError("tta_translate adds shifted copies to the flip TTA: it needs tta too")
+    if tta and saved.config.flip == "none":
+        raise ConfigError(
+            f"{saved.folder} trained without flips (flip none): flip TTA would average its test "
+            "images with mirror images it never saw; evaluate without tta"
+        )
     test, which = test_split_of(saved, data_dir, test_subset, data)
     on = next(saved.model.parameters()).device
     say(f"evaluating {which} on {on} (fp32)")
-    if tta_translate and not tta:
-        raise ConfigError("tta_translate adds shifted copies to the flip TTA: it needs tta too")
     result = evaluate_split(
         saved.model, test, on, batch_size, tta, saved.normalisation, tta_translate
     )
