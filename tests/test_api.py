@@ -385,8 +385,9 @@ def test_a_quiet_fit_prints_nothing_and_writes_the_same_run_folder(tmp_path, cap
 
 
 def test_the_readmes_training_loop_of_ones_own_runs_as_written():
-    """The README's hand-written loop, on a few synthetic images: one epoch, smaller batches."""
-    readme = (ROOT / "README.md").read_text()
+    """docs/python.md's hand-written loop, on a few synthetic images: one epoch, smaller
+    batches."""
+    readme = (ROOT / "docs" / "python.md").read_text()
     start = readme.index("# a training loop of one's own")
     code = readme[start : readme.index("```", start)]
     assert "normalisation=train.options.normalisation" in code  # the point of the example
@@ -398,5 +399,5 @@ def test_the_readmes_training_loop_of_ones_own_runs_as_written():
         "x_test": data.test.images, "y_test": data.test.labels,
         "print": printed.append,
     }  # fmt: skip
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/python.md", "exec"), namespace)
     assert len(printed) == 1 and re.fullmatch(r"epoch 1: test accuracy \d+\.\d\d%", printed[0])

@@ -70,3 +70,40 @@ def test_a_bad_format_and_a_folder_that_is_no_run_are_one_line(tmp_path, capsys)
         export_main([str(tmp_path)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+class SmallNet(torch.nn.Module):
+    """A model of one's own that exports: conv, pool, linear."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(images).relu().mean(dim=(2, 3)))
+
+
+class BranchyNet(SmallNet):
+    """One that does not: its path depends on the values of its input."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(images)
+        if logits.sum() > 0:
+            return logits
+        return -logits
+
+
+def test_a_model_of_ones_own_exports_or_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("onnxruntime")
+    settings = dict(data=DATA, epochs=1, batch_size=16, train_subset=48, lr_max=0.05,
+                    plots=False, device="cpu")  # fmt: skip
+    fastcifar.fit(model=SmallNet, out=str(tmp_path / "small"), **settings)
+    check = fastcifar.export(tmp_path / "small", format="onnx", model=SmallNet, data=DATA,
+                             out=tmp_path / "small.onnx")  # fmt: skip
+    assert check.top1_agreement >= 0.999 and check.max_probability_difference < 1e-4
+    fastcifar.fit(model=BranchyNet, out=str(tmp_path / "branchy"), **settings)
+    with pytest.raises(fastcifar.errors.UserError, match="this model cannot be exported to ONNX"):
+        fastcifar.export(tmp_path / "branchy", format="onnx", model=BranchyNet, data=DATA,
+                         out=tmp_path / "branchy.onnx")  # fmt: skip
+    assert not (tmp_path / "branchy.onnx").exists()

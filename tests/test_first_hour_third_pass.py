@@ -5,6 +5,9 @@ and a plan in which every run diverged is diverged, as a single run would be."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +57,32 @@ def test_every_run_of_a_plan_diverging_exits_as_diverged(tmp_path, capsys):
     capsys.readouterr()
     assert exit_code(["--resume", str(out)], DATA) == 2
     assert "diverged (diverged: every run" in capsys.readouterr().err
+
+
+# --- the README ----------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_is_short_and_names_no_internal_tracking_or_lent_machine():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300
+    assert not re.search(r"\bissues? \d+|#\d+\b|gpu-stage|in three parts", text, re.IGNORECASE)
+    assert "GPU: not measured yet" in text
+
+
+def test_the_readmes_first_five_minutes_run_as_written_on_a_few_images(tmp_path, capsys):
+    text = README.read_text()
+    section = text[text.index("## The first five minutes") :]
+    (slice_args,) = re.findall(r'^make train ARGS="([^"]+)"$', section, re.MULTILINE)[:1]
+    argv = shlex.split(slice_args)
+    smaller = {"--train-subset": "64", "--batch-size": "16", "--test-subset": "32"}
+    argv = [smaller.get(before, value) for before, value in zip(["", *argv], argv, strict=False)]
+    out = tmp_path / "slice"
+    assert exit_code([*argv, "--device", "cpu", "--out", str(out)], DATA) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["lr_source"]["lr_max"] != "given"
+    printed = capsys.readouterr().out
+    assert re.search(r"^test accuracy \d+\.\d\d% \| training .* \| run folder: ", printed, re.M)
+    # Its next commands, on the folder it wrote (the data of one's own passed again).
+    assert fastcifar.evaluate(out, tta=True, data=DATA).tta_accuracy is not None

@@ -116,8 +116,8 @@ class Estimate:
         )
         if self.on_cpu and self.total > 600:
             line += (
-                "; on a CPU try a slice first (README, Quick start: --epochs 2 --train-subset "
-                "2048 --batch-size 128 --test-subset 1000)"
+                "; on a CPU try a slice first (README, The first five minutes: --epochs 2 "
+                "--train-subset 2048 --batch-size 128 --test-subset 1000)"
             )
         return line
 
