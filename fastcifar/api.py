@@ -5,6 +5,8 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -185,6 +187,30 @@ def _check_options(options: RunOptions) -> None:
         raise ConfigError("--resume continues a run; --overwrite replaces one: choose one")
 
 
+def _with_settings(function: Any, *, range_test: bool = False) -> Any:
+    """`function` (fit, find_lr, estimate: `**values` stands for every setting) given the
+    signature and docstring that list them: every TrainConfig field and run option as a keyword,
+    with its default and help, from the one table in records/config.py. `range_test`: only
+    those the range-test command has flags for."""
+    signature = inspect.signature(function)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in params}
+    lines = []
+    for record in (TrainConfig, RunOptions):
+        for item in fields(record):
+            if item.name in taken or (range_test and not item.metadata.get("find_lr", True)):
+                continue
+            taken.add(item.name)
+            keyword = inspect.Parameter.KEYWORD_ONLY
+            params.append(inspect.Parameter(item.name, keyword, default=item.default,
+                                            annotation=item.type))  # fmt: skip
+            lines.append(f"    {item.name} (default {item.default!r}): {item.metadata['help']}")
+    function.__signature__ = signature.replace(parameters=params)
+    function.__doc__ = f"{function.__doc__}\n\nSettings:\n" + "\n".join(lines)
+    return function
+
+
+@_with_settings
 @python_entry
 def fit(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
@@ -256,6 +282,7 @@ class RangeTest:
     folder: Path
 
 
+@functools.partial(_with_settings, range_test=True)
 @python_entry
 def find_lr(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any
@@ -279,6 +306,7 @@ def range_test_of(request: Request) -> RangeTest:
     return RangeTest(bounds.lr_min, bounds.lr_max, bounds.source, curve, folder)
 
 
+@_with_settings
 @python_entry
 def estimate(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any

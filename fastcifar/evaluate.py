@@ -10,8 +10,6 @@ trained (and evaluated) under bf16 may differ in the last digit.
 from __future__ import annotations
 
 import argparse
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.records.config import TrainConfig
 from fastcifar.system.caller import python_entry
+from fastcifar.system.command_module import callable_module
 
 
 def test_subset(text: str) -> int | str:
@@ -115,15 +114,7 @@ def evaluate(run: Any, **options: Any) -> Any:
     return evaluate_run(run, **options)
 
 
-class EvaluateCommand(types.ModuleType):
-    """This module, callable: `fastcifar.evaluate(run, ...)` is the function and
-    `python -m fastcifar.evaluate` the command, under one name (as find_lr)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = EvaluateCommand
+callable_module(__name__, evaluate, "fastcifar.runs.inference:evaluate")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ function (as find_lr)."""
 from __future__ import annotations
 
 import argparse
-import sys
-import types
 from typing import Any
 
 from fastcifar.cli import Parser, add_saved_run_arguments, run_main
 from fastcifar.system.caller import python_entry
+from fastcifar.system.command_module import callable_module
 
 FORMAT_NAMES = ("onnx", "torchscript")
 
@@ -59,15 +58,7 @@ def export(run: Any, **options: Any) -> Any:
     return export_run(run, **options)
 
 
-class ExportCommand(types.ModuleType):
-    """This module, callable: `fastcifar.export(run, format=...)` is the function and
-    `python -m fastcifar.export` the command, under one name (as find_lr)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = ExportCommand
+callable_module(__name__, export, "fastcifar.runs.export:export_run")
 
 
 if __name__ == "__main__":

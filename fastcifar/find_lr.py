@@ -10,12 +10,11 @@ the same flags, and the same default length (see --range-test-steps). From Pytho
 from __future__ import annotations
 
 import argparse
-import sys
-import types
 from typing import Any
 
 from fastcifar.cli import Parser, add_fields, given, run_main
 from fastcifar.records.config import RunOptions, TrainConfig
+from fastcifar.system.command_module import callable_module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +50,7 @@ def find_lr(config: Any = None, *, data: Any = None, model: Any = None, **values
     return api.find_lr(config, data=data, model=model, **values)
 
 
-class RangeTestCommand(types.ModuleType):
-    """This module, callable: `fastcifar.find_lr(...)` is the function and
-    `python -m fastcifar.find_lr` the command, under one name (a package attribute would be
-    replaced by the module the moment the command is imported)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return find_lr(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = RangeTestCommand
+callable_module(__name__, find_lr, "fastcifar.api:find_lr")
 
 if __name__ == "__main__":
     main()

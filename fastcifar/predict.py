@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 from typing import Any
 
 from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.data.images import RESIZE_MODES
 from fastcifar.system.caller import python_entry
+from fastcifar.system.command_module import callable_module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +67,7 @@ def predict(run: Any, images: Any, **options: Any) -> Any:
     return predict_images(run, images, **options)
 
 
-class PredictCommand(types.ModuleType):
-    """This module, callable: `fastcifar.predict(run, images, ...)` is the function and
-    `python -m fastcifar.predict` the command, under one name (as find_lr)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = PredictCommand
+callable_module(__name__, predict, "fastcifar.runs.inference:predict")
 
 
 if __name__ == "__main__":

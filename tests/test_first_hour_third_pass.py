@@ -86,3 +86,26 @@ def test_the_readmes_first_five_minutes_run_as_written_on_a_few_images(tmp_path,
     assert re.search(r"^test accuracy \d+\.\d\d% \| training .* \| run folder: ", printed, re.M)
     # Its next commands, on the folder it wrote (the data of one's own passed again).
     assert fastcifar.evaluate(out, tta=True, data=DATA).tta_accuracy is not None
+
+
+# --- signatures ----------------------------------------------------------------------------------
+
+
+def test_the_python_functions_show_every_keyword():
+    import inspect
+    import pydoc
+
+    fit = inspect.signature(fastcifar.fit).parameters
+    assert {"epochs", "lr_max", "recipe", "ghost_bn", "out", "max_time", "quiet"} <= set(fit)
+    assert fit["epochs"].default == 24 and fit["epochs"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in fit.values())
+    assert "label_smoothing (default 0.0)" in fastcifar.fit.__doc__
+    found = inspect.signature(fastcifar.find_lr).parameters
+    assert "range_test_steps" in found and "tta" not in found  # the range test's settings only
+    assert "time_budget" in inspect.signature(fastcifar.estimate).parameters
+    for function, keywords in ((fastcifar.evaluate, ("tta", "test_subset", "tta_translate")),
+                               (fastcifar.predict, ("top", "resize")),
+                               (fastcifar.export, ("format", "out"))):  # fmt: skip
+        assert set(keywords) <= set(inspect.signature(function).parameters)
+        shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
+        assert all(f"{keyword}:" in shown for keyword in keywords), shown[:400]
