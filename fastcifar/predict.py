@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(json.dumps(result.to_dict(), indent=2))
         else:
-            for line in [*(f"error: {e}" for e in result.errors), result.warning]:
-                if line:
-                    print(line, file=sys.stderr, flush=True)
+            warning = [f"warning: {result.warning}"] if result.warning else []
+            for line in [*(f"error: {e}" for e in result.errors), *warning]:
+                print(line, file=sys.stderr, flush=True)
             for row in result.predictions:
                 ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in row.top)
                 print(f"{row.image}: {ranked}")
-        if result.errors:
-            sys.exit(2)
+        if result.errors:  # some images predicted, some not: neither success (0) nor refusal (2)
+            sys.exit(1)
 
     run_main(run)
 

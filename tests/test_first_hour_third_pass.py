@@ -109,3 +109,38 @@ def test_the_python_functions_show_every_keyword():
         assert set(keywords) <= set(inspect.signature(function).parameters)
         shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
         assert all(f"{keyword}:" in shown for keyword in keywords), shown[:400]
+
+
+# --- evaluate and predict check what their commands check ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from tests.runs import finished_run
+
+    return finished_run(tmp_path_factory, "checks", TWO_EPOCHS, DATA)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda run: fastcifar.evaluate(run, test_subset=-1, data=DATA),
+         "test_subset must be a positive integer or 'all', got -1"),
+        (lambda run: fastcifar.evaluate(run, test_subet=10, data=DATA),
+         "evaluate() has no setting 'test_subet'; did you mean 'test_subset'?"),
+        (lambda run: fastcifar.evaluate(run, tta="yes", data=DATA),
+         "tta must be True or False, got 'yes'"),
+        (lambda run: fastcifar.evaluate(run, batch_size=0, data=DATA),
+         "batch_size must be a positive integer, got 0"),
+        (lambda run: fastcifar.predict(run, DATA.test.images[:2], top=0),
+         "top must be a positive integer, got 0"),
+        (lambda run: fastcifar.predict(run, DATA.test.images[:2], resize="zoom"),
+         "resize must be one of squash, crop, got 'zoom'"),
+        (lambda run: fastcifar.export(run, fromat="onnx"),
+         "export() has no setting 'fromat'; did you mean 'format'?"),
+    ],
+)  # fmt: skip
+def test_evaluate_and_predict_refuse_what_their_commands_refuse(small_run, call, message):
+    with pytest.raises(ConfigError) as error:
+        call(small_run)
+    assert str(error.value) == message

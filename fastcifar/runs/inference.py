@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from fastcifar.data.dataset import Dataset, batch_of_images
-from fastcifar.data.images import image_paths, read_image
+from fastcifar.data.images import RESIZE_MODES, image_paths, read_image
 from fastcifar.engine.evaluation import Scores, evaluate_split
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, ImageInputError
 from fastcifar.outputs.plots import confusion_matrix
+from fastcifar.records.values import is_integer
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
+from fastcifar.system.caller import named
 from fastcifar.system.device import pick_device
 from fastcifar.system.progress import progress, say
 
@@ -96,6 +98,10 @@ def evaluate(
     """A trained run on a test split, in fp32: the images the run was evaluated on unless
     `test_subset` says N or "all"; `data` (and `model`) again for a run trained on data (or a
     model) of one's own."""
+    _check_switches(tta=tta, tta_translate=tta_translate, allow_incomplete=allow_incomplete)
+    _check_count("batch_size", batch_size)
+    if test_subset is not None and test_subset != "all":
+        _check_count("test_subset", test_subset, "or 'all'")
     saved = _saved(run, device, model, allow_incomplete)
     if tta_translate and not tta:
         raise ConfigError("tta_translate adds shifted copies to the flip TTA: it needs tta too")
@@ -177,6 +183,10 @@ def predict(
     """The `top` classes of each image: `images` image files or folders (a path or a list of
     them; unreadable files are listed in `.errors`, the others predicted), or an array of
     images (N, 32, 32, 3) or one image, as `SavedRun.predict_proba` takes them."""
+    _check_switches(allow_incomplete=allow_incomplete)
+    _check_count("top", top)
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     names, pixels, errors = _read(images, resize)
     saved = _saved(run, device, model, allow_incomplete)
     count = min(top, len(saved.class_names))
@@ -191,6 +201,20 @@ def predict(
             predictions.append(Prediction(name, ranked))
     warning = _untrustworthy(saved.summary.final_test_accuracy, saved.folder)
     return Predictions(saved.folder.resolve(), predictions, errors, warning)
+
+
+def _check_switches(**switches: Any) -> None:
+    """The on/off settings of evaluate and predict, true or false as their flags are."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{named(name)} must be True or False, got {value!r}")
+
+
+def _check_count(name: str, value: Any, also: str = "") -> None:
+    """A count of evaluate or predict, a positive integer as its flag takes it."""
+    if not is_integer(value) or value < 1:
+        raise ConfigError(f"{named(name)} must be a positive integer{f' {also}' if also else ''}, "
+                          f"got {value!r}")  # fmt: skip
 
 
 def _read(images: Any, resize: str) -> tuple[list[str], np.ndarray, list[str]]:
@@ -237,6 +261,6 @@ def _untrustworthy(accuracy: float | None, folder: Path) -> str | None:
     if accuracy is None or accuracy >= TRUSTWORTHY_ACCURACY:
         return None
     return (
-        f"warning: {folder} reached only {100 * accuracy:.1f}% test accuracy (a smoke run?): "
-        "its probabilities say little"
+        f"{folder} reached only {100 * accuracy:.1f}% test accuracy (a smoke run?): its "
+        "probabilities say little"
     )

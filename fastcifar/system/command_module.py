@@ -9,6 +9,7 @@ looked up when asked for, not at import, so that `--help` answers without import
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
@@ -16,6 +17,8 @@ import sys
 import types
 from collections.abc import Callable
 from typing import Any
+
+from fastcifar.errors import ConfigError
 
 
 def callable_module(name: str, function: Callable[..., Any], target: str) -> None:
@@ -31,6 +34,7 @@ def callable_module(name: str, function: Callable[..., Any], target: str) -> Non
 
     class Command(types.ModuleType):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            _check_keywords(function.__name__, inspect.signature(real()), kwargs)
             return function(*args, **kwargs)
 
         @property
@@ -47,3 +51,13 @@ def callable_module(name: str, function: Callable[..., Any], target: str) -> Non
             )
 
     module.__class__ = Command
+
+
+def _check_keywords(name: str, signature: inspect.Signature, given: dict[str, Any]) -> None:
+    """An unknown keyword is one ConfigError with the nearest known one, as a mistyped flag."""
+    known = [p.name for p in signature.parameters.values() if p.kind is not p.VAR_POSITIONAL]
+    for keyword in given:
+        if keyword not in known:
+            close = difflib.get_close_matches(keyword, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{name}() has no setting {keyword!r}{hint}")
