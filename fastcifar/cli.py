@@ -17,6 +17,7 @@ from typing import Any
 from fastcifar.errors import ConfigError, RunFolderError, RunStopped, UserError, first_line
 from fastcifar.records.config_checks import MAX_SEED
 from fastcifar.records.config_file import suggestion
+from fastcifar.system.caller import called_from_command_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -222,7 +223,8 @@ def run_main(main: Callable[[], object]) -> None:
 
     rank, local_rank = environment_ranks()
     try:
-        main()
+        with called_from_command_line():
+            main()
     except (ConfigError, RunFolderError, RunStopped) as error:
         code = error.exit_code if isinstance(error, RunStopped) else 2
         line = str(error) if isinstance(error, RunStopped) else f"error: {error}"

@@ -144,3 +144,51 @@ def test_evaluate_and_predict_refuse_what_their_commands_refuse(small_run, call,
     with pytest.raises(ConfigError) as error:
         call(small_run)
     assert str(error.value) == message
+
+
+# --- one message style: flags on the command line, keywords in Python ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "keywords", "command_says", "python_says"),
+    [
+        (["--lr-min", "0.5", "--lr-max", "0.1"], {"lr_min": 0.5, "lr_max": 0.1},
+         "--lr-min (0.5) must not exceed --lr-max (0.1)",
+         "lr_min (0.5) must not exceed lr_max (0.1)"),
+        (["--train-subset", "100", "--batch-size", "512"], {"train_subset": 100},
+         "--train-subset (100) must be at least --batch-size (512)",
+         "train_subset (100) must be at least batch_size (512)"),
+        (["--ema", "1.5"], {"ema": 1.5}, "--ema must lie in (0, 1)", "ema must lie in (0, 1)"),
+        (["--start-lr", "1", "--end-lr", "0.1"],
+         {"range_test_start_lr": 1.0, "range_test_end_lr": 0.1},
+         "0 < --range-test-start-lr < --range-test-end-lr",
+         "0 < range_test_start_lr < range_test_end_lr"),
+        (["--no-flip", "--tta"], {"flip": "none", "tta": True},
+         "(--flip none) never saw: add --no-tta", "(flip='none') never saw: add tta=False"),
+    ],
+)  # fmt: skip
+def test_a_refusal_names_settings_as_its_caller_wrote_them(
+    flags, keywords, command_says, python_says, tmp_path, capsys
+):
+    assert exit_code([*flags, "--out", str(tmp_path / "cli")]) == 2
+    error = capsys.readouterr().err
+    assert command_says in error and error.count("\n") == 1, error
+    with pytest.raises(ConfigError) as refused:
+        fastcifar.fit(out=str(tmp_path / "python"), **keywords)
+    assert python_says in str(refused.value)
+    assert "--" not in str(refused.value)
+
+
+def test_a_value_of_the_wrong_type_is_shown_as_given():
+    with pytest.raises(ConfigError, match=r"lr_max must be a finite positive number, got '0\.1'"):
+        fastcifar.fit(lr_max="0.1")
+
+
+def test_a_missing_gpu_is_named_in_the_callers_words(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=r"CUDA is not available: use device='cpu'$"):
+        fastcifar.fit(device="cuda", epochs=2, train_subset=48, batch_size=16, lr_max=0.1,
+                      data=DATA, out=str(tmp_path / "python"))  # fmt: skip
+    assert exit_code([*TWO_EPOCHS[:-2], "--device", "cuda", "--out", str(tmp_path / "c")], DATA) == 2
+    assert capsys.readouterr().err.endswith("CUDA is not available: use --device cpu\n")

@@ -15,7 +15,7 @@ from fastcifar.data.spec import DATASET_NAMES, SPECS
 from fastcifar.errors import ConfigError
 from fastcifar.records.recipes import RECIPE_NAMES
 from fastcifar.records.values import is_integer
-from fastcifar.system.caller import python_call, setting
+from fastcifar.system.caller import named, setting, switch_off
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PARALLEL_MODES = ("auto", "runs", "data")
@@ -98,15 +98,15 @@ def check_config(config: Any) -> None:
         value = getattr(config, name)
         _require(
             (value is None and name in ("amp", "compile", "range_test")) or isinstance(value, bool),
-            f"{name} must be true or false, got {value!r}",
+            f"{named(name)} must be true or false, got {value!r}",
         )
     for name, high in (("crop_padding", 16), ("cutout", 32)):
         value = getattr(config, name)
         _require(
             is_integer(value) and 0 <= value <= high,
-            f"{name} must be an integer from 0 to {high} (pixels), got {value!r}",
+            f"{named(name)} must be an integer from 0 to {high} (pixels), got {value!r}",
         )
-    tta_off = "tta=False" if python_call() is not None else "--no-tta"
+    tta_off = switch_off("tta")
     _require(
         not (config.tta and config.flip == "none"),
         "flip TTA averages each test image with its mirror image, which a run trained without "
@@ -114,7 +114,8 @@ def check_config(config: Any) -> None:
     )
     _require(
         config.tta or not config.tta_translate,
-        "tta_translate adds shifted copies to the flip TTA: it needs tta on too",
+        f"{named('tta_translate')} adds shifted copies to the flip TTA: it needs "
+        f"{named('tta')} too",
     )
 
 
@@ -126,28 +127,31 @@ def _check_integers(config: Any) -> None:
         if name == "range_test_steps":  # a curve needs two points
             _require(
                 is_integer(value) and value >= 2,
-                f"range_test_steps must be at least 2, got {value!r}",
+                f"{named('range_test_steps')} must be at least 2, got {value!r}",
             )
         _require(
-            is_integer(value) and value >= 1, f"{name} must be a positive integer, got {value!r}"
+            is_integer(value) and value >= 1,
+            f"{named(name)} must be a positive integer, got {value!r}",
         )
         if high is not None:
-            _require(value <= high, f"{name} must be at most {high:,}, got {value:,}")
+            _require(value <= high, f"{named(name)} must be at most {high:,}, got {value:,}")
     last_seed = config.seed + config.seeds - 1 if is_integer(config.seed) else config.seed
     _require(
         is_integer(config.seed) and config.seed >= 0 and last_seed <= MAX_SEED,
-        f"seed must be an integer from 0 to {MAX_SEED}, got {last_seed!r}",
+        f"{named('seed')} must be an integer from 0 to {MAX_SEED}, got {last_seed!r}",
     )
     if config.ghost_bn is not None:
         _require(
             config.batch_size % config.ghost_bn == 0,
-            f"ghost_bn ({config.ghost_bn}) must divide batch_size ({config.batch_size}): each "
+            f"{named('ghost_bn')} ({config.ghost_bn}) must divide {named('batch_size')} "
+            f"({config.batch_size}): each "
             "batch splits into sub-batches of that many images",
         )
     if config.train_subset is not None:
         _require(
             config.train_subset >= config.batch_size,
-            f"train_subset ({config.train_subset}) must be at least batch_size "
+            f"{named('train_subset')} ({config.train_subset}) must be at least "
+            f"{named('batch_size')} "
             f"({config.batch_size}): training drops the last partial batch",
         )
 
@@ -165,50 +169,54 @@ def _check_learning_rates(config: Any) -> None:
     for value in config.lr_maxes:
         _require(
             value is None or _finite_positive(value),
-            f"lr_max must be a finite positive number, got {value}",
+            f"{named('lr_max')} must be a finite positive number, got {value!r}",
         )
     _require(
         not isinstance(config.lr_max, tuple) or len(config.lr_max) >= 1,
-        "lr_max must name at least one LR",
+        f"{named('lr_max')} must name at least one LR",
     )
     _require(
         config.lr_min is None or _finite_positive(config.lr_min),
-        f"lr_min must be a finite positive number, got {config.lr_min}",
+        f"{named('lr_min')} must be a finite positive number, got {config.lr_min!r}",
     )
     _require(
         not (config.lr_min is not None and config.lr_max is None),
-        "lr_min needs lr_max too (or neither, to find both by the LR range test)",
+        f"{named('lr_min')} needs {named('lr_max')} too (or neither, to find both by the LR "
+        "range test)",
     )
     _require(
         not (config.range_test is False and config.lr_max is None),
-        "range_test off (--no-range-test) needs lr_max: the range test is what finds LRMAX",
+        f"{switch_off('range_test')} needs {named('lr_max')}: the range test is what finds LRMAX",
     )
     names = [f"{lr:g}" for lr in config.lr_maxes if lr is not None]
     _require(
         len(names) == len(set(names)),
-        f"lr_max names one LR twice ({', '.join(names)}): each run of a sweep needs its own",
+        f"{named('lr_max')} names one LR twice ({', '.join(names)}): each run of a sweep "
+        "needs its own",
     )
     if config.lr_min is not None and config.lr_max is not None:
         for lr_max in config.lr_maxes:
             _require(
                 config.lr_min <= lr_max,
-                f"lr_min ({config.lr_min}) must not exceed lr_max ({lr_max})",
+                f"{named('lr_min')} ({config.lr_min}) must not exceed {named('lr_max')} ({lr_max})",
             )
     _require(
         _finite_positive(config.range_test_start_lr)
         and _finite_positive(config.range_test_end_lr)
         and config.range_test_start_lr < config.range_test_end_lr,
-        "range test needs 0 < range_test_start_lr < range_test_end_lr, both finite",
+        f"the range test needs 0 < {named('range_test_start_lr')} < "
+        f"{named('range_test_end_lr')}, both finite",
     )
     _require(
         isinstance(config.lr_min_divisor, int | float)
         and math.isfinite(config.lr_min_divisor)
         and config.lr_min_divisor >= 1,
-        "lr_min_divisor must be a finite number >= 1",
+        f"{named('lr_min_divisor')} must be a finite number >= 1, got {config.lr_min_divisor!r}",
     )
     _require(
         _finite_positive(config.checkpoint_seconds),
-        f"checkpoint_seconds must be a finite positive number, got {config.checkpoint_seconds}",
+        f"{named('checkpoint_seconds')} must be a finite positive number, got "
+        f"{config.checkpoint_seconds!r}",
     )
 
 
@@ -221,28 +229,29 @@ def _in_unit_interval(value: object, closed_low: bool = True) -> bool:
 def _check_fractions(config: Any) -> None:
     _require(
         _in_unit_interval(config.peak_fraction, closed_low=False),
-        f"peak_fraction must lie in (0, 1), got {config.peak_fraction}",
+        f"{named('peak_fraction')} must lie in (0, 1), got {config.peak_fraction!r}",
     )
     _require(
         isinstance(config.weight_decay, int | float)
         and math.isfinite(config.weight_decay)
         and config.weight_decay >= 0,
-        f"weight_decay must be a finite number >= 0, got {config.weight_decay}",
+        f"{named('weight_decay')} must be a finite number >= 0, got {config.weight_decay!r}",
     )
     for name in ("momentum", "base_momentum", "max_momentum", "label_smoothing"):
         value = getattr(config, name)
-        _require(_in_unit_interval(value), f"{name} must lie in [0, 1), got {value}")
+        _require(_in_unit_interval(value), f"{named(name)} must lie in [0, 1), got {value!r}")
     _require(
         config.ema is None or _in_unit_interval(config.ema, closed_low=False),
-        f"ema must lie in (0, 1) (a decay per step, 0.99 say), got {config.ema}",
+        f"{named('ema')} must lie in (0, 1) (a decay per step, 0.99 say), got {config.ema!r}",
     )
     _require(
         _finite_positive(config.bn_bias_lr_scale),
-        f"bn_bias_lr_scale must be a finite positive number, got {config.bn_bias_lr_scale}",
+        f"{named('bn_bias_lr_scale')} must be a finite positive number, got "
+        f"{config.bn_bias_lr_scale!r}",
     )
     _require(
         _finite_positive(config.logit_scale),
-        f"logit_scale must be a finite positive number, got {config.logit_scale}",
+        f"{named('logit_scale')} must be a finite positive number, got {config.logit_scale!r}",
     )
 
 

@@ -25,6 +25,22 @@ class PythonCall:
 
 
 _PYTHON_CALL: ContextVar[PythonCall | None] = ContextVar("fastcifar_python_call", default=None)
+_COMMAND_LINE: ContextVar[bool] = ContextVar("fastcifar_command_line", default=False)
+
+
+@contextmanager
+def called_from_command_line() -> Iterator[None]:
+    """Within this context a command runs: messages name flags. (Outside both contexts, a
+    TrainConfig built in a notebook say, they name keywords.)"""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def _in_python() -> bool:
+    return python_call() is not None or not _COMMAND_LINE.get()
 
 
 @contextmanager
@@ -62,13 +78,19 @@ def python_call() -> PythonCall | None:
 def named(name: str) -> str:
     """The setting `name` (a field name: batch_size) as its caller writes it: --batch-size on the
     command line, batch_size in Python."""
-    return name if python_call() is not None else _flag(name)
+    return name if _in_python() else _flag(name)
 
 
 def switch(name: str) -> str:
     """The on/off setting `name` (a field name: overwrite) turned on, as its caller writes it:
     --overwrite on the command line, overwrite=True in Python."""
-    return f"{name}=True" if python_call() is not None else _flag(name)
+    return f"{name}=True" if _in_python() else _flag(name)
+
+
+def switch_off(name: str) -> str:
+    """The on/off setting `name` turned off, as its caller writes it: --no-tta on the command
+    line, tta=False in Python."""
+    return f"{name}=False" if _in_python() else f"--no-{name.replace('_', '-')}"
 
 
 def _flag(name: str) -> str:
@@ -78,7 +100,7 @@ def _flag(name: str) -> str:
 def setting(name: str, flag_value: str, python_value: str) -> str:
     """The setting `name` (a field name: max_time) as its caller wrote it: `--max-time 2h`
     (`flag_value`) on the command line, `max_time=7200` (`python_value`) in Python."""
-    if python_call() is not None:
+    if _in_python():
         return f"{name}={python_value}"
     return f"{_flag(name)} {flag_value}"
 

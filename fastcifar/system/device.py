@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from fastcifar.errors import ConfigError
+from fastcifar.system.caller import setting
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still allow its native bf16 kernels.
 BF16_ISA_CAPS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX")
@@ -41,7 +42,8 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {name!r} requested but CUDA is not available: use --device cpu"
+                f"device {name!r} requested but CUDA is not available: use "
+                f"{setting('device', 'cpu', repr('cpu'))}"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
