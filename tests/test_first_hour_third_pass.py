@@ -190,5 +190,6 @@ def test_a_missing_gpu_is_named_in_the_callers_words(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"CUDA is not available: use device='cpu'$"):
         fastcifar.fit(device="cuda", epochs=2, train_subset=48, batch_size=16, lr_max=0.1,
                       data=DATA, out=str(tmp_path / "python"))  # fmt: skip
-    assert exit_code([*TWO_EPOCHS[:-2], "--device", "cuda", "--out", str(tmp_path / "c")], DATA) == 2
+    argv = [*TWO_EPOCHS[:-2], "--device", "cuda", "--out", str(tmp_path / "c")]
+    assert exit_code(argv, DATA) == 2
     assert capsys.readouterr().err.endswith("CUDA is not available: use --device cpu\n")
