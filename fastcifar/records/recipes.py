@@ -65,6 +65,10 @@ def with_recipe(values: Mapping[str, Any]) -> dict[str, Any]:
 RECORDED: dict[tuple[str, int], str] = {
     ("assignment", 24): "93.84% (flip TTA 94.50%), 1 seed, found bounds "
     "(benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06)",
+    ("assignment", 12): "92.45% (flip TTA 93.21%, flip + translate 93.50%), 1 seed, found "
+    "bounds (benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
+    ("fast", 12): "92.95% ± 0.23% (flip + translate TTA 93.53% ± 0.21%), 2 seeds "
+    "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
 }
 
 
