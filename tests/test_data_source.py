@@ -12,7 +12,7 @@ import pytest
 from fastcifar.data import source as data_source
 from fastcifar.data.source import DataSourceError, default_data_dir, load_cifar10, load_source
 from fastcifar.data.spec import CIFAR10
-from fastcifar.system.caller import called_from_python
+from fastcifar.system.caller import called_from_command_line, called_from_python
 from tests.cifar_files import (
     CLASS_NAMES,
     encode_records,
@@ -65,14 +65,24 @@ def test_download_with_wrong_checksum_is_refused_and_leaves_no_archive(tmp_path,
     expected = spec_for(files, b"some other archive")
     with pytest.raises(DataSourceError, match="checksum mismatch for the download"):
         load_source(replace(expected, url=f"{base}/{CIFAR10.archive_name}"), cache)
-    assert [p.name for p in cache.iterdir()] == [data_source.LOCK_NAME]  # no archive, no part
+    assert not cache.exists()  # no archive, no part, no lock: the folder it made is gone too
 
 
 def test_no_network_gives_one_actionable_error(tmp_path, http_server):
     _, base = http_server
-    with pytest.raises(DataSourceError, match=r"could not download.*--data-dir") as caught:
+    with (
+        called_from_command_line(),
+        pytest.raises(DataSourceError, match=r"could not download.*--data-dir") as caught,
+    ):
         load_source(replace(CIFAR10, url=f"{base}/missing.tar.gz"), tmp_path / "cache")
     assert "\n" not in str(caught.value)
+    assert "into a folder you can write" in str(caught.value)
+    assert not (tmp_path / "cache").exists()  # the folder it made for the download is gone
+    kept = tmp_path / "mine"  # a folder that was there stays, with nothing of ours in it
+    kept.mkdir()
+    with pytest.raises(DataSourceError):
+        load_source(replace(CIFAR10, url=f"{base}/missing.tar.gz"), kept)
+    assert kept.is_dir() and not list(kept.iterdir())
 
 
 def test_no_network_from_python_names_the_keyword(tmp_path, http_server):
@@ -86,7 +96,7 @@ def test_no_network_from_python_names_the_keyword(tmp_path, http_server):
 def test_the_data_folder_itself_instead_of_its_parent_is_named_and_left_untouched(tmp_path):
     files = tiny_files()
     folder = write_folder(tmp_path, files)
-    with pytest.raises(DataSourceError) as caught:
+    with called_from_command_line(), pytest.raises(DataSourceError) as caught:
         load_source(spec_for(files), folder)
     assert str(caught.value) == (
         f"{folder} is the cifar-10-batches-bin/ folder itself: pass the folder that holds it "
@@ -186,3 +196,27 @@ def test_real_cifar10_matches_the_official_counts(real_data_dir):
     assert data.test.images.shape == (10_000, 32, 32, 3)
     assert np.bincount(data.train.labels).tolist() == [5_000] * 10
     assert data.class_names[0] == "airplane" and data.class_names[-1] == "truck"
+
+
+def test_the_waiting_lock_is_exclusive_and_leaves_no_file(tmp_path):
+    import threading
+    import time
+
+    from fastcifar.system.files import waiting_lock
+
+    path, inside, overlaps = tmp_path / ".lock", [], []
+
+    def hold(name: str) -> None:
+        with waiting_lock(path):
+            if inside:
+                overlaps.append((inside[-1], name))
+            inside.append(name)
+            time.sleep(0.05)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=hold, args=(str(i),)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [] and not path.exists()

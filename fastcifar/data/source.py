@@ -9,6 +9,7 @@ is ever deleted: only our own temporary files are removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -124,11 +125,18 @@ def ensure_extracted(root: Path, spec: DataSpec, *, download: bool) -> Path:
         )
     if root.exists() and not root.is_dir():
         raise DataSourceError(f"{named('data_dir')} {root} is a file, not a folder")
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    with waiting_lock(root / LOCK_NAME):
-        if folder.is_dir():  # another process finished while this one waited
-            return folder
-        return _download_and_extract(root, spec)
+    try:
+        with waiting_lock(root / LOCK_NAME):
+            if folder.is_dir():  # another process finished while this one waited
+                return folder
+            return _download_and_extract(root, spec)
+    except BaseException:
+        if created:  # a failed download leaves no empty folder behind where none was
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
 
 
 def loose_files_message(root: Path, spec: DataSpec) -> str:
@@ -181,8 +189,9 @@ def download_archive(spec: DataSpec, target: Path) -> None:
         reason = getattr(error, "reason", error)
         raise DataSourceError(
             f"could not download {spec.title} from {url} ({reason}); no network? Download "
-            f"{spec.archive_name} by hand into {target.parent}, or pass {named('data_dir')} a "
-            f"folder that holds {spec.folder_name}/"
+            f"{spec.archive_name} by hand into a folder you can write and pass it with "
+            f"{named('data_dir')} (it is checked and extracted there), or pass "
+            f"{named('data_dir')} a folder that holds {spec.folder_name}/"
         ) from None
     actual = sha256_of(partial)
     if actual != spec.archive_sha256:

@@ -76,10 +76,24 @@ def fsync_folder(folder: str | os.PathLike) -> None:
 # a folder).
 @contextlib.contextmanager
 def waiting_lock(path: Path) -> Iterator[None]:
-    """Holds `path` (created if missing) exclusively for the block, waiting for it if need be."""
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    """Holds `path` (created if missing) exclusively for the block, waiting for it if need be,
+    and removes it after: no lock file is left behind. A waiter that wakes on a file its last
+    holder removed takes the path afresh, so two processes never hold it at once."""
+    while True:
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass  # removed while this process waited: take the new one
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while held: a waiter on this file re-checks and takes a new one
         os.close(descriptor)
