@@ -102,3 +102,20 @@ def test_the_decay_warms_up_so_that_a_short_run_is_not_its_initial_weights():
 def test_a_decay_outside_the_unit_interval_is_one_line(decay):
     with pytest.raises(ConfigError, match="ema must lie in \\(0, 1\\)"):
         TrainConfig(ema=decay)
+
+
+def test_the_log_and_the_plot_say_the_test_figures_are_the_averages(tmp_path, capsys, monkeypatch):
+    from fastcifar.outputs import plots
+
+    labels, original = [], plots.plot_curves
+
+    def spy(*args, **kwargs):
+        labels.append(args[4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_curves", spy)
+    with_plots = [flag for flag in EMA if flag != "--no-plots"]
+    assert exit_code([*with_plots, "--out", str(tmp_path / "run")], DATA) == 0
+    printed = capsys.readouterr().out
+    assert "test (EMA weights) loss" in printed and "test accuracy (EMA weights)" in printed
+    assert labels == ["test (EMA weights)"]

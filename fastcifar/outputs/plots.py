@@ -77,6 +77,7 @@ def plot_curves(
     path: Path,
     step_losses: Sequence[float] = (),
     steps_per_epoch: int = 1,
+    test_label: str = "test",
 ) -> Path:
     """Loss and accuracy per epoch, and the training loss of every step (a short run shows its
     course, not one or two dots). The test curves show the epochs that were evaluated
@@ -90,11 +91,11 @@ def plot_curves(
         at = (np.arange(len(step_losses)) + 1) / steps_per_epoch
         loss_axes.plot(at, step_losses, color="C0", lw=0.8, alpha=0.35, label="train, per step")
     loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    loss_axes.plot(tested_epochs, [r["test_loss"] for r in tested], "o-", label="test")
+    loss_axes.plot(tested_epochs, [r["test_loss"] for r in tested], "o-", label=test_label)
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy (log scale)", title="loss", yscale="log")
     accuracy_axes.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
     accuracy_axes.plot(tested_epochs, [100 * r["test_accuracy"] for r in tested], "o-",
-                       label="test")  # fmt: skip
+                       label=test_label)  # fmt: skip
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for axes in (loss_axes, accuracy_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -41,7 +41,10 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def epoch_line(row: dict[str, Any], epochs: int, seconds_left: float | None) -> str:
+def epoch_line(
+    row: dict[str, Any], epochs: int, seconds_left: float | None, averaged: bool = False
+) -> str:
+    """One epoch in a line; `averaged`: the test figures are the weight average's (--ema)."""
     left = f"  ~{duration(seconds_left)} left" if seconds_left else ""
     speed = f"{row['epoch_seconds']:.1f} s ({row['images_per_second']:,.0f} img/s)"
     if row["test_loss"] is None:  # not an epoch of --eval-every
@@ -50,7 +53,8 @@ def epoch_line(row: dict[str, Any], epochs: int, seconds_left: float | None) -> 
         tta = (
             f" (TTA {100 * row['test_accuracy_tta']:.2f}%)" if row.get("test_accuracy_tta") else ""
         )
-        test = f"test loss {row['test_loss']:.3f} acc {100 * row['test_accuracy']:.2f}%{tta}  "
+        which = "test (EMA weights)" if averaged else "test"
+        test = f"{which} loss {row['test_loss']:.3f} acc {100 * row['test_accuracy']:.2f}%{tta}  "
         evaluation = f" + eval {row['eval_seconds']:.1f} s"
     return (
         f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  "
@@ -147,7 +151,8 @@ def metrics_row(
 def final_line(summary: Summary, folder: RunFolder) -> str:
     """The last line of a run: accuracy, then where the time went (wall time beside the
     training, so that any overhead shows)."""
-    accuracy = f"test accuracy {100 * summary.final_test_accuracy:.2f}%"
+    averaged = " (EMA weights)" if summary.config.get("ema") else ""
+    accuracy = f"test accuracy{averaged} {100 * summary.final_test_accuracy:.2f}%"
     if summary.final_test_accuracy_tta is not None:
         accuracy += f" ({summary.headline} {100 * summary.final_test_accuracy_tta:.2f}%)"
     warm_up = "compile" if summary.compiled else "warm-up"
@@ -313,7 +318,11 @@ def plot_run(
     )
     plots.plot_schedule(steps, lrs, trainer.steps_per_epoch, folder / "lr_schedule.png")
     plots.plot_curves(
-        state.history, folder / "curves.png", state.step_losses, trainer.steps_per_epoch
+        state.history,
+        folder / "curves.png",
+        state.step_losses,
+        trainer.steps_per_epoch,
+        "test (EMA weights)" if trainer.config.ema else "test",
     )
     plots.plot_mistakes(
         trainer.data.test.images, labels, predictions, names, folder / "misclassified.png"

@@ -254,7 +254,7 @@ class TrainingRun:
         if last or self._checkpoint_due():
             self.save_checkpoint()
         self.reporter.epoch(state, row)
-        say(epoch_line(row, self.config.epochs, self._seconds_left()))
+        say(epoch_line(row, self.config.epochs, self._seconds_left(), bool(self.config.ema)))
         if last:
             return
         self.agreed = self.trainer.dist.agree(
