@@ -144,7 +144,7 @@ def metrics_row(
         "lr": lr,
         "epoch_seconds": totals.seconds,
         "images_per_second": totals.examples / max(totals.seconds, 1e-9),
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds if evaluation else None,  # empty, as the test columns
     }
 
 
