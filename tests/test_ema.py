@@ -119,3 +119,21 @@ def test_the_log_and_the_plot_say_the_test_figures_are_the_averages(tmp_path, ca
     printed = capsys.readouterr().out
     assert "test (EMA weights) loss" in printed and "test accuracy (EMA weights)" in printed
     assert labels == ["test (EMA weights)"]
+
+
+def test_the_estimate_times_a_step_with_its_after_step_work(monkeypatch):
+    import fastcifar
+    from fastcifar.training.lookahead import Lookahead
+
+    called = []
+    for part in (WeightAverage, Lookahead):
+        original = part.after_step
+        monkeypatch.setattr(part, "after_step", lambda self, step, _o=original, _p=part: (
+            called.append((_p.__name__, step)), _o(self, step))[1])  # fmt: skip
+    settings = dict(epochs=2, train_subset=48, batch_size=16, lr_max=0.05, device="cpu")
+    fastcifar.estimate(data=DATA, ema=0.5, lookahead=2, **settings)
+    assert {name for name, _ in called} == {"WeightAverage", "Lookahead"}
+    assert {step for _, step in called} == {5}  # the run's last step (2 epochs of 3): both act
+    called.clear()
+    fastcifar.estimate(data=DATA, **settings)
+    assert called == []

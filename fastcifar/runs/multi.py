@@ -34,11 +34,11 @@ from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
 from fastcifar.runs.resume import check_continuable, elastic_out, state_from
 from fastcifar.runs.setup import Setup, estimate_of, open_run
-from fastcifar.runs.single import limits_of, range_test
+from fastcifar.runs.single import range_test, training_run
 from fastcifar.system.distributed import Distributed, describe_error, rebuild_error
 from fastcifar.system.progress import say, warn
 from fastcifar.system.signals import StopSignals
-from fastcifar.training.loop import Timings, TrainingRun, new_state, running_summary
+from fastcifar.training.loop import Timings, new_state, running_summary
 from fastcifar.training.trainer import Trainer
 
 
@@ -227,9 +227,8 @@ def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -
             else:
                 found = _bounds_for(trainer.config, plan.found, plan.request.config.is_sweep)
                 state = new_state(trainer, found)
-            limits = limits_of(plan.request.options, timings)
-            TrainingRun(trainer, child.folder, stop, state, resumed=checkpoint is not None,
-                        limits=limits, timings=Timings()).run()  # fmt: skip
+            training_run(trainer, child.folder, stop, state, plan.request.options, timings,
+                         resumed=checkpoint is not None, own_timings=True).run()  # fmt: skip
     except Diverged as diverged:
         warn(f"{run.name}: {diverged}; the other runs go on")
 

@@ -28,6 +28,7 @@ from fastcifar.system.distributed import Distributed
 from fastcifar.system.progress import say
 from fastcifar.system.signals import StopSignals
 from fastcifar.training.loop import Limits, Timings, TrainingRun, new_state
+from fastcifar.training.state import TrainingState
 from fastcifar.training.trainer import Trainer, find_bounds
 
 
@@ -66,16 +67,30 @@ def train_one(
         if device.type == "cpu":
             say(estimate_of(trainer, 1, opened.config.needs_range_test).line())
         bounds = bounds_for(trainer, life.folder, stop, resume_hint(life.folder.final))
-        limits = limits_of(options, timings)
-        run = TrainingRun(trainer, life.folder, stop, new_state(trainer, bounds), limits=limits,
-                          timings=timings)  # fmt: skip
+        run = training_run(trainer, life.folder, stop, new_state(trainer, bounds), options,
+                           timings)  # fmt: skip
         summary = run.run()
     return summary, trainer, life.folder.path
 
 
-def limits_of(options: RunOptions, timings: Timings) -> Limits:
+def training_run(
+    trainer: Trainer,
+    folder: RunFolder,
+    stop: StopSignals,
+    state: TrainingState,
+    options: RunOptions,
+    timings: Timings,
+    *,
+    resumed: bool = False,
+    own_timings: bool = False,
+) -> TrainingRun:
+    """The epochs of one run (new, resumed, or one of a plan): its limits (--max-time,
+    --max-steps) counted from the process's start (`timings`); `own_timings`: the run times
+    itself afresh (a run of a plan), else it shares the process's."""
     started = time.monotonic() - (time.perf_counter() - timings.started)
-    return Limits.of(options.max_time, options.max_steps, started)
+    limits = Limits.of(options.max_time, options.max_steps, started)
+    return TrainingRun(trainer, folder, stop, state, resumed=resumed, limits=limits,
+                       timings=Timings() if own_timings else timings)  # fmt: skip
 
 
 def resume_one(
@@ -105,9 +120,8 @@ def resume_one(
             state = state_from(trainer, checkpoint, checkpoint_path)
         else:
             state = new_state(trainer, bounds_for(trainer, life.folder, stop, resume_hint(path)))
-        limits = limits_of(request.options, opened.timings)
-        run = TrainingRun(trainer, life.folder, stop, state, resumed=checkpoint is not None,
-                          limits=limits, timings=opened.timings)  # fmt: skip
+        run = training_run(trainer, life.folder, stop, state, request.options, opened.timings,
+                           resumed=checkpoint is not None)  # fmt: skip
         if checkpoint is not None:
             say(f"resuming {path} {run.position()}")
         result = run.run()

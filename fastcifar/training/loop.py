@@ -32,7 +32,7 @@ from fastcifar.system.caller import setting
 from fastcifar.system.device import synchronize
 from fastcifar.system.progress import progress, say
 from fastcifar.system.signals import StopSignals
-from fastcifar.training.state import TrainingState
+from fastcifar.training.state import TrainingState, option_parts
 from fastcifar.training.trainer import Trainer
 
 
@@ -85,14 +85,8 @@ def new_state(trainer: Trainer, bounds: LrBounds) -> TrainingState:
     )
     scaler = trainer.precision.make_scaler()
     state = TrainingState.of(trainer.model, trainer.optimizer, scheduler, scaler, bounds)
-    if config.ema is not None:
-        from fastcifar.training.ema import WeightAverage
-
-        state.add("ema", WeightAverage(trainer.model, config.ema))
-    if config.lookahead is not None:
-        from fastcifar.training.lookahead import Lookahead
-
-        state.add("lookahead", Lookahead(trainer.model, config.lookahead, trainer.total_steps))
+    for name, part in option_parts(trainer.model, config, trainer.total_steps).items():
+        state.add(name, part)
     return state
 
 

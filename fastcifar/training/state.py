@@ -190,6 +190,21 @@ class TrainingState:
         self.segments = list(checkpoint.segments) or [UNRECORDED_SEGMENT]
 
 
+def option_parts(model: nn.Module, config: Any, total_steps: int) -> dict[str, Part]:
+    """The parts a run's options add to its state, built afresh: the weight average of --ema
+    and the slow copy of --lookahead (`config` a TrainConfig)."""
+    parts: dict[str, Part] = {}
+    if config.ema is not None:
+        from fastcifar.training.ema import WeightAverage
+
+        parts["ema"] = WeightAverage(model, config.ema)
+    if config.lookahead is not None:
+        from fastcifar.training.lookahead import Lookahead
+
+        parts["lookahead"] = Lookahead(model, config.lookahead, total_steps)
+    return parts
+
+
 def _tensors(state: Any) -> Iterator[torch.Tensor]:
     """Every tensor inside a state dict, however nested (an optimizer's is)."""
     if isinstance(state, torch.Tensor):

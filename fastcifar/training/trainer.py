@@ -282,9 +282,20 @@ def warm_up(trainer: Trainer, steps: int = WARM_UP_STEPS) -> float:
 
 def measure_step(trainer: Trainer, steps: int = 2) -> float:
     """Seconds of one training step as the run will take it (the last of `steps`, so that
-    allocation is not counted), leaving no trace on the weights or the optimizer."""
+    allocation is not counted), its after-step work included (the weight average of --ema,
+    the pull of --lookahead, timed as on a step where it pulls: at most what a step costs),
+    leaving no trace on the weights or the optimizer."""
+    from fastcifar.training.state import option_parts
+
+    parts = option_parts(trainer.model, trainer.config, trainer.total_steps)
+    hooks = [part.after_step for part in parts.values() if hasattr(part, "after_step")]
+
+    def after_step() -> None:  # the run's last step: every part acts on it
+        for hook in hooks:
+            hook(trainer.total_steps - 1)
+
     with state_restored(trainer.model, trainer.optimizer):
-        context = trainer.step_context()
+        context = trainer.step_context(after_step=after_step if hooks else None)
         trainer.train_forward.train()
         batches = iter(trainer.train_loader)
         seconds = 0.0
