@@ -38,7 +38,8 @@ from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 DATA = synthetic_cifar(64, 32)
 EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--ghost-bn", "8", "--freeze-bn-scale",
               "--bn-bias-lr-scale", "8", "--no-bias-decay", "--lookahead", "2",
-              "--label-smoothing", "0.2", "--tta", "--tta-translate"]  # fmt: skip
+              "--bn-reestimate", "2", "--label-smoothing", "0.2", "--tta",
+              "--tta-translate"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -305,3 +306,57 @@ def test_ghost_batchnorm_keeps_the_network_and_its_state_dict():
     assert sum(p.numel() for p in model.parameters()) == 6_573_130
     with pytest.raises(ConfigError, match=r"ghost_bn \(48\) must divide batch_size \(512\)"):
         TrainConfig(ghost_bn=48)
+
+
+# --- BatchNorm statistics re-estimated after the last epoch ---------------------------------------
+
+
+class FakeLoader:
+    """Four fixed batches of 8 images, whatever the epoch (the re-estimate sets one)."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(3)
+        self.batches = [(torch.randn(8, 3, 4, 4, generator=generator) * (1 + i), None)
+                        for i in range(4)]  # fmt: skip
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("ghost", [None, 4])
+def test_the_reestimate_is_the_exact_average_over_its_batches_after_the_last_epoch(ghost):
+    from types import SimpleNamespace
+
+    from fastcifar.engine.ghost_batchnorm import convert
+    from fastcifar.training.bn_reestimate import BatchNormReestimate
+
+    model = nn.Sequential(nn.BatchNorm2d(3))
+    if ghost:
+        convert(model, ghost)
+    loader = FakeLoader()
+    trainer = SimpleNamespace(model=model, train_loader=loader, config=TrainConfig(epochs=5),
+                              precision=Precision("cpu", None))  # fmt: skip
+    part = BatchNormReestimate(trainer, batches=3)
+    part.end_of_epoch(4)
+    assert model[0].num_batches_tracked.item() == 0 and loader.epochs == []  # not the last
+    model.eval()
+    part.end_of_epoch(5)
+    assert loader.epochs == [5] and not model.training  # the epoch after the last; mode kept
+    used = [images for images, _ in loader.batches[:3]]
+    groups = [part for images in used for part in images.split(ghost or 8)]
+    means = torch.stack([g.mean(dim=(0, 2, 3)) for g in groups]).mean(0)
+    variances = torch.stack([g.var(dim=(0, 2, 3), unbiased=True) for g in groups]).mean(0)
+    torch.testing.assert_close(model[0].running_mean, means)
+    torch.testing.assert_close(model[0].running_var, variances)
+    assert model[0].momentum == 0.1  # given back
+    with pytest.raises(ValueError, match="another number of batches"):
+        BatchNormReestimate(trainer, batches=4).load_state_dict(part.state_dict())
+
+
+def test_the_reestimate_and_an_average_are_refused_together():
+    with pytest.raises(ConfigError, match=r"bn_reestimate re-estimates the live weights"):
+        TrainConfig(bn_reestimate=10, ema=0.99)

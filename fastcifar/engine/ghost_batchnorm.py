@@ -46,10 +46,11 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
         unbiased = var * (count / max(count - 1, 1))
-        momentum = self.momentum if self.momentum is not None else 0.1
+        self.num_batches_tracked.add_(1)
+        # momentum None: an exact average over the batches so far, as nn.BatchNorm2d keeps it.
+        momentum = self.momentum or 1.0 / float(self.num_batches_tracked)
         self.running_mean.lerp_(mean.mean(dim=0).flatten().to(self.running_mean.dtype), momentum)
         self.running_var.lerp_(unbiased.mean(dim=0).flatten().to(self.running_var.dtype), momentum)
-        self.num_batches_tracked.add_(1)
 
 
 def convert(model: nn.Module, ghost_size: int) -> nn.Module:

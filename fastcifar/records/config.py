@@ -106,6 +106,9 @@ class TrainConfig:
     lookahead: int | None = option(RECIPE, None, "lookahead: every K steps the weights are pulled "
         "to a slow average of themselves, its decay rising as 0.95^K x (step/steps)^3 "
         "(airbench's schedule; K 5, say)", parse="count", metavar="K", **NO_RANGE_TEST)
+    bn_reestimate: int | None = option(RECIPE, None, "after the last epoch, compute the "
+        "BatchNorm statistics afresh over N training batches with the final weights (not with "
+        "--ema)", parse="count", metavar="N", **NO_RANGE_TEST)
     flip: str = option(RECIPE, "random", "horizontal flips in training: random (p 0.5 per image "
         "and epoch), alternating (random in the first epoch, then each image's flip reversed "
         "every epoch) or none (for data whose mirror images are not of the same class: "

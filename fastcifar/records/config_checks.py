@@ -36,6 +36,7 @@ INTEGER_BOUNDS = {  # None: no upper bound
     "eval_every": MAX_EPOCHS,
     "seeds": MAX_SEEDS,
     "lookahead": MAX_EPOCHS,
+    "bn_reestimate": None,
     "ghost_bn": MAX_BATCH_SIZE,
     "train_subset": None,
     "test_subset": None,
@@ -47,6 +48,7 @@ OPTIONAL = (
     "checkpoint_every",
     "lookahead",
     "ghost_bn",
+    "bn_reestimate",
 )
 
 
@@ -106,6 +108,11 @@ def check_config(config: Any) -> None:
             is_integer(value) and 0 <= value <= high,
             f"{named(name)} must be an integer from 0 to {high} (pixels), got {value!r}",
         )
+    _require(
+        config.bn_reestimate is None or config.ema is None,
+        f"{named('bn_reestimate')} re-estimates the live weights' statistics, and "
+        f"{named('ema')} evaluates the average's: use one of them",
+    )
     tta_off = switch_off("tta")
     _require(
         not (config.tta and config.flip == "none"),

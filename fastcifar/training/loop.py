@@ -85,7 +85,7 @@ def new_state(trainer: Trainer, bounds: LrBounds) -> TrainingState:
     )
     scaler = trainer.precision.make_scaler()
     state = TrainingState.of(trainer.model, trainer.optimizer, scheduler, scaler, bounds)
-    for name, part in option_parts(trainer.model, config, trainer.total_steps).items():
+    for name, part in option_parts(trainer).items():
         state.add(name, part)
     return state
 
@@ -123,6 +123,7 @@ class TrainingRun:
             evaluation = None
             while self.state.epoch < self.config.epochs:
                 totals = self._epoch()
+                self.state.end_of_epoch()
                 eval_start = time.perf_counter()
                 evaluation = self._evaluate() if self._evaluates() else None
                 eval_seconds = time.perf_counter() - eval_start

@@ -4,7 +4,8 @@ a resume is `restore()`; there is no second list of things to save.
 The stateful parts of a run are named once, in `parts` (model, optimizer, scheduler, scaler,
 the global RNGs, and any added later: `add("ema", ...)`), and every operation on them is one
 loop over that mapping: saved, restored, checked for finiteness; a part may also act after
-every training step (`after_step(step)`, the engine's hook, told the run's global step) and
+every training step (`after_step(step)`, the engine's hook, told the run's global step), after
+every epoch's steps (`end_of_epoch(epoch)`) and
 lend its weights to the evaluation and to model.pt (`applied`). A new run (or each run of a
 multi-run, after the trainer is re-seeded) builds its parts afresh.
 
@@ -38,8 +39,9 @@ UNRECORDED_SEGMENT = {"start": "after epoch 0", "commit": "not recorded", "torch
 
 class Part(Protocol):
     """A stateful part of a run. It may also define `after_step(step)` (called after every
-    optimizer step with that step's 0-based index in the run) and `applied()` (a context in
-    which its weights are the model's)."""
+    optimizer step with that step's 0-based index in the run), `end_of_epoch(epoch)` (called
+    after an epoch's steps, before its evaluation, with its 1-based number) and `applied()` (a
+    context in which its weights are the model's)."""
 
     def state_dict(self) -> Any: ...
 
@@ -107,6 +109,13 @@ class TrainingState:
         if name in self.parts:
             raise ValueError(f"the training state has a part {name!r} already")
         self.parts[name] = part
+
+    def end_of_epoch(self) -> None:
+        """After the training steps of epoch `self.epoch + 1`, before its evaluation and
+        checkpoint: each part's `end_of_epoch(epoch)` (1-based)."""
+        for part in self.parts.values():
+            if hasattr(part, "end_of_epoch"):
+                part.end_of_epoch(self.epoch + 1)
 
     def after_step(self, first_step: int) -> Callable[[], None] | None:
         """What runs after every optimizer step (the engine's hook) from global step
@@ -190,9 +199,10 @@ class TrainingState:
         self.segments = list(checkpoint.segments) or [UNRECORDED_SEGMENT]
 
 
-def option_parts(model: nn.Module, config: Any, total_steps: int) -> dict[str, Part]:
-    """The parts a run's options add to its state, built afresh: the weight average of --ema
-    and the slow copy of --lookahead (`config` a TrainConfig)."""
+def option_parts(trainer: Any) -> dict[str, Part]:
+    """The parts a run's options add to its state, built afresh for `trainer` (a Trainer): the
+    weight average of --ema, the slow copy of --lookahead, the re-estimate of --bn-reestimate."""
+    model, config, total_steps = trainer.model, trainer.config, trainer.total_steps
     parts: dict[str, Part] = {}
     if config.ema is not None:
         from fastcifar.training.ema import WeightAverage
@@ -202,6 +212,10 @@ def option_parts(model: nn.Module, config: Any, total_steps: int) -> dict[str, P
         from fastcifar.training.lookahead import Lookahead
 
         parts["lookahead"] = Lookahead(model, config.lookahead, total_steps)
+    if config.bn_reestimate is not None:
+        from fastcifar.training.bn_reestimate import BatchNormReestimate
+
+        parts["bn_reestimate"] = BatchNormReestimate(trainer, config.bn_reestimate)
     return parts
 
 

@@ -287,7 +287,7 @@ def measure_step(trainer: Trainer, steps: int = 2) -> float:
     leaving no trace on the weights or the optimizer."""
     from fastcifar.training.state import option_parts
 
-    parts = option_parts(trainer.model, trainer.config, trainer.total_steps)
+    parts = option_parts(trainer)
     hooks = [part.after_step for part in parts.values() if hasattr(part, "after_step")]
 
     def after_step() -> None:  # the run's last step: every part acts on it
