@@ -38,8 +38,8 @@ from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 DATA = synthetic_cifar(64, 32)
 EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--ghost-bn", "8", "--freeze-bn-scale",
               "--bn-bias-lr-scale", "8", "--no-bias-decay", "--lookahead", "2",
-              "--bn-reestimate", "2", "--label-smoothing", "0.2", "--tta",
-              "--tta-translate"]  # fmt: skip
+              "--bn-reestimate", "2", "--whitening-init", "--dirac-init",
+              "--label-smoothing", "0.2", "--tta", "--tta-translate"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -360,3 +360,36 @@ def test_the_reestimate_is_the_exact_average_over_its_batches_after_the_last_epo
 def test_the_reestimate_and_an_average_are_refused_together():
     with pytest.raises(ConfigError, match=r"bn_reestimate re-estimates the live weights"):
         TrainConfig(bn_reestimate=10, ema=0.99)
+
+
+# --- whitening and dirac initialisation -----------------------------------------------------------
+
+
+def test_whitening_and_dirac_start_the_convolutions_and_keep_the_network():
+    from fastcifar.engine.initialisation import initialise, whitening_filters
+
+    torch.manual_seed(0)
+    model, random = ResNet9(), ResNet9()
+    random.load_state_dict(model.state_dict())
+    images = DATA.train.images
+    initialise(model, whitening=True, dirac=True, images=images, normalisation=DATA.normalisation)
+    assert sum(p.numel() for p in model.parameters()) == 6_573_130
+    first = model.prep[0].weight
+    torch.testing.assert_close(first[:54], whitening_filters(images, DATA.normalisation, 3))
+    torch.testing.assert_close(first[54:], random.prep[0].weight[54:])  # beyond 2 x 27: drawn
+    torch.testing.assert_close(first[1], -first[0])  # each filter and its negative
+    # The whitened patches of the images it was computed on: unit variance, uncorrelated.
+    mean = torch.tensor(DATA.normalisation.mean).view(1, 3, 1, 1)
+    std = torch.tensor(DATA.normalisation.std).view(1, 3, 1, 1)
+    pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std
+    out = nn.functional.conv2d(pixels, first[0:54:2]).permute(1, 0, 2, 3).reshape(27, -1)
+    covariance = torch.cov(out.double())
+    assert covariance.diag()[:8].sub(1).abs().max() < 0.05  # the leading, well-measured ones
+    assert (covariance - torch.diag(covariance.diag())).abs().max() < 0.05
+    # Dirac: a convolution with as many outputs as inputs or more starts as the identity on
+    # its first filters; the first convolution is the whitening's.
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d) and conv is not model.prep[0]:
+            identity = torch.zeros_like(conv.weight[: conv.in_channels])
+            nn.init.dirac_(identity)
+            assert torch.equal(conv.weight[: conv.in_channels], identity), name

@@ -106,6 +106,11 @@ class TrainConfig:
     lookahead: int | None = option(RECIPE, None, "lookahead: every K steps the weights are pulled "
         "to a slow average of themselves, its decay rising as 0.95^K x (step/steps)^3 "
         "(airbench's schedule; K 5, say)", parse="count", metavar="K", **NO_RANGE_TEST)
+    whitening_init: bool = option(RECIPE, False, "the first convolution starts as patch-"
+        "whitening filters of the training images (then trains as any layer; Page's and "
+        "airbench's whitening, as an initialisation)")
+    dirac_init: bool = option(RECIPE, False, "the other convolutions start with their first "
+        "filters as the identity (airbench's initialisation)")
     bn_reestimate: int | None = option(RECIPE, None, "after the last epoch, compute the "
         "BatchNorm statistics afresh over N training batches with the final weights (not with "
         "--ema)", parse="count", metavar="N", **NO_RANGE_TEST)

@@ -88,6 +88,8 @@ def check_config(config: Any) -> None:
         "tta_translate",
         "freeze_bn_scale",
         "bias_decay",
+        "whitening_init",
+        "dirac_init",
         "plots",
         "gradcam",
         "tensorboard",

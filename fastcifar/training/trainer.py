@@ -26,6 +26,7 @@ from fastcifar.data.spec import SPECS
 from fastcifar.engine.compilation import compile_counts, compile_model
 from fastcifar.engine.evaluation import EvalBatches, EvalForward, Evaluation, evaluate
 from fastcifar.engine.ghost_batchnorm import convert as convert_to_ghost_batchnorm
+from fastcifar.engine.initialisation import initialise
 from fastcifar.engine.lr_range_test import RangeTestResult, lr_range_test
 from fastcifar.engine.model import (
     ModelChoice,
@@ -117,6 +118,7 @@ class Trainer:
         if close is not None:  # FFCV: end the producer thread of an unfinished epoch
             close()
         reinitialise(self.model, seed, self.factory)
+        _initialise(self.model, self.config, self.data)
         self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
         self.train_loader = _train_loader(self.config, self.data, self.device, self.dist)
 
@@ -159,6 +161,7 @@ def build(
     network = build_model(
         device, config.logit_scale, config.channels_last, config.seed, factory=factory
     )
+    _initialise(network, config, data)
     if model is not None:
         check_logits(network, data.num_classes, device)
     if config.sync_bn and dist.enabled:
@@ -233,6 +236,13 @@ def _train_loader(
         ),
     )
     return make_loader(config.loader, data.train, options)
+
+
+def _initialise(network: nn.Module, config: TrainConfig, data: Dataset) -> None:
+    """The initial weights --whitening-init and --dirac-init ask for, over the random draw."""
+    if config.whitening_init or config.dirac_init:
+        initialise(network, whitening=config.whitening_init, dirac=config.dirac_init,
+                   images=data.train.images, normalisation=data.normalisation)  # fmt: skip
 
 
 def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
