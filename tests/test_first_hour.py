@@ -25,6 +25,7 @@ from fastcifar.engine import lr_range_test
 from fastcifar.engine import step as engine
 from fastcifar.outputs import plots
 from fastcifar.outputs.statistics import aggregate
+from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
@@ -312,8 +313,9 @@ def drawn(monkeypatch) -> list:
 
 def test_the_curves_show_every_steps_loss(monkeypatch, tmp_path):
     figures = drawn(monkeypatch)
-    history = [{"epoch": e, "train_loss": 2.0, "test_loss": 2.1, "train_accuracy": 0.1,
-                "test_accuracy": 0.1} for e in (1, 2)]  # fmt: skip
+    history = [MetricsRow.of({"epoch": e, "train_loss": 2.0, "test_loss": 2.1,
+                              "train_accuracy": 0.1, "test_accuracy": 0.1})
+               for e in (1, 2)]  # fmt: skip
     plots.plot_curves(history, tmp_path / "c.png", [2.3, 2.2, 2.1, 2.0, 1.9, 1.8], 3)
     loss_axes = figures[0].axes[0]
     per_step = next(line for line in loss_axes.lines if line.get_label() == "train, per step")

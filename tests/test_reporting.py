@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastcifar.records.metrics_row import MetricsRow
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.runs import finished_run
@@ -161,8 +162,9 @@ def test_curves_show_the_evaluated_epochs_on_a_log_loss_axis_with_whole_epoch_ti
     drawn = {}
     monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.setdefault("f", figure))
     history = [
-        {"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e, "test_loss": test_loss,
-         "test_accuracy": None if test_loss is None else 0.1 * e}
+        MetricsRow.of({"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 0.2 * e,
+                       "test_loss": test_loss,
+                       "test_accuracy": None if test_loss is None else 0.1 * e})
         for e, test_loss in ((1, 17.0), (2, None), (3, 0.9))
     ]  # fmt: skip
     plots.plot_curves(history, tmp_path / "curves.png")

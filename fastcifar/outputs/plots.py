@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fastcifar.engine.lr_range_test import RangeTestResult
+from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.system.files import atomic_save
 
 GRID_COLUMNS = 6
@@ -73,7 +74,7 @@ def plot_schedule(
 
 
 def plot_curves(
-    history: list[dict],
+    history: list[MetricsRow],
     path: Path,
     step_losses: Sequence[float] = (),
     steps_per_epoch: int = 1,
@@ -83,18 +84,18 @@ def plot_curves(
     course, not one or two dots). The test curves show the epochs that were evaluated
     (--eval-every); the loss axis is logarithmic, so that a wild first epoch (a test loss of
     17, say) leaves the later ones readable."""
-    epochs = [row["epoch"] for row in history]
-    tested = [row for row in history if row.get("test_loss") is not None]
-    tested_epochs = [row["epoch"] for row in tested]
+    epochs = [row.epoch for row in history]
+    tested = [row for row in history if row.evaluated]
+    tested_epochs = [row.epoch for row in tested]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     if len(step_losses):
         at = (np.arange(len(step_losses)) + 1) / steps_per_epoch
         loss_axes.plot(at, step_losses, color="C0", lw=0.8, alpha=0.35, label="train, per step")
-    loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    loss_axes.plot(tested_epochs, [r["test_loss"] for r in tested], "o-", label=test_label)
+    loss_axes.plot(epochs, [r.train_loss for r in history], "o-", label="train")
+    loss_axes.plot(tested_epochs, [r.test_loss for r in tested], "o-", label=test_label)
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy (log scale)", title="loss", yscale="log")
-    accuracy_axes.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
-    accuracy_axes.plot(tested_epochs, [100 * r["test_accuracy"] for r in tested], "o-",
+    accuracy_axes.plot(epochs, [100 * r.train_accuracy for r in history], "o-", label="train")
+    accuracy_axes.plot(tested_epochs, [100 * r.test_accuracy for r in tested], "o-",
                        label=test_label)  # fmt: skip
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for axes in (loss_axes, accuracy_axes):

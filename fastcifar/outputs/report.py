@@ -20,6 +20,7 @@ from fastcifar.engine.schedule import LrBounds
 from fastcifar.engine.step import EpochAccumulator, EpochTotals
 from fastcifar.outputs import plots
 from fastcifar.records.config import TrainConfig
+from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.records.run_folder import RunFolder
 from fastcifar.records.summary import Summary, sources
 from fastcifar.system.distributed import Distributed
@@ -42,24 +43,22 @@ def duration(seconds: float) -> str:
 
 
 def epoch_line(
-    row: dict[str, Any], epochs: int, seconds_left: float | None, averaged: bool = False
+    row: MetricsRow, epochs: int, seconds_left: float | None, averaged: bool = False
 ) -> str:
     """One epoch in a line; `averaged`: the test figures are the weight average's (--ema)."""
     left = f"  ~{duration(seconds_left)} left" if seconds_left else ""
-    speed = f"{row['epoch_seconds']:.1f} s ({row['images_per_second']:,.0f} img/s)"
-    if row["test_loss"] is None:  # not an epoch of --eval-every
+    speed = f"{row.epoch_seconds:.1f} s ({row.images_per_second:,.0f} img/s)"
+    if not row.evaluated:  # not an epoch of --eval-every
         test, evaluation = "not evaluated  ", ""
     else:
-        tta = (
-            f" (TTA {100 * row['test_accuracy_tta']:.2f}%)" if row.get("test_accuracy_tta") else ""
-        )
+        tta = f" (TTA {100 * row.test_accuracy_tta:.2f}%)" if row.test_accuracy_tta else ""
         which = "test (EMA weights)" if averaged else "test"
-        test = f"{which} loss {row['test_loss']:.3f} acc {100 * row['test_accuracy']:.2f}%{tta}  "
-        evaluation = f" + eval {row['eval_seconds']:.1f} s"
+        test = f"{which} loss {row.test_loss:.3f} acc {100 * row.test_accuracy:.2f}%{tta}  "
+        evaluation = f" + eval {row.eval_seconds:.1f} s"
     return (
-        f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  "
-        f"train loss {row['train_loss']:.3f} acc {100 * row['train_accuracy']:.2f}%  "
-        f"{test}lr {row['lr']:.4g}  {speed}{evaluation}{left}"
+        f"epoch {row.epoch:>{len(str(epochs))}}/{epochs}  "
+        f"train loss {row.train_loss:.3f} acc {100 * row.train_accuracy:.2f}%  "
+        f"{test}lr {row.lr:.4g}  {speed}{evaluation}{left}"
     )
 
 
@@ -128,24 +127,24 @@ class Estimate:
 
 def metrics_row(
     epoch: int, totals: EpochTotals, evaluation: Evaluation | None, lr: float, eval_seconds: float
-) -> dict[str, Any]:
-    """One row of metrics.csv; the test columns are empty after an epoch that was not
-    evaluated (--eval-every)."""
+) -> MetricsRow:
+    """One epoch's row; the test columns are None after an epoch that was not evaluated
+    (--eval-every)."""
     plain = evaluation.plain if evaluation else None
     tta = evaluation.tta if evaluation else None
-    return {
-        "epoch": epoch,
-        "train_loss": totals.loss,
-        "train_accuracy": totals.accuracy,
-        "test_loss": plain.loss if plain else None,
-        "test_accuracy": plain.accuracy if plain else None,
-        "test_loss_tta": tta.loss if tta else None,
-        "test_accuracy_tta": tta.accuracy if tta else None,
-        "lr": lr,
-        "epoch_seconds": totals.seconds,
-        "images_per_second": totals.examples / max(totals.seconds, 1e-9),
-        "eval_seconds": eval_seconds if evaluation else None,  # empty, as the test columns
-    }
+    return MetricsRow(
+        epoch=epoch,
+        train_loss=totals.loss,
+        train_accuracy=totals.accuracy,
+        test_loss=plain.loss if plain else None,
+        test_accuracy=plain.accuracy if plain else None,
+        test_loss_tta=tta.loss if tta else None,
+        test_accuracy_tta=tta.accuracy if tta else None,
+        lr=lr,
+        epoch_seconds=totals.seconds,
+        images_per_second=totals.examples / max(totals.seconds, 1e-9),
+        eval_seconds=eval_seconds if evaluation else None,
+    )
 
 
 def final_line(summary: Summary, folder: RunFolder) -> str:
@@ -220,7 +219,7 @@ class ReportedState(Protocol):
 
     bounds: LrBounds
     epoch: int
-    history: list[dict[str, Any]]
+    history: list[MetricsRow]
     step_losses: list[float]
 
     @property
@@ -285,7 +284,7 @@ class Reporter:
 
     def epoch(self, state: ReportedState, row: dict[str, Any]) -> None:
         if self.log is not None:
-            self.log.epoch(state.epoch, row)
+            self.log.epoch(state.epoch, row.to_dict())
 
     def end(self, state: ReportedState, evaluation: Evaluation) -> None:
         """Every plot of a finished run, Grad-CAM of its mistakes, and both in TensorBoard."""

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from fastcifar.errors import RunFolderError
 from fastcifar.records.config_record import ConfigRecord
+from fastcifar.records.metrics_row import METRIC_COLUMNS, MetricsRow
 from fastcifar.records.summary import Summary
 from fastcifar.system.caller import named, python_call, python_resume, setting, switch
 from fastcifar.system.distributed import launch_command
@@ -37,20 +38,6 @@ from fastcifar.system.files import TEMPORARY, atomic_save, atomic_write
 
 RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
 LOCK_NAME = ".lock"  # held (flock) while a process writes the run
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "test_loss_tta",
-    "test_accuracy_tta",
-    "lr",
-    "epoch_seconds",
-    "images_per_second",
-    "eval_seconds",
-)
-TIMING_COLUMNS = ("epoch_seconds", "images_per_second", "eval_seconds")
 
 
 def resume_command(folder: Path, world_size: int | None = None, data_parallel: bool = False) -> str:
@@ -246,7 +233,7 @@ class RunFolder:
         if self.writes:
             atomic_save(self.path / name, write)
 
-    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+    def write_metrics(self, history: list[MetricsRow]) -> None:
         """metrics.csv, rewritten whole each epoch: a crash leaves the previous complete file."""
         if not self.writes:
             return
@@ -254,7 +241,7 @@ class RunFolder:
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in history:
-            writer.writerow({key: _csv_value(row.get(key)) for key in METRIC_COLUMNS})
+            writer.writerow({key: _csv_value(value) for key, value in row.to_dict().items()})
         atomic_write(self.path / "metrics.csv", buffer.getvalue())
 
     def save_checkpoint(self, write: Callable[[BinaryIO], object]) -> None:

@@ -240,8 +240,8 @@ def run_complete(
 ) -> Summary:
     """The summary of a complete run: `state` a TrainingState, `evaluation` its last."""
     history = state.history
-    epoch_seconds = [row["epoch_seconds"] for row in history]
-    eval_seconds = [row["eval_seconds"] or 0.0 for row in history]  # 0: not evaluated
+    epoch_seconds = [row.epoch_seconds for row in history]
+    eval_seconds = [row.eval_seconds or 0.0 for row in history]  # 0: not evaluated
     tta = evaluation.tta
     return replace(
         running,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -25,6 +24,7 @@ from fastcifar.outputs.report import Reporter, duration, epoch_line, final_line,
 from fastcifar.records import summary as run_summary
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import RunKind, Status
+from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.records.provenance import segment
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary
@@ -239,7 +239,7 @@ class TrainingRun:
         )
         raise Diverged(f"diverged: {problem} (LRMAX {state.bounds.lr_max:.4g}); {kept}")
 
-    def _end_epoch(self, totals: EpochTotals, row: dict[str, Any]) -> None:
+    def _end_epoch(self, totals: EpochTotals, row: MetricsRow) -> None:
         state = self.state
         state.epoch, state.step_in_epoch, state.partial = state.epoch + 1, 0, EpochTotals()
         state.history.append(row)
@@ -312,11 +312,11 @@ class TrainingRun:
         history = self.state.history
         if not history or self.state.epoch >= self.config.epochs:
             return None
-        evaluations = [row["eval_seconds"] for row in history if row["test_loss"] is not None]
+        evaluations = [row.eval_seconds for row in history if row.evaluated]
         per_evaluation = evaluations[-1] if evaluations else 0.0
         epochs, every, done = self.config.epochs, self.config.eval_every, self.state.epoch
         evaluated = epochs // every - done // every + (epochs % every > 0)  # the last, always
-        return history[-1]["epoch_seconds"] * (epochs - done) + per_evaluation * evaluated
+        return history[-1].epoch_seconds * (epochs - done) + per_evaluation * evaluated
 
     def _finish(self, evaluation: Evaluation) -> Summary:
         if self.folder.writes:

@@ -32,6 +32,7 @@ from fastcifar.engine.schedule import LrBounds
 from fastcifar.engine.step import EpochTotals
 from fastcifar.errors import CheckpointError, first_line
 from fastcifar.records.checkpoint import Checkpoint
+from fastcifar.records.metrics_row import MetricsRow
 
 # What trained a run before its checkpoint, where that checkpoint predates segments (2026-12-06).
 UNRECORDED_SEGMENT = {"start": "after epoch 0", "commit": "not recorded", "torch": "not recorded"}
@@ -65,7 +66,7 @@ class TrainingState:
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # steps done in the epoch in progress (a mid-epoch stop)
     partial: EpochTotals = field(default_factory=EpochTotals)  # that epoch's totals so far
-    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    history: list[MetricsRow] = field(default_factory=list)  # one row per completed epoch
     step_losses: list[float] = field(default_factory=list)  # completed epochs' per-step losses
     elapsed: float = 0.0  # wall seconds of the run up to this state, over every process
     segments: list[dict[str, Any]] = field(default_factory=list)  # provenance.segment, each process
@@ -161,7 +162,7 @@ class TrainingState:
             epoch=self.epoch,
             step_in_epoch=self.step_in_epoch,
             partial=self.partial.to_dict(),
-            history=self.history,
+            history=[row.to_dict() for row in self.history],
             step_losses=self.step_losses,
             elapsed=self.elapsed,
             segments=list(self.segments),
@@ -193,7 +194,7 @@ class TrainingState:
             ) from None
         self.epoch, self.step_in_epoch = checkpoint.epoch, checkpoint.step_in_epoch
         self.partial = EpochTotals(**checkpoint.partial)
-        self.history = list(checkpoint.history)
+        self.history = [MetricsRow.of(row) for row in checkpoint.history]
         self.step_losses = list(checkpoint.step_losses)
         self.elapsed = float(checkpoint.elapsed)
         self.segments = list(checkpoint.segments) or [UNRECORDED_SEGMENT]
