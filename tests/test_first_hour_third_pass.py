@@ -193,3 +193,32 @@ def test_a_missing_gpu_is_named_in_the_callers_words(tmp_path, capsys):
     argv = [*TWO_EPOCHS[:-2], "--device", "cuda", "--out", str(tmp_path / "c")]
     assert exit_code(argv, DATA) == 2
     assert capsys.readouterr().err.endswith("CUDA is not available: use --device cpu\n")
+
+
+def test_a_run_without_its_config_json_is_refused_not_read_as_cifar(small_run, tmp_path):
+    import shutil
+
+    from fastcifar.errors import RunFolderError
+
+    for damage in ("missing", "a directory"):
+        copy = tmp_path / damage.replace(" ", "-")
+        shutil.copytree(small_run, copy)
+        (copy / "config.json").unlink()
+        if damage == "a directory":
+            (copy / "config.json").mkdir()
+        with pytest.raises(RunFolderError, match=r"config\.json is missing or not a file"):
+            fastcifar.evaluate(copy, data=DATA)
+
+
+def test_an_unfinished_run_is_refused_with_one_resume_call(tmp_path, monkeypatch):
+    from fastcifar.errors import LimitReached, RunFolderError
+
+    out = tmp_path / "stopped"
+    with pytest.raises(LimitReached):
+        fastcifar.fit(data=DATA, out=str(out), max_steps=2, epochs=2, train_subset=48,
+                      batch_size=16, lr_max=0.05, plots=False, device="cpu")  # fmt: skip
+    with pytest.raises(RunFolderError) as refused:
+        fastcifar.evaluate(out, data=DATA)
+    message = str(refused.value)
+    assert message.count("resume") == 2 and message.count("fastcifar.fit(resume=") == 1, message
+    assert "--" not in message and "allow_incomplete=True" in message

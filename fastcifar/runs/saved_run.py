@@ -60,12 +60,19 @@ def load_saved_run(
     if summary.kind != RunKind.RUN:
         raise RunFolderError(f"{folder} holds an LR range test, not a trained model")
     if summary.status != Status.COMPLETE and not allow_incomplete:
+        # The reason a stop recorded ends with its own resume hint: said once, below.
+        reason = (summary.reason or "").split(": resume with ")[0]
         raise RunFolderError(
             f"{folder} is not a complete run (status: {summary.status.value}"
-            f"{': ' + summary.reason if summary.reason else ''}); resume it with "
+            f"{': ' + reason if reason else ''}); resume it with "
             f"{resume_command(folder)}, or pass {switch('allow_incomplete')}"
         )
-    record = read_config(folder) if (folder / "config.json").is_file() else None
+    if not (folder / "config.json").is_file():  # its data's statistics and class names are there
+        raise RunFolderError(
+            f"{folder / 'config.json'} is missing or not a file: the run's record is incomplete; "
+            "restore it from a copy of the run"
+        )
+    record = read_config(folder)
     config = summary.config_of_run
     names = tuple(summary.class_names or ())
     if len(names) < 2:
