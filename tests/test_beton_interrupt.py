@@ -160,3 +160,27 @@ def test_a_killed_write_takes_its_workers_along_and_the_next_write_removes_its_f
 
     beton.ensure_beton(random_split(20), out / "again.beton", workers=1)
     assert not list(out.glob(".*.partial"))  # ... and removed by the next one
+
+
+FAILING_WORKER = RUN_SCRIPT.replace(
+    "lambda examples, index: time.sleep(3600)",
+    "lambda examples, index: (_ for _ in ()).throw(OSError(28, 'No space left on device'))",
+)
+
+
+def test_a_failing_writer_process_ends_the_write_in_one_line_leaving_no_file(tmp_path):
+    out = tmp_path / "out"
+    script = subprocess.Popen(
+        [sys.executable, "-c", FAILING_WORKER, "--out-dir", str(out)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # It hung before (FFCV waits on records a dead worker never counts); the guard only keeps
+    # a hang from hanging the suite.
+    stderr = script.communicate(timeout=HANG_GUARD_S)[1]
+    assert script.returncode == 2, stderr
+    assert stderr.splitlines()[-1].startswith(
+        "error: writing cifar10_train.beton: an FFCV writer process failed (exit status 1"
+    ), stderr
+    assert psutil.wait_procs(processes_in_session(script.pid), timeout=30)[1] == []
+    assert [p.name for p in out.iterdir()] == []  # no .partial, no beton, no lock

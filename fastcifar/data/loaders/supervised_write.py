@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ import ffcv.writer as ffcv_writer
 from ffcv.writer import DatasetWriter
 from tqdm import tqdm
 
+from fastcifar.errors import BetonError
 from fastcifar.system.signals import HANDLED as STOP_SIGNALS  # FFCV's workers leave them to us
 
 __all__ = ["STOP_SIGNALS", "SupervisedWrite", "ffcv_writer"]
@@ -85,6 +87,13 @@ class SupervisedWrite:
         self.replaced["sleep"](seconds)
         if self.stop is not None:
             raise self.stop
+        # A worker that failed (a full disk, say) never counts its records: FFCV would wait on.
+        failed = [worker.exitcode for worker in self.workers if worker.exitcode not in (None, 0)]
+        if failed:
+            raise BetonError(
+                f"{self.label}: an FFCV writer process failed (exit status {failed[0]}; its "
+                f"error is above){_space_left(self.writer.fname)}"
+            )
 
     def _worker(self, target: Callable, args: tuple) -> _Worker:
         worker = _Worker(target=target, args=args, daemon=True)
@@ -136,6 +145,16 @@ class _Worker(multiprocessing.Process):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends it at once, silently
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         super().run()
+
+
+def _space_left(path: str) -> str:
+    """'; the disk ... is full' where the write's folder has less than a few MB left."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < 64 * 2**20:
+            return f"; the disk holding {folder} has {free / 2**20:.1f} MB left: free some space"
+    return ""
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
