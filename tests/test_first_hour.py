@@ -170,6 +170,7 @@ def test_ctrl_c_answers_at_once_and_a_second_stops_within_the_long_step(tmp_path
     assert "LONG STEP ENDS" not in lines and code == 130
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "second signal" in summary["reason"]
+    assert not (out / ".lock").exists()  # only a killed process leaves one
 
 
 def test_max_steps_stops_cleanly_with_a_checkpoint_and_the_resume_ends_the_same(tmp_path, capsys):

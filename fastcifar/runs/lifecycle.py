@@ -74,6 +74,7 @@ class Lifecycle:
         def record(number: int) -> None:
             reason = "interrupted at once by a second signal: the last checkpoint stands"
             self._record(summary.stopped(Status.INTERRUPTED, reason))
+            self.folder.release()  # the process ends right after: no .lock left behind
 
         return record
 
