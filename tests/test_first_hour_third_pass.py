@@ -222,3 +222,20 @@ def test_an_unfinished_run_is_refused_with_one_resume_call(tmp_path, monkeypatch
     message = str(refused.value)
     assert message.count("resume") == 2 and message.count("fastcifar.fit(resume=") == 1, message
     assert "--" not in message and "allow_incomplete=True" in message
+
+
+def test_a_resume_of_a_folder_in_use_is_refused_before_it_says_anything(tmp_path, capsys):
+    from fastcifar.records.run_folder import RunFolder
+
+    out = tmp_path / "run"
+    assert exit_code([*TWO_EPOCHS, "--max-steps", "1", "--out", str(out)], DATA) == 0
+    (out / "checkpoint.pt").unlink()  # as if killed before its first checkpoint
+    capsys.readouterr()
+    held = RunFolder.reopen(out)  # another process writes it
+    try:
+        assert exit_code(["--resume", str(out)], DATA) == 2
+    finally:
+        held.release()
+    captured = capsys.readouterr()
+    assert "is in use by another fastcifar process" in captured.err
+    assert "starts over" not in captured.out + captured.err

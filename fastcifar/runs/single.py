@@ -101,14 +101,15 @@ def resume_one(
     checkpoint_path = path / "checkpoint.pt"
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     config = read_config(path).train_config
-    if checkpoint is None:  # said at once, before any data is read
+    if checkpoint is None:
         check_none_lost(path)
+    request = Request(config, request.options, request.data, request.model)
+    life = Lifecycle.reopen(path, dist)  # refused first if another process writes it
+    if checkpoint is None:  # said at once, before any data is read
         say(
             f"resuming {path}: no checkpoint was saved, so the run starts over"
             + (" with the LR range test" if config.needs_range_test else "")
         )
-    request = Request(config, request.options, request.data, request.model)
-    life = Lifecycle.reopen(path, dist)
 
     def check(trainer: Trainer) -> None:  # refused before anything compiles
         check_continuable(trainer, checkpoint, checkpoint_path, path)
