@@ -334,6 +334,10 @@ def test_the_range_test_plot_marks_the_valley_floor_and_both_bounds(monkeypatch,
     assert "valley floor at LR 0.1" in labels
     assert {"LRMAX 0.1", "LRMIN 0.001"} <= set(labels)
     assert not any(label.startswith("blew up") for label in labels)
+    low = RangeTestResult([0.01, 0.1, 1.0], [2.3, 1.2, 2.5], [2.3, 2.0, 2.2], 0.1, 0.001,
+                          "valley floor", "onset", "completed")  # fmt: skip
+    plots.plot_range_test(low, tmp_path / "low.png")
+    assert figures[1].axes[0].get_ylim()[0] < 1.2  # the raw loss's dip is in the picture
 
 
 def test_the_range_test_plot_marks_where_the_loss_blew_up(monkeypatch, tmp_path):

@@ -176,3 +176,8 @@ def test_curves_show_the_evaluated_epochs_on_a_log_loss_axis_with_whole_epoch_ti
         drawn["f"].canvas.draw()
         ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
+    # The loss axis reads as people write numbers: 0.9, 2, 5, 10, never 2×10⁰.
+    labels = [t.get_text() for t in [*loss_axes.get_yticklabels(), *loss_axes.get_yticklabels(
+        minor=True)] if t.get_text()]  # fmt: skip
+    assert labels and all(re.fullmatch(r"\d+(\.\d+)?", label) for label in labels), labels
+    assert {"2", "5", "10"} <= set(labels)

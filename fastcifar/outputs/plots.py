@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.records.metrics_row import MetricsRow
@@ -56,8 +57,11 @@ def plot_range_test(result: RangeTestResult, path: Path) -> Path:
         ylabel="training loss",
         title=f"LR range test ({result.stop_reason})",
     )
-    finite = np.asarray(result.smoothed)
-    axes.set_ylim(finite.min() * 0.9, min(finite.max(), 4 * finite.min()) * 1.1)
+    smoothed = np.asarray(result.smoothed, dtype=float)
+    smoothed = smoothed[np.isfinite(smoothed)]
+    raw = np.asarray(result.losses, dtype=float)
+    lowest = min(smoothed.min(), raw[np.isfinite(raw)].min())  # the raw loss dips below: shown
+    axes.set_ylim(lowest * 0.95, min(smoothed.max(), 4 * smoothed.min()) * 1.1)
     axes.legend(fontsize=8)
     return save_figure(figure, path)
 
@@ -94,6 +98,8 @@ def plot_curves(
     loss_axes.plot(epochs, [r.train_loss for r in history], "o-", label="train")
     loss_axes.plot(tested_epochs, [r.test_loss for r in tested], "o-", label=test_label)
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy (log scale)", title="loss", yscale="log")
+    loss_axes.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    loss_axes.yaxis.set_minor_formatter(FuncFormatter(_plain_minor))
     accuracy_axes.plot(epochs, [100 * r.train_accuracy for r in history], "o-", label="train")
     accuracy_axes.plot(tested_epochs, [100 * r.test_accuracy for r in tested], "o-",
                        label=test_label)  # fmt: skip
@@ -103,6 +109,17 @@ def plot_curves(
         axes.grid(alpha=0.3)
         axes.legend()
     return save_figure(figure, path)
+
+
+def _plain_number(value: float, _position: object = None) -> str:
+    """A log axis's tick as people write it (2.4, 0.5), not 2.4×10⁰."""
+    return f"{value:g}"
+
+
+def _plain_minor(value: float, _position: object = None) -> str:
+    """Minor ticks labelled at 2 and 5 of each decade only, so that a wide axis stays legible."""
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return _plain_number(value) if leading in (2, 5) else ""
 
 
 def plot_mistakes(
