@@ -1,12 +1,14 @@
-"""`python -m fastcifar.summary`: the model's layer table, in the form the assignment gives it
-(layer, output shape, parameters), with each layer's receptive field and jump in input pixels,
-computed from the modules (fastcifar.engine.receptive_field)."""
+"""`python -m fastcifar.summary [RUN_DIR]`: the layer table (layer, output shape, parameters),
+with each layer's receptive field and jump in input pixels, computed from the modules
+(fastcifar.engine.receptive_field): of the recipe's ResNet-9, or of a trained run's model (its
+classes, its logit scale). A run of a model of one's own is read from Python:
+fastcifar.summary.layer_table(fastcifar.load_run(RUN_DIR, model=...).model)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastcifar.cli import Parser
+from fastcifar.cli import Parser, run_main
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,11 +76,28 @@ def format_table(rows: list[Row], total: int, logit_scale: float | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    Parser(prog="python -m fastcifar.summary", description=__doc__).parse_args(argv)
-    from fastcifar.engine.model import ResNet9, parameter_count
+    parser = Parser(prog="python -m fastcifar.summary", description=__doc__)
+    parser.add_argument("run_dir", nargs="?", help="a run folder: its model's table (default: "
+                        "the recipe's ResNet-9)")  # fmt: skip
+    args = parser.parse_args(argv)
 
-    model = ResNet9()
-    print(format_table(layer_table(model), parameter_count(model), model.logit_scale))
+    def run() -> None:
+        from fastcifar.engine.model import ResNet9, parameter_count
+
+        if args.run_dir is None:
+            model = ResNet9()
+        else:
+            from pathlib import Path
+
+            from fastcifar.runs.saved_run import load_saved_run
+            from fastcifar.system.device import pick_device
+
+            saved = load_saved_run(Path(args.run_dir), pick_device(None), allow_incomplete=True)
+            model = saved.model
+        scale = getattr(model, "logit_scale", None)
+        print(format_table(layer_table(model), parameter_count(model), scale))
+
+    run_main(run)
 
 
 if __name__ == "__main__":

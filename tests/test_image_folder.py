@@ -193,3 +193,12 @@ def test_no_flip_is_flip_none_and_refuses_flip_tta(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["config"]["flip"] == "none"
     with pytest.raises(fastcifar.errors.ConfigError, match="trained without flips"):
         fastcifar.evaluate(out, tta=True, data=synthetic_cifar(64, 32))
+
+
+def test_the_layer_table_of_a_run_has_its_classes(whole, capsys):
+    from fastcifar.summary import main as summary_main
+
+    summary_main([str(whole)])
+    table = capsys.readouterr().out
+    fc = next(line for line in table.splitlines() if line.startswith("FC"))
+    assert fc.split()[1] == "3" and "6,569,539" in table  # 6,573,130 - 5,130 + 512 x 3 + 3
