@@ -31,6 +31,7 @@ from fastcifar.data.normalisation import Normalisation
 from fastcifar.data.source import cache_dir
 from fastcifar.errors import DataSourceError, ImageInputError
 from fastcifar.system.caller import named
+from fastcifar.system.progress import say
 
 SOURCE = "folder"
 SPLITS = ("train", "test")
@@ -46,6 +47,9 @@ def load_image_folder(root: str | os.PathLike, cache: Path | None = None) -> Dat
     cache_file = (cache or cache_dir() / "folders") / f"{_listing_key(folder, listing)}.npz"
     arrays = _read_cache(cache_file)
     if arrays is None:
+        count = sum(len(files) for split in listing.values() for files in split.values())
+        say(f"reading {count:,} images of {len(class_names)} classes from {folder} (decoded "
+            "once: the next run reads them from the cache)")  # fmt: skip
         arrays = _decode(folder, class_names, listing)
         _write_cache(cache_file, arrays)
     train = CifarSplit(arrays["train_images"], arrays["train_labels"])
