@@ -15,7 +15,7 @@ from fastcifar.engine import step as engine
 from fastcifar.engine.model import ResNet9
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import TrainConfig
-from fastcifar.records.run_folder import TIMING_COLUMNS
+from fastcifar.records.metrics_row import TIMING_COLUMNS
 from fastcifar.training.ema import WeightAverage
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after

@@ -18,7 +18,7 @@ from fastcifar.engine import step as engine
 from fastcifar.engine.evaluation import EvalForward
 from fastcifar.engine.model import build_model
 from fastcifar.outputs.statistics import aggregate, t_quantile
-from fastcifar.records.run_folder import TIMING_COLUMNS
+from fastcifar.records.metrics_row import TIMING_COLUMNS
 from fastcifar.runs import setup
 from fastcifar.system.device import Precision
 from fastcifar.train import main as command_main

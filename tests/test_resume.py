@@ -16,7 +16,7 @@ import torch
 
 from fastcifar.engine import step as engine
 from fastcifar.records.checkpoint import load_checkpoint
-from fastcifar.records.run_folder import TIMING_COLUMNS
+from fastcifar.records.metrics_row import TIMING_COLUMNS
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 

@@ -27,8 +27,8 @@ from fastcifar.engine.schedule import (
 )
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import TrainConfig
+from fastcifar.records.metrics_row import TIMING_COLUMNS
 from fastcifar.records.recipes import RECIPES
-from fastcifar.records.run_folder import TIMING_COLUMNS
 from fastcifar.system.device import Precision
 from fastcifar.train import main as train_main
 from fastcifar.training.lookahead import Lookahead
