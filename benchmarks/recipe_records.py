@@ -53,9 +53,13 @@ def command_of(config: dict[str, Any]) -> str:
     from what that recipe sets (fastcifar.records.recipes)."""
     recipe = config.get("recipe", "assignment")
     defaults = TrainConfig.from_dict({"recipe": recipe}).to_dict()
+    # A setting added after the run was recorded had its plain default then (say, an
+    # initialisation a recipe has taken up since): said, so that the command stays the run's.
+    before = TrainConfig().to_dict()
     flags = [] if recipe == "assignment" else [f"--recipe {recipe}"]
-    for name, value in config.items():
-        if name in NOT_THE_RECIPE or name not in defaults or value == defaults[name]:
+    for name in defaults:
+        value = config.get(name, before[name])
+        if name in NOT_THE_RECIPE or value == defaults[name]:
             continue
         flag = "--" + name.replace("_", "-")
         if value is True:
