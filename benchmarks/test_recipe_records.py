@@ -79,7 +79,7 @@ def test_nothing_complete_is_one_line(runs, tmp_path, capsys):
 def test_the_command_shows_the_recipe_settings_that_differ_from_the_defaults():
     command = command_of({"tta": True, "lr_max": 0.4, "seed": 0, "data_dir": "/data",
                           "plots": False, "amp": None, "channels_last": False})  # fmt: skip
-    assert command == "python -m fastcifar.train --lr-max 0.4 --tta --no-channels-last"  # field order
+    assert command == "python -m fastcifar.train --lr-max 0.4 --tta --no-channels-last"
 
 
 def test_benchmarks_md_shows_the_recorded_recipe_runs_or_says_there_are_none(runs, tmp_path):
