@@ -358,7 +358,7 @@ def test_the_reestimate_is_the_exact_average_over_its_batches_after_the_last_epo
 
 
 def test_the_reestimate_and_an_average_are_refused_together():
-    with pytest.raises(ConfigError, match=r"bn_reestimate re-estimates the live weights"):
+    with pytest.raises(ConfigError, match=r"--bn-reestimate re-estimates the live weights"):
         TrainConfig(bn_reestimate=10, ema=0.99)
 
 

@@ -30,8 +30,8 @@ _COMMAND_LINE: ContextVar[bool] = ContextVar("fastcifar_command_line", default=F
 
 @contextmanager
 def called_from_command_line() -> Iterator[None]:
-    """Within this context a command runs: messages name flags. (Outside both contexts, a
-    TrainConfig built in a notebook say, they name keywords.)"""
+    """Within this context a command runs (run_main): messages name flags, as they do outside
+    both contexts; a Python entry point (python_entry) names keywords."""
     token = _COMMAND_LINE.set(True)
     try:
         yield
@@ -40,7 +40,8 @@ def called_from_command_line() -> Iterator[None]:
 
 
 def _in_python() -> bool:
-    return python_call() is not None or not _COMMAND_LINE.get()
+    # A command that calls a Python entry point on its way still speaks in flags.
+    return python_call() is not None and not _COMMAND_LINE.get()
 
 
 @contextmanager
