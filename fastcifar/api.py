@@ -5,7 +5,6 @@ keyword arguments, with the same defaults and checks, and writes the same run fo
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 from dataclasses import dataclass, field, fields
@@ -282,7 +281,7 @@ class RangeTest:
     folder: Path
 
 
-@functools.partial(_with_settings, range_test=True)
+@_with_settings  # every setting: fit's keywords are accepted, the range test uses its own
 @python_entry
 def find_lr(
     config: Any = None, *, data: Any = None, model: ModelChoice = None, **values: Any

@@ -101,7 +101,7 @@ def test_the_python_functions_show_every_keyword():
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in fit.values())
     assert "label_smoothing (default 0.0)" in fastcifar.fit.__doc__
     found = inspect.signature(fastcifar.find_lr).parameters
-    assert "range_test_steps" in found and "tta" not in found  # the range test's settings only
+    assert "range_test_steps" in found and "test_subset" in found  # fit's settings, accepted
     assert "time_budget" in inspect.signature(fastcifar.estimate).parameters
     for function, keywords in ((fastcifar.evaluate, ("tta", "test_subset", "tta_translate")),
                                (fastcifar.predict, ("top", "resize")),

@@ -395,7 +395,7 @@ def test_a_range_test_of_one_step_is_one_line(tmp_path, capsys):
         )
         == 2
     )
-    assert "range_test_steps must be at least 2, got 1" in capsys.readouterr().err
+    assert "--range-test-steps must be at least 2, got 1" in capsys.readouterr().err
 
 
 def test_wall_time_counts_every_process_of_a_resumed_run(tmp_path, monkeypatch):
