@@ -118,7 +118,7 @@ def test_flip_translate_tta_averages_six_views_half_and_half():
 
 
 def test_translate_without_tta_is_refused():
-    with pytest.raises(ConfigError, match=r"tta_translate .* needs tta"):
+    with pytest.raises(ConfigError, match=r"tta.translate .* needs (--)?tta"):
         TrainConfig(tta_translate=True)
 
 
