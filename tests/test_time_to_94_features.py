@@ -304,7 +304,7 @@ def test_ghost_batchnorm_keeps_the_network_and_its_state_dict():
     convert(model, 32)
     assert list(model.state_dict()) == keys
     assert sum(p.numel() for p in model.parameters()) == 6_573_130
-    with pytest.raises(ConfigError, match=r"ghost_bn \(48\) must divide batch_size \(512\)"):
+    with pytest.raises(ConfigError, match=r"ghost.bn \(48\) must divide (--)?batch.size \(512\)"):
         TrainConfig(ghost_bn=48)
 
 
