@@ -186,9 +186,12 @@ def add_fields(
         group.add_argument(*flags, help=meta["help"] + shown, **options)
         if "off" in meta:  # a flag of its own for one value: --no-flip for --flip none
             off_flag, value = meta["off"]
+            # None is "not used", which only this flag can say (over a recipe's or a file's).
+            said = f"no {flags[0][2:]} (the default; over a recipe or a config file that sets it)"
+            if value is not None:
+                said = f"the same as {flags[0]} {value}"
             group.add_argument(off_flag, dest=item.name, action="store_const", const=value,
-                               default=argparse.SUPPRESS,
-                               help=f"the same as {flags[0]} {value}")  # fmt: skip
+                               default=argparse.SUPPRESS, help=said)  # fmt: skip
 
 
 def _shown(value: Any) -> str:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from fastcifar.cli import given
 from fastcifar.data.augmentation import AugmentationSpec, draw_epoch
 from fastcifar.engine import step as engine
 from fastcifar.engine.evaluation import EvalForward, shifted_pair
@@ -30,6 +31,7 @@ from fastcifar.records.config import TrainConfig
 from fastcifar.records.metrics_row import TIMING_COLUMNS
 from fastcifar.records.recipes import RECIPES
 from fastcifar.system.device import Precision
+from fastcifar.train import build_parser
 from fastcifar.train import main as train_main
 from fastcifar.training.lookahead import Lookahead
 from tests.cifar_files import synthetic_cifar
@@ -211,6 +213,22 @@ def test_print_config_shows_what_a_recipe_chose(capsys):
               "bn_bias_lr_scale = 64.0", "tta_translate = true",
               "label_smoothing = 0.2"]  # fmt: skip
     assert set(chosen) <= set(printed.splitlines())
+
+
+def test_a_recipes_feature_can_be_switched_off_by_flag_keyword_and_file(capsys, tmp_path):
+    from fastcifar.api import make_request
+    from fastcifar.records.config_file import read_toml
+
+    args = build_parser().parse_args(["--recipe", "fast", "--no-lookahead", "--no-ema"])
+    assert TrainConfig.from_dict(given(args, TrainConfig)).lookahead is None
+    assert make_request(recipe="fast", lookahead=None, train_subset=512).config.lookahead is None
+    # --print-config writes it so that --config reads the same run back.
+    train_main(["--recipe", "fast", "--no-lookahead", "--print-config"])
+    printed = capsys.readouterr().out
+    assert "lookahead = false" in printed.splitlines()
+    (tmp_path / "fast.toml").write_text(printed)
+    again = TrainConfig.from_dict(read_toml(tmp_path / "fast.toml"))
+    assert again.lookahead is None and again.recipe == "fast" and again.freeze_bn_scale
 
 
 def test_the_recipe_keyword_reaches_fit():

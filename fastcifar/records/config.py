@@ -90,7 +90,7 @@ class TrainConfig:
     # Page scales the logits by 1/8 so that the softmax starts soft: worth ~0.5% accuracy.
     ema: float | None = option(RECIPE, None, "also keep an exponential moving average of the "
         "weights with this decay per step (0.99, say); evaluation and model.pt use the average",
-        parse="fraction", metavar="DECAY", **NO_RANGE_TEST)
+        parse="fraction", metavar="DECAY", off=("--no-ema", None), **NO_RANGE_TEST)
     logit_scale: float = option(RECIPE, 0.125, "logits x this (ResNet-9 only)", parse="positive")
     label_smoothing: float = option(RECIPE, 0.0, "label smoothing", parse="fraction")
     # Page's "bag of tricks" (ResNet-9 to 94% in 10 epochs): frozen scales, biases at 64x the LR.
@@ -102,10 +102,11 @@ class TrainConfig:
         "(--no-bias-decay: on convolution and linear weights only)")
     ghost_bn: int | None = option(RECIPE, None, "ghost BatchNorm: training statistics over "
         "sub-batches of G images (Page: 32 of 512); evaluation unchanged", parse="count",
-        metavar="G")
+        metavar="G", off=("--no-ghost-bn", None))
     lookahead: int | None = option(RECIPE, None, "lookahead: every K steps the weights are pulled "
         "to a slow average of themselves, its decay rising as 0.95^K x (step/steps)^3 "
-        "(airbench's schedule; K 5, say)", parse="count", metavar="K", **NO_RANGE_TEST)
+        "(airbench's schedule; K 5, say)", parse="count", metavar="K", off=("--no-lookahead", None),
+        **NO_RANGE_TEST)
     whitening_init: bool = option(RECIPE, False, "the first convolution starts as patch-"
         "whitening filters of the training images (then trains as any layer; Page's and "
         "airbench's whitening, as an initialisation)")
@@ -113,7 +114,7 @@ class TrainConfig:
         "filters as the identity (airbench's initialisation)")
     bn_reestimate: int | None = option(RECIPE, None, "after the last epoch, compute the "
         "BatchNorm statistics afresh over N training batches with the final weights (not with "
-        "--ema)", parse="count", metavar="N", **NO_RANGE_TEST)
+        "--ema)", parse="count", metavar="N", off=("--no-bn-reestimate", None), **NO_RANGE_TEST)
     flip: str = option(RECIPE, "random", "horizontal flips in training: random (p 0.5 per image "
         "and epoch), alternating (random in the first epoch, then each image's flip reversed "
         "every epoch) or none (for data whose mirror images are not of the same class: "
