@@ -72,7 +72,7 @@ RECORDED: dict[tuple[str, int], str] = {
     "(benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06)",
     ("assignment", 12): "92.45% (flip TTA 93.21%, flip + translate 93.50%), 1 seed, found "
     "bounds (benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
-    ("fast", 12): "93.39% (flip + translate TTA 94.15%), seed 0 "
+    ("fast", 12): "93.41% ± 0.02% (flip + translate TTA 94.07% ± 0.11%), 2 seeds "
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
 }
 
