@@ -22,13 +22,12 @@ from fastcifar.outputs.report import Estimate
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_checks import PARALLEL_MODES
 from fastcifar.records.config_file import read_toml, suggestion
-from fastcifar.records.config_record import RunKind, read_config
+from fastcifar.records.config_record import RunKind
 from fastcifar.records.summary import Summary, read_summary
 from fastcifar.runs.aggregation import run_folders_of
 from fastcifar.runs.request import Request
 from fastcifar.runs.saved_run import SavedRun, load_saved_run
 from fastcifar.system.caller import named, python_entry
-from fastcifar.system.distributed import from_environment, start, teardown
 
 CONFIG_NAMES = [item.name for item in fields(TrainConfig)]
 OPTION_NAMES = [item.name for item in fields(RunOptions)]
@@ -237,29 +236,9 @@ def execute(request: Request) -> RunResult:
 
 
 def _execute(request: Request) -> RunResult:
-    from fastcifar.runs import multi as multirun
-    from fastcifar.runs import resume as resuming
-    from fastcifar.runs import single as runs
+    from fastcifar.runs import serve
 
-    if request.options.resume is not None:
-        request = resuming.resumed(request)
-    else:
-        request.check()
-    options, config = request.options, request.config
-    parallel = multirun.runs_in_parallel(options, config, from_environment()[2])
-    device, dist = start(config.device, config.batch_size, data_parallel=not parallel)
-    try:
-        resume, request = resuming.resume_target(request)
-        multi = (read_config(resume).kind == RunKind.MULTI) if resume else config.runs > 1
-        if multi:
-            summary, trainer, folder = multirun.train_plan(request, device, dist, parallel, resume)
-        elif resume is not None:
-            summary, trainer, folder = runs.resume_one(resume, request, device, dist)
-        else:
-            summary, trainer, folder = runs.train_one(request, device, dist)
-    finally:
-        teardown()
-    return _result(summary, folder, trainer.model.eval() if trainer and not multi else None)
+    return _result(*serve.train(request))
 
 
 def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:
@@ -292,16 +271,11 @@ def find_lr(
 
 def range_test_of(request: Request) -> RangeTest:
     """Run the range test a Request asks for (see find_lr)."""
-    from fastcifar.runs.single import range_test_only
+    from fastcifar.runs import serve
     from fastcifar.system.progress import quiet
 
-    request.check()
-    device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
-    try:
-        with quiet(request.options.quiet):
-            bounds, curve, folder = range_test_only(request, device, dist)
-    finally:
-        teardown()
+    with quiet(request.options.quiet):
+        bounds, curve, folder = serve.range_test_alone(request)
     return RangeTest(bounds.lr_min, bounds.lr_max, bounds.source, curve, folder)
 
 
@@ -318,19 +292,9 @@ def estimate(
 
 def cost_of(request: Request) -> Estimate:
     """What the run a Request asks for would cost here (see estimate)."""
-    from fastcifar.runs.setup import Setup, built, estimate_of
-    from fastcifar.training.trainer import warm_up
+    from fastcifar.runs import serve
 
-    request.check()
-    device, dist = start(request.config.device, request.config.batch_size, data_parallel=True)
-    try:
-        first = (request.config.seed, request.config.lr_maxes[0])
-        trainer = built(request, device, dist, Setup(first_run=first))[0]
-        warm_up(trainer)
-        result = estimate_of(trainer, request.config.runs, request.config.needs_range_test)
-    finally:
-        teardown()
-    return result
+    return serve.cost(request)
 
 
 @python_entry

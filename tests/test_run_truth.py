@@ -201,6 +201,31 @@ def test_a_tampered_checkpoint_is_refused_before_the_warm_up(
     assert message in one_line(capsys)
 
 
+@pytest.mark.parametrize(
+    ("field", "change", "message"),
+    [
+        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 512)}),
+         "does not fit this run's model (shape fc.weight (20, 512) for (10, 512))"),
+        ("config", bad_batch_size,
+         "holds another config than the run's config.json (batch_size differ)"),
+    ],
+    ids=["fc", "stored config"],
+)  # fmt: skip
+def test_a_checkpoint_of_another_run_is_refused_before_the_data_is_read(
+    stopped, capsys, monkeypatch, field, change, message
+):
+    """Its config and (the ResNet9's) weight shapes need no data: refused in the first second,
+    not after the data load (seconds on CIFAR-10, more under load)."""
+    from fastcifar.runs import setup
+
+    payload = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    rewrite(stopped, **{field: change(payload)})
+    monkeypatch.setattr(setup, "load_data", lambda *a: pytest.fail("read the data first"))
+    capsys.readouterr()
+    assert run(["--resume", str(stopped)]) == 2
+    assert message in one_line(capsys)
+
+
 def test_a_checkpoint_beyond_the_run_is_refused(stopped, capsys):
     """A checkpoint claiming more epochs than the run has, with a history to match."""
     payload = torch.load(stopped / "checkpoint.pt", weights_only=True)

@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fastcifar.errors import RunFolderError
 from fastcifar.records.config_record import ConfigRecord
@@ -36,7 +36,11 @@ from fastcifar.system.caller import named, python_call, python_resume, setting, 
 from fastcifar.system.distributed import launch_command
 from fastcifar.system.files import TEMPORARY, atomic_save, atomic_write
 
-RUN_MARKERS = ("config.json", "summary.json", "checkpoint.pt", "model.pt")
+if TYPE_CHECKING:
+    from fastcifar.records.checkpoint import Checkpoint
+
+CHECKPOINT = "checkpoint.pt"  # an unfinished run's; model.pt is a finished one's result
+RUN_MARKERS = ("config.json", "summary.json", CHECKPOINT, "model.pt")
 LOCK_NAME = ".lock"  # held (flock) while a process writes the run
 
 
@@ -244,9 +248,26 @@ class RunFolder:
             writer.writerow({key: _csv_value(value) for key, value in row.to_dict().items()})
         atomic_write(self.path / "metrics.csv", buffer.getvalue())
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The run's checkpoint, loaded and checked (records/checkpoint.py), or None when it
+        has saved none yet."""
+        from fastcifar.records.checkpoint import load_checkpoint  # torch: only when there is one
+
+        path = self.checkpoint_path
+        return load_checkpoint(path) if path.exists() else None
+
+    def drop_checkpoint(self) -> None:
+        """A complete run's checkpoint: model.pt is its result."""
+        if self.writes:
+            self.checkpoint_path.unlink(missing_ok=True)
+
     def save_checkpoint(self, write: Callable[[BinaryIO], object]) -> None:
         """checkpoint.pt; the first one of an --overwrite run swaps its top folder into place."""
-        self.save("checkpoint.pt", write)
+        self.save(CHECKPOINT, write)
         top = self
         while top.parent is not None:
             top = top.parent

@@ -24,7 +24,6 @@ import torch
 from fastcifar.engine.schedule import LrBounds, given_bounds
 from fastcifar.errors import ConfigError, Diverged, RunStopped, UserError
 from fastcifar.outputs.report import read_range_test
-from fastcifar.records.checkpoint import load_checkpoint
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status
 from fastcifar.records.run_folder import resume_command
@@ -211,8 +210,7 @@ def _finished(path: Path) -> bool:
 def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -> None:
     trainer = plan.trainer
     child = plan.life.child(run.name, writes=True if plan.parallel else None)
-    path = child.folder.path / "checkpoint.pt"
-    checkpoint = load_checkpoint(path) if path.exists() else None
+    checkpoint, path = child.folder.checkpoint(), child.folder.checkpoint_path
     trainer.reseed(run.seed, run.lr_max)  # first: the run's own config is checked against it
     if checkpoint is not None:  # refused before the run is marked running (it stays resumable)
         check_continuable(trainer, checkpoint, path, plan.life.folder.final, plan.data_parallel)

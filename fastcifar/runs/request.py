@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastcifar.data.dataset import Dataset, as_dataset
+from fastcifar.data.dataset import Dataset
 from fastcifar.data.spec import SPECS
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError
@@ -26,7 +26,7 @@ class Request:
         optional extras asked for, a model that Grad-CAM can explain."""
         spec = SPECS.get(self.config.dataset)  # None: a folder, counted once it is read
         images = self.config.train_subset or (
-            len(as_dataset(self.data).train)
+            len(self.data.train)
             if self.data is not None
             else spec.train_images
             if spec is not None

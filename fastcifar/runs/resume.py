@@ -8,15 +8,17 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from fastcifar.data.spec import FOLDER
-from fastcifar.engine.model import weights_mismatch
+from fastcifar.engine.model import model_factory, weights_mismatch
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from fastcifar.records.checkpoint import Checkpoint, TrainedHow, check_fits, check_source
 from fastcifar.records.config import RunOptions
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.provenance import training_source
-from fastcifar.records.run_folder import resume_command, run_status
+from fastcifar.records.run_folder import CHECKPOINT, resume_command, run_status
 from fastcifar.records.summary import read_summary
 from fastcifar.runs.request import Request
 from fastcifar.system.distributed import restarted
@@ -152,7 +154,7 @@ def check_none_lost(path: Path) -> None:
     summary = read_summary(path)
     if summary.status == Status.INTERRUPTED and (path / "metrics.csv").is_file():
         raise CheckpointError(
-            f"{path / 'checkpoint.pt'} is missing, though the run stopped cleanly after training "
+            f"{path / CHECKPOINT} is missing, though the run stopped cleanly after training "
             "(see metrics.csv): it was moved or deleted; put it back, or start the run anew "
             "with --overwrite"
         )
@@ -185,10 +187,28 @@ def _check_same_images(trainer: Trainer, folder: Path) -> None:
         )
 
 
+def check_checkpoint_file(checkpoint: Checkpoint, record: ConfigRecord, path: Path) -> None:
+    """What needs neither data nor a trainer, refused before the data is read: the
+    checkpoint's own copy of the config is config.json's, and (the ResNet9's) its weights fit
+    the network that config builds for the recorded classes. check_continuable checks again
+    against the trainer (a model of one's own, each run of a plan)."""
+    _check_same_config(checkpoint, record.config, path)
+    classes = len((record.data or {}).get("class_names") or [])
+    if record.custom_model or not classes:
+        return
+    with torch.device("meta"):  # shapes only: nothing allocated, nothing drawn
+        network = model_factory(None, classes, record.train_config.logit_scale)()
+    _check_same_weights(network.state_dict(), checkpoint, path)
+
+
 def _check_same_run(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> None:
     """The checkpoint's own copy of the config is the one the run records (config.json), and
     its weights fit the model: else the file was changed, or is another run's."""
-    now = trainer.config.to_dict()
+    _check_same_config(checkpoint, trainer.config.to_dict(), path)
+    _check_same_weights(trainer.model.state_dict(), checkpoint, path)
+
+
+def _check_same_config(checkpoint: Checkpoint, now: dict[str, object], path: Path) -> None:
     differ = sorted(key for key, value in checkpoint.config.items()
                     if key in now and key != "data_dir" and value != now[key])  # fmt: skip
     if differ:
@@ -196,7 +216,10 @@ def _check_same_run(trainer: Trainer, checkpoint: Checkpoint, path: Path) -> Non
             f"{path} holds another config than the run's config.json ({', '.join(differ)} "
             "differ): it is not this run's checkpoint"
         )
-    misfit = weights_mismatch(trainer.model.state_dict(), checkpoint.model)
+
+
+def _check_same_weights(own: dict[str, object], checkpoint: Checkpoint, path: Path) -> None:
+    misfit = weights_mismatch(own, checkpoint.model)
     if misfit:
         raise CheckpointError(f"{path} does not fit this run's model ({misfit})")
 

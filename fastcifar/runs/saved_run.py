@@ -15,10 +15,10 @@ from torch import nn
 from fastcifar.data.normalisation import CIFAR10, Normalisation, to_batch
 from fastcifar.engine.model import ModelChoice, build_model, load_weights, model_factory
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
-from fastcifar.records.checkpoint import load_checkpoint, load_weights_file
+from fastcifar.records.checkpoint import load_weights_file
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
-from fastcifar.records.run_folder import resume_command
+from fastcifar.records.run_folder import CHECKPOINT, RunFolder, resume_command
 from fastcifar.records.summary import Summary, read_summary
 from fastcifar.system.caller import named, setting, switch
 
@@ -106,10 +106,11 @@ def _weights(folder: Path) -> tuple[dict[str, Any], Path]:
         ):
             raise CheckpointError(f"{path} does not hold a state dict")
         return state, path
-    checkpoint_path = folder / "checkpoint.pt"
-    if checkpoint_path.exists():
-        return load_checkpoint(checkpoint_path).model, checkpoint_path
-    raise RunFolderError(f"{folder} holds neither model.pt nor checkpoint.pt")
+    run = RunFolder(folder, writes=False)
+    checkpoint = run.checkpoint()
+    if checkpoint is not None:
+        return checkpoint.model, run.checkpoint_path
+    raise RunFolderError(f"{folder} holds neither model.pt nor {CHECKPOINT}")
 
 
 def _check_finite(model: nn.Module, source: Path) -> None:

@@ -6,6 +6,7 @@ multi.py; the public functions: api.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,14 +14,20 @@ import torch
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.schedule import LrBounds, given_bounds
 from fastcifar.outputs.report import save_range_test
-from fastcifar.records.checkpoint import load_checkpoint
+from fastcifar.records.checkpoint import Checkpoint
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import RunKind, Status, read_config
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary, range_test_complete
 from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
-from fastcifar.runs.resume import check_continuable, check_none_lost, elastic_out, state_from
+from fastcifar.runs.resume import (
+    check_checkpoint_file,
+    check_continuable,
+    check_none_lost,
+    elastic_out,
+    state_from,
+)
 from fastcifar.runs.setup import Setup, estimate_of, open_run
 from fastcifar.system.caller import named
 from fastcifar.system.device import device_name
@@ -62,15 +69,77 @@ def train_one(
     """A new single run. Returns its summary, trainer and folder."""
     options = request.options
     life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
-    with open_run(request, device, dist, life) as opened:
-        trainer, stop, timings = opened.trainer, opened.stop, opened.timings
-        if device.type == "cpu":
-            say(estimate_of(trainer, 1, opened.config.needs_range_test).line())
-        bounds = bounds_for(trainer, life.folder, stop, resume_hint(life.folder.final))
-        run = training_run(trainer, life.folder, stop, new_state(trainer, bounds), options,
-                           timings)  # fmt: skip
+    return _trained(request, device, dist, life, Setup())
+
+
+def resume_one(
+    path: Path, request: Request, device: torch.device, dist: Distributed
+) -> tuple[Summary, Trainer, Path]:
+    """Continue the single run in `path` (checked by resume.check_resumable) with its recorded
+    config, from its checkpoint (or, when it has none yet, from the start)."""
+    life, checkpoint, request = _reopened(path, request, dist)
+    setup = Setup(record=False, check=_continuable(checkpoint, life.folder))
+    return _trained(request, device, dist, life, setup, checkpoint)
+
+
+def _trained(
+    request: Request,
+    device: torch.device,
+    dist: Distributed,
+    life: Lifecycle,
+    setup: Setup,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[Summary, Trainer, Path]:
+    """One run from its set-up to its summary: from the start (the bounds given or found), or
+    from `checkpoint`."""
+    folder = life.folder
+    with open_run(request, device, dist, life, setup) as opened:
+        trainer, stop = opened.trainer, opened.stop
+        if checkpoint is None:
+            if setup.record and device.type == "cpu":  # a new run: what it will cost
+                say(estimate_of(trainer, 1, opened.config.needs_range_test).line())
+            state = new_state(trainer, bounds_for(trainer, folder, stop, resume_hint(folder.final)))
+        else:
+            state = state_from(trainer, checkpoint, folder.checkpoint_path)
+        run = training_run(trainer, folder, stop, state, request.options, opened.timings,
+                           resumed=checkpoint is not None)  # fmt: skip
+        if checkpoint is not None:
+            say(f"resuming {folder.final} {run.position()}")
         summary = run.run()
-    return summary, trainer, life.folder.path
+    return summary, trainer, folder.path
+
+
+def _reopened(
+    path: Path, request: Request, dist: Distributed
+) -> tuple[Lifecycle, Checkpoint | None, Request]:
+    """The unfinished run in `path` to continue: its folder (refused at once while another
+    process writes it), its checkpoint and its recorded config."""
+    folder = RunFolder(path, writes=False)
+    checkpoint, record = folder.checkpoint(), read_config(path)
+    config = record.train_config
+    if checkpoint is None:
+        check_none_lost(path)
+    else:
+        check_checkpoint_file(checkpoint, record, folder.checkpoint_path)
+    life = Lifecycle.reopen(path, dist)
+    if checkpoint is None:  # said at once, before any data is read
+        say(
+            f"resuming {path}: no checkpoint was saved, so the run starts over"
+            + (" with the LR range test" if config.needs_range_test else "")
+        )
+    return life, checkpoint, Request(config, request.options, request.data, request.model)
+
+
+def _continuable(
+    checkpoint: Checkpoint | None, folder: RunFolder
+) -> Callable[[Trainer], None] | None:
+    """The check that refuses a checkpoint the trainer cannot continue exactly, before
+    anything compiles."""
+    if checkpoint is None:
+        return None
+    return lambda trainer: check_continuable(
+        trainer, checkpoint, folder.checkpoint_path, folder.final
+    )
 
 
 def training_run(
@@ -91,42 +160,6 @@ def training_run(
     limits = Limits.of(options.max_time, options.max_steps, started)
     return TrainingRun(trainer, folder, stop, state, resumed=resumed, limits=limits,
                        timings=Timings() if own_timings else timings)  # fmt: skip
-
-
-def resume_one(
-    path: Path, request: Request, device: torch.device, dist: Distributed
-) -> tuple[Summary, Trainer, Path]:
-    """Continue the single run in `path` (checked by resume.check_resumable) with its recorded
-    config, from its checkpoint (or, when it has none yet, from the start)."""
-    checkpoint_path = path / "checkpoint.pt"
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-    config = read_config(path).train_config
-    if checkpoint is None:
-        check_none_lost(path)
-    request = Request(config, request.options, request.data, request.model)
-    life = Lifecycle.reopen(path, dist)  # refused first if another process writes it
-    if checkpoint is None:  # said at once, before any data is read
-        say(
-            f"resuming {path}: no checkpoint was saved, so the run starts over"
-            + (" with the LR range test" if config.needs_range_test else "")
-        )
-
-    def check(trainer: Trainer) -> None:  # refused before anything compiles
-        check_continuable(trainer, checkpoint, checkpoint_path, path)
-
-    setup = Setup(record=False, check=check if checkpoint is not None else None)
-    with open_run(request, device, dist, life, setup) as opened:
-        trainer, stop = opened.trainer, opened.stop
-        if checkpoint is not None:
-            state = state_from(trainer, checkpoint, checkpoint_path)
-        else:
-            state = new_state(trainer, bounds_for(trainer, life.folder, stop, resume_hint(path)))
-        run = training_run(trainer, life.folder, stop, state, request.options, opened.timings,
-                           resumed=checkpoint is not None)  # fmt: skip
-        if checkpoint is not None:
-            say(f"resuming {path} {run.position()}")
-        result = run.run()
-    return result, trainer, path
 
 
 def range_test_only(

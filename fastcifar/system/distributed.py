@@ -10,11 +10,12 @@ on its error path, and flag errors must answer without loading torch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -343,6 +344,17 @@ def compile_mode_for(
     if mode is not None:
         return mode
     return "default" if dist.enabled else "reduce-overhead"
+
+
+@contextlib.contextmanager
+def started(
+    device_name: str | None, batch_size: int, data_parallel: bool
+) -> Iterator[tuple[Any, Distributed]]:
+    """`start`, then the process group left whatever happens: every flow's device and ranks."""
+    try:
+        yield start(device_name, batch_size, data_parallel)
+    finally:
+        teardown()
 
 
 def teardown() -> None:

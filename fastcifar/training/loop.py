@@ -337,8 +337,7 @@ class TrainingRun:
             wall_seconds=self.wall_seconds(),
         )
         self.folder.write_summary(summary)  # last: the run is complete now
-        if self.folder.writes:
-            (self.folder / "checkpoint.pt").unlink(missing_ok=True)  # model.pt is the result
+        self.folder.drop_checkpoint()
         say(final_line(summary, self.folder))
         return summary
 
