@@ -122,6 +122,8 @@ def make_request(
             raise ConfigError(
                 f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
             )
+    if isinstance(model, str):  # a named network: as --model names it
+        values, model = {**values, "model": model}, None
     if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
         values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
         data = None

@@ -1,7 +1,8 @@
-"""`python -m fastcifar.summary [RUN_DIR]`: the layer table (layer, output shape, parameters),
-with each layer's receptive field and jump in input pixels, computed from the modules
-(fastcifar.engine.receptive_field): of the recipe's ResNet-9, or of a trained run's model (its
-classes, its logit scale). A run of a model of one's own is read from Python:
+"""`python -m fastcifar.summary [RUN_DIR] [--model NAME]`: the layer table (layer, output shape,
+parameters), with each layer's receptive field and jump in input pixels, computed from the
+modules (fastcifar.engine.receptive_field): of a named network (the recipe's ResNet-9 by
+default, or airbench's), or of a trained run's model (its classes, its logit scale). A run of
+a model of one's own is read from Python:
 fastcifar.summary.layer_table(fastcifar.load_run(RUN_DIR, model=...).model)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastcifar.cli import Parser, run_main
+from fastcifar.engine import NETWORK_NAMES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,18 +28,30 @@ TABLE_ROWS = (
     ("MaxPool(4)", "pool"),
     ("FC", "fc"),
 )
+# The same for airbench's network (engine/airbench_net.py).
+AIRBENCH_ROWS = (
+    ("Whitening 2x2", "whiten"),
+    ("GELU", "act"),
+    ("Group 1", "groups.0"),
+    ("Group 2", "groups.1"),
+    ("Group 3", "groups.2"),
+    ("MaxPool(3)", "pool"),
+    ("FC", "fc"),
+)
 Row = tuple[str, tuple[int, ...], int, int, int]  # label, shape, parameters, field, jump
 
 
 def layer_table(model: nn.Module | None = None) -> list[Row]:
-    """A row per layer of the seed's table (the ResNet9), or per top-level child of another
-    model: (label, output shape without batch, parameters owned by the row, receptive field,
-    jump)."""
+    """A row per layer of the seed's table (the ResNet9; airbench's network likewise), or per
+    top-level child of another model: (label, output shape without batch, parameters owned by
+    the row, receptive field, jump)."""
+    from fastcifar.engine.airbench_net import AirbenchNet
     from fastcifar.engine.model import ResNet9
     from fastcifar.engine.receptive_field import layer_rows
 
     model = model if model is not None else ResNet9()
-    labelled = TABLE_ROWS if isinstance(model, ResNet9) else None
+    known = {ResNet9: TABLE_ROWS, AirbenchNet: AIRBENCH_ROWS}
+    labelled = known.get(type(model))
     paths = [path for _, path in labelled] if labelled else None
     rows = layer_rows(model, paths)
     labels = [label for label, _ in labelled] if labelled else [row.name for row in rows]
@@ -78,14 +92,16 @@ def format_table(rows: list[Row], total: int, logit_scale: float | None = None) 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m fastcifar.summary", description=__doc__)
     parser.add_argument("run_dir", nargs="?", help="a run folder: its model's table (default: "
-                        "the recipe's ResNet-9)")  # fmt: skip
+                        "the network --model names)")  # fmt: skip
+    parser.add_argument("--model", choices=NETWORK_NAMES, default="resnet9",
+                        help="the named network to describe (default: resnet9)")  # fmt: skip
     args = parser.parse_args(argv)
 
     def run() -> None:
-        from fastcifar.engine.model import ResNet9, parameter_count
+        from fastcifar.engine.model import network_class, parameter_count
 
         if args.run_dir is None:
-            model = ResNet9()
+            model = network_class(args.model)()  # with its own logit scale
         else:
             from pathlib import Path
 

@@ -162,15 +162,16 @@ ModelChoice = nn.Module | Callable[..., nn.Module] | None
 
 
 def model_factory(
-    model: ModelChoice, num_classes: int, logit_scale: float
+    model: ModelChoice, num_classes: int, logit_scale: float, network: str = "resnet9"
 ) -> Callable[[], nn.Module]:
     """A function that returns a freshly initialised model, its draws from torch's global seed:
-    * None: the ResNet9 of the recipe;
+    * None: the named `network` (TrainConfig.model: the ResNet9 of the recipe, or airbench's);
     * a class or function: called (with `num_classes` when it takes a parameter);
     * a module: a copy, each layer re-drawn by its own reset_parameters(), so that seed k
       starts from the same weights in every process."""
     if model is None:
-        return lambda: ResNet9(num_classes, logit_scale)
+        kind = network_class(network)
+        return lambda: kind(num_classes, logit_scale)
     if isinstance(model, nn.Module):
         template = copy.deepcopy(model).cpu()
         return lambda: _reset(copy.deepcopy(template))
@@ -183,10 +184,21 @@ def model_factory(
     )
 
 
-def model_name(model: ModelChoice) -> str:
-    """What config.json records of the model: "ResNet9", or the custom model's qualified name."""
+def network_class(name: str) -> type[nn.Module]:
+    """The class of the network TrainConfig.model names."""
+    from fastcifar.engine.airbench_net import AirbenchNet
+
+    networks: dict[str, type[nn.Module]] = {"resnet9": ResNet9, "airbench": AirbenchNet}
+    if name not in networks:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(networks)}")
+    return networks[name]
+
+
+def model_name(model: ModelChoice, network: str = "resnet9") -> str:
+    """What config.json records of the model: the named network's class ("ResNet9",
+    "AirbenchNet"), or the qualified name of a model of one's own (always with a dot)."""
     if model is None:
-        return "ResNet9"
+        return network_class(network).__name__
     kind = model if isinstance(model, type) or not isinstance(model, nn.Module) else type(model)
     return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
 

@@ -1,7 +1,9 @@
 """The optimizer (SGD, Nesterov) and the One Cycle schedule: linear LRMIN -> LRMAX (peak at epoch
 5 of 24) -> LRMIN, stepped per batch.
 
-No annihilation: the cycle ends at LRMIN (final_div_factor = 1), as the recipe asks.
+No annihilation by default: the cycle ends at LRMIN (final_div_factor = 1), as the assignment
+recipe asks; `final_divisor` ends it at LRMIN / final_divisor instead (airbench's cycle runs
+0.2 -> 1 -> 0.07 of its peak).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def one_cycle_schedule(
     cycle_momentum: bool = False,
     base_momentum: float = 0.85,
     max_momentum: float = 0.95,
+    final_divisor: float = 1.0,
 ) -> OneCycleLR:
-    """`OneCycleLR` placed so that step 0 = LRMIN, step `peak_step` = LRMAX, last step = LRMIN."""
+    """`OneCycleLR` placed so that step 0 = LRMIN, step `peak_step` = LRMAX, last step = LRMIN
+    (/ `final_divisor`)."""
     if total_steps < 3:
         raise ValueError(f"a one-cycle schedule needs at least 3 steps, got {total_steps}")
     peak = peak_step(total_steps, peak_fraction)
@@ -53,7 +57,7 @@ def one_cycle_schedule(
         pct_start=pct_start,
         anneal_strategy="linear",
         div_factor=lr_max / lr_min,
-        final_div_factor=1.0,
+        final_div_factor=final_divisor,
         cycle_momentum=cycle_momentum,
         base_momentum=base_momentum,
         max_momentum=max_momentum,
@@ -62,25 +66,40 @@ def one_cycle_schedule(
 
 
 def one_cycle_lr(
-    step: int, *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float
+    step: int,
+    *,
+    lr_min: float,
+    lr_max: float,
+    total_steps: int,
+    peak_fraction: float,
+    final_divisor: float = 1.0,
 ) -> float:
     """The LR of `step` under `one_cycle_schedule`, computed directly (no optimizer, no memory
-    proportional to the run): linear from LRMIN up to LRMAX at the peak, then down to LRMIN."""
+    proportional to the run): linear from LRMIN up to LRMAX at the peak, then down to LRMIN
+    (/ `final_divisor`)."""
     peak = peak_step(total_steps, peak_fraction)
     if step <= peak:
         return lr_min + (lr_max - lr_min) * step / peak
-    return lr_max + (lr_min - lr_max) * (step - peak) / (total_steps - 1 - peak)
+    end = lr_min / final_divisor
+    return lr_max + (end - lr_max) * (step - peak) / (total_steps - 1 - peak)
 
 
 def schedule_points(
-    *, lr_min: float, lr_max: float, total_steps: int, peak_fraction: float, points: int = 2000
+    *,
+    lr_min: float,
+    lr_max: float,
+    total_steps: int,
+    peak_fraction: float,
+    final_divisor: float = 1.0,
+    points: int = 2000,
 ) -> tuple[list[int], list[float]]:
     """(steps, LRs) at up to `points` steps, the peak and both ends included: enough to plot
     any schedule, however many steps it has."""
     peak = peak_step(total_steps, peak_fraction)
     count = min(points, total_steps)
     steps = sorted({round(i * (total_steps - 1) / (count - 1)) for i in range(count)} | {peak})
-    shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction)
+    shape = dict(lr_min=lr_min, lr_max=lr_max, total_steps=total_steps, peak_fraction=peak_fraction,
+                 final_divisor=final_divisor)  # fmt: skip
     return steps, [one_cycle_lr(step, **shape) for step in steps]
 
 

@@ -314,6 +314,7 @@ def plot_run(
         lr_max=state.bounds.lr_max,
         total_steps=trainer.total_steps,
         peak_fraction=trainer.config.peak_fraction,
+        final_divisor=trainer.config.lr_final_divisor,
     )
     plots.plot_schedule(steps, lrs, trainer.steps_per_epoch, folder / "lr_schedule.png")
     plots.plot_curves(

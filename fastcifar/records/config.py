@@ -17,6 +17,7 @@ from fastcifar.records.config_checks import (
     DATASET_NAMES,
     FLIP_MODES,
     LOADER_NAMES,
+    NETWORK_NAMES,
     PARALLEL_MODES,
     check_config,
 )
@@ -66,6 +67,9 @@ class TrainConfig:
         "override it; --print-config shows what it chose): "
         + "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()),
         choices=RECIPE_NAMES)
+    model: str = option(RECIPE, "resnet9", "the network: resnet9 (the assignment's custom "
+        "ResNet, 6.57M parameters) or airbench (airbench94's, 1.97M; engine/airbench_net.py); "
+        "from Python, fit(model=...) also takes a network of one's own", choices=NETWORK_NAMES)
     epochs: int = option(RECIPE, 24, "training epochs", parse="count")
     batch_size: int = option(RECIPE, 512, "global training batch, split evenly across torchrun "
         "ranks", parse="count")
@@ -78,6 +82,8 @@ class TrainConfig:
         "test, or LRMAX / lr_min_divisor)", parse="learning_rate", metavar="LR", **NO_RANGE_TEST)
     lr_min_divisor: float = option(RECIPE, 25.0, "LRMIN = LRMAX / this when no onset is found "
         "(OneCycleLR's div_factor)", parse="positive")
+    lr_final_divisor: float = option(RECIPE, 1.0, "the cycle ends at LRMIN / this (1: at LRMIN, "
+        "no annihilation, as the assignment asks)", parse="positive", **NO_RANGE_TEST)
     momentum: float = option(RECIPE, 0.9, "SGD momentum", parse="fraction")
     nesterov: bool = option(RECIPE, True, "Nesterov momentum")
     weight_decay: float = option(RECIPE, 5e-4, "L2 weight decay", parse="non_negative")
@@ -91,7 +97,8 @@ class TrainConfig:
     ema: float | None = option(RECIPE, None, "also keep an exponential moving average of the "
         "weights with this decay per step (0.99, say); evaluation and model.pt use the average",
         parse="fraction", metavar="DECAY", off=("--no-ema", None), **NO_RANGE_TEST)
-    logit_scale: float = option(RECIPE, 0.125, "logits x this (ResNet-9 only)", parse="positive")
+    logit_scale: float = option(RECIPE, 0.125, "logits x this (the named networks; a model of "
+        "one's own scales its own)", parse="positive")
     label_smoothing: float = option(RECIPE, 0.0, "label smoothing", parse="fraction")
     # Page's "bag of tricks" (ResNet-9 to 94% in 10 epochs): frozen scales, biases at 64x the LR.
     freeze_bn_scale: bool = option(RECIPE, False, "BatchNorm scales fixed at 1, not trained")

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastcifar.data import LOADER_NAMES
 from fastcifar.data.spec import DATASET_NAMES, SPECS
+from fastcifar.engine import NETWORK_NAMES
 from fastcifar.errors import ConfigError
 from fastcifar.records.recipes import RECIPE_NAMES
 from fastcifar.records.values import is_integer
@@ -68,6 +69,10 @@ def check_config(config: Any) -> None:
     _require(
         config.loader in LOADER_NAMES,
         f"unknown loader {config.loader!r}: choose one of {', '.join(LOADER_NAMES)}",
+    )
+    _require(
+        config.model in NETWORK_NAMES,
+        f"unknown model {config.model!r}: choose one of {', '.join(NETWORK_NAMES)}",
     )
     _check_integers(config)
     _check_learning_rates(config)
@@ -221,6 +226,11 @@ def _check_learning_rates(config: Any) -> None:
         and math.isfinite(config.lr_min_divisor)
         and config.lr_min_divisor >= 1,
         f"{named('lr_min_divisor')} must be a finite number >= 1, got {config.lr_min_divisor!r}",
+    )
+    _require(
+        _finite_positive(config.lr_final_divisor) and config.lr_final_divisor >= 1,
+        f"{named('lr_final_divisor')} must be a finite number >= 1 (the cycle ends at or below "
+        f"LRMIN), got {config.lr_final_divisor!r}",
     )
     _require(
         _finite_positive(config.checkpoint_seconds),

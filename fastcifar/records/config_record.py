@@ -39,7 +39,7 @@ class ConfigRecord:
     kind: RunKind
     config: dict[str, Any]  # TrainConfig.to_dict(), data_dir resolved
     data: dict[str, Any] | None = None  # Dataset.describe()
-    model: str = "ResNet9"  # or a custom model's qualified name
+    model: str = "ResNet9"  # a named network's class, or a custom model's qualified name
     schema: int = CONFIG_SCHEMA
 
     @property
@@ -48,7 +48,7 @@ class ConfigRecord:
 
     @property
     def custom_model(self) -> bool:
-        return self.model != "ResNet9"
+        return "." in self.model  # module.Class: engine.model.model_name
 
     @property
     def own_data(self) -> bool:

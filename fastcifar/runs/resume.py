@@ -189,15 +189,16 @@ def _check_same_images(trainer: Trainer, folder: Path) -> None:
 
 def check_checkpoint_file(checkpoint: Checkpoint, record: ConfigRecord, path: Path) -> None:
     """What needs neither data nor a trainer, refused before the data is read: the
-    checkpoint's own copy of the config is config.json's, and (the ResNet9's) its weights fit
-    the network that config builds for the recorded classes. check_continuable checks again
+    checkpoint's own copy of the config is config.json's, and its weights fit
+    the named network that config builds for the recorded classes. check_continuable checks again
     against the trainer (a model of one's own, each run of a plan)."""
     _check_same_config(checkpoint, record.config, path)
     classes = len((record.data or {}).get("class_names") or [])
     if record.custom_model or not classes:
         return
+    config = record.train_config
     with torch.device("meta"):  # shapes only: nothing allocated, nothing drawn
-        network = model_factory(None, classes, record.train_config.logit_scale)()
+        network = model_factory(None, classes, config.logit_scale, config.model)()
     _check_same_weights(network.state_dict(), checkpoint, path)
 
 

@@ -82,6 +82,7 @@ def new_state(trainer: Trainer, bounds: LrBounds) -> TrainingState:
         cycle_momentum=config.cycle_momentum,
         base_momentum=config.base_momentum,
         max_momentum=config.max_momentum,
+        final_divisor=config.lr_final_divisor,
     )
     scaler = trainer.precision.make_scaler()
     state = TrainingState.of(trainer.model, trainer.optimizer, scheduler, scaler, bounds)
@@ -306,6 +307,7 @@ class TrainingRun:
             lr_max=bounds.lr_max,
             total_steps=self.trainer.total_steps,
             peak_fraction=self.config.peak_fraction,
+            final_divisor=self.config.lr_final_divisor,
         )
 
     def _seconds_left(self) -> float | None:

@@ -157,7 +157,7 @@ def build(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = Precision.choose(device, config.amp)
-    factory = model_factory(model, data.num_classes, config.logit_scale)
+    factory = model_factory(model, data.num_classes, config.logit_scale, config.model)
     network = build_model(
         device, config.logit_scale, config.channels_last, config.seed, factory=factory
     )
@@ -208,7 +208,7 @@ def build(
         optimizer=optimizer,
         compile_mode=mode,
         factory=factory,
-        model_name=model_name(model),
+        model_name=model_name(model, config.model),
         initial_optimizer_state=copy.deepcopy(optimizer.state_dict()),
     )
 

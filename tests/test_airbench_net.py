@@ -1,0 +1,98 @@
+"""The second network (airbench94's, engine/airbench_net.py) and its recipe: its layer table and
+parameters, named by --model and fit(model=...), built and recorded as the ResNet9 is, and a
+stopped run of its recipe resumed bit-identically."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastcifar.engine import step as engine
+from fastcifar.engine.airbench_net import AirbenchNet
+from fastcifar.engine.model import parameter_count, step_gflop
+from fastcifar.engine.schedule import make_optimizer, one_cycle_lr, one_cycle_schedule
+from fastcifar.errors import ConfigError
+from fastcifar.records.config import TrainConfig
+from fastcifar.summary import main as summary_main
+from tests.cifar_files import synthetic_cifar
+from tests.runs import exit_code, finished_run, signal_after
+
+DATA = synthetic_cifar(64, 32)
+# The recipe on a slice: its network, optimiser, schedule and augmentation, on 48 images.
+SLICE = ["--recipe", "airbench", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
+         "--test-subset", "32", "--no-plots", "--device", "cpu"]  # fmt: skip
+ORIGINAL_STEP = engine.training_step
+
+
+def test_the_network_has_the_papers_shapes_and_parameters():
+    model = AirbenchNet()
+    assert parameter_count(model) == 1_972_792
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert not model.whiten.weight.requires_grad and model.whiten.bias.requires_grad
+    # 0.35 PFLOP for 10 epochs of 48 batches of 1024 (airbench94: 0.36 for its 9.9 epochs).
+    per_image = step_gflop(model, 1, torch.device("cpu"))
+    assert 0.34 < per_image * 1e9 * 48 * 1024 * 10 / 1e15 < 0.36
+
+
+def test_the_layer_table_describes_it(capsys):
+    summary_main(["--model", "airbench"])
+    table = capsys.readouterr().out
+    assert "Whitening 2x2     24 x 31 x 31             312       2     1" in table
+    assert "Group 3           256 x 3 x 3        1,180,672      51     8" in table
+    assert "Total                                1,972,792" in table
+
+
+def test_the_network_is_named_by_flag_keyword_and_recipe():
+    from fastcifar.api import make_request
+
+    assert TrainConfig.from_dict({"recipe": "airbench"}).model == "airbench"
+    assert make_request(model="airbench", train_subset=512).config.model == "airbench"
+    assert make_request(model="airbench", train_subset=512).model is None  # not one's own
+    with pytest.raises(ConfigError, match="unknown model 'resnet50': choose one of resnet9, "):
+        TrainConfig.from_dict({"model": "resnet50"})
+
+
+def test_the_cycle_can_end_below_lrmin():
+    """airbench's 0.2 -> 1 -> 0.07: LRMIN = LRMAX / 5, the end LRMIN / (0.2 / 0.07)."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(model, lr=1.0)
+    shape = dict(lr_min=0.3, lr_max=1.5, total_steps=20, peak_fraction=0.23,
+                 final_divisor=0.2 / 0.07)  # fmt: skip
+    scheduler = one_cycle_schedule(optimizer, **shape)
+    for step in range(20):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(one_cycle_lr(step, **shape))
+        optimizer.step()
+        scheduler.step()
+    assert one_cycle_lr(19, **shape) == pytest.approx(1.5 * 0.07)
+    with pytest.raises(ConfigError, match="lr-final-divisor must be a finite number >= 1"):
+        TrainConfig.from_dict({"lr_final_divisor": 0.5})
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    return finished_run(tmp_path_factory, "airbench", SLICE, DATA)
+
+
+def test_a_run_of_the_recipe_records_its_network(whole):
+    record = json.loads((whole / "config.json").read_text())
+    assert record["model"] == "AirbenchNet" and record["config"]["model"] == "airbench"
+    weights = torch.load(whole / "model.pt", weights_only=True)
+    assert torch.equal(weights["groups.0.2.weight"], torch.ones(64))  # frozen BN scales
+    from fastcifar import load_run
+
+    assert isinstance(load_run(whole).model, AirbenchNet)  # read back without being told
+
+
+def test_a_stopped_run_of_the_recipe_resumes_bit_identical(whole, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    signal_after(monkeypatch, 4, signal.SIGTERM)  # inside epoch 2
+    assert exit_code([*SLICE, "--out", str(out)], DATA) == 143
+    monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
+    assert exit_code(["--resume", str(out)], DATA) == 0
+    resumed = torch.load(out / "model.pt", weights_only=True)
+    uninterrupted = torch.load(whole / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted)
