@@ -60,7 +60,7 @@ lint: $(VENV)/.all-installed
 	$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check .)
 
 unit-tests: $(VENV)/.all-installed
-	$(call timed,tests,$(BIN)/python -m pytest tests)
+	$(call timed,tests,$(BIN)/python -m pytest tests --durations=20)
 
 benchmark-smoke: $(VENV)/.all-installed
 	$(call timed,benchmark smoke,$(BIN)/python -m pytest benchmarks)
