@@ -1,0 +1,249 @@
+"""`python -m benchmarks.peer`: the public record's time to 94% beside fastcifar's, on this machine,
+in one invocation.
+
+The peer is airbench94 as its author publishes it: the `airbench` package (0.1.8, PyPI; Keller
+Jordan, arXiv 2404.00498), its own `train94` and `evaluate`, run unchanged except where it
+cannot run without a GPU. It hard-codes CUDA, so here, for this process only:
+  * `.cuda()` leaves a tensor or module where it is (the CPU), CUDA events time with the CPU's
+    clock and `torch.cuda.synchronize` does nothing;
+  * its loaders read `cifar10/train.pt` and `test.pt`, which this module writes from the local
+    CIFAR-10 in the package's own format (it would otherwise download them);
+  * `--peer-precision`: its weights and images are fp16 (`.half()`) as published, which a CPU
+    runs at a crawl (a 64-image step took 277 s on a 2-core AMX Xeon, against 2.2 s in bf16);
+    so by default `.half()` means what fastcifar picks on this CPU (bf16 where it is native,
+    else fp32) — its weights then live in that type (fastcifar keeps fp32 weights under bf16
+    autocast). Its BatchNorm stays fp32, as published.
+Its timing covers what `train94` does (the whitening set-up and the training steps), measured
+around the call; fastcifar's is the run's training time and its wall time (summary.json).
+Both are evaluated with flip + translate TTA, each by its own code.
+
+fastcifar's side is `fastcifar.fit(recipe="airbench", seed=K)` on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+PEER = "airbench==0.1.8"
+PEER_EPOCHS = 9.9  # its published length
+PEER_BATCH = 1024
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One training run of one side: what the comparison table shows."""
+
+    side: str  # "airbench94 (peer)" or "fastcifar --recipe airbench"
+    seed: int
+    tta_accuracy: float
+    accuracy: float
+    training_seconds: float
+    wall_seconds: float
+    training_images: int
+    training_pflop: float
+    precision: str
+
+
+class _CpuEvent:
+    """torch.cuda.Event's timing, with the CPU's clock."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.at = 0.0
+
+    def record(self, *_: Any) -> None:
+        self.at = time.perf_counter()
+
+    def elapsed_time(self, end: _CpuEvent) -> float:
+        return 1e3 * (end.at - self.at)
+
+
+@contextlib.contextmanager
+def peer_on_cpu(precision: str) -> Iterator[None]:
+    """The patches (see the module docstring), undone on the way out."""
+    dtype = PRECISIONS[precision]
+    saved = {
+        (torch.Tensor, "cuda"): torch.Tensor.cuda,
+        (nn.Module, "cuda"): nn.Module.cuda,
+        (torch.Tensor, "half"): torch.Tensor.half,
+        (nn.Module, "half"): nn.Module.half,
+        (torch.cuda, "Event"): torch.cuda.Event,
+        (torch.cuda, "synchronize"): torch.cuda.synchronize,
+    }
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    if dtype != torch.float16:
+        torch.Tensor.half = lambda self, *a, **k: self.to(dtype)  # type: ignore[method-assign]
+        nn.Module.half = lambda self: self.to(dtype)  # type: ignore[method-assign]
+    torch.cuda.Event = _CpuEvent  # type: ignore[misc,assignment]
+    torch.cuda.synchronize = lambda *a, **k: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for (owner, name), value in saved.items():
+            setattr(owner, name, value)
+
+
+def write_peer_data(data: Any, folder: Path) -> Path:
+    """`folder`/cifar10/{train,test}.pt in the package's format (uint8 N x 32 x 32 x 3 images,
+    int64 labels, class names) from a fastcifar Dataset; returns `folder`."""
+    target = folder / "cifar10"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, split in (("train", data.train), ("test", data.test)):
+        payload = {
+            "images": torch.from_numpy(split.images.copy()),
+            "labels": torch.from_numpy(split.labels.astype("int64")),
+            "classes": list(data.class_names),
+        }
+        torch.save(payload, target / f"{name}.pt")
+    return folder
+
+
+def run_peer(folder: Path, seed: int, precision: str, epochs: float = PEER_EPOCHS) -> Result:
+    """airbench94's train94 and its flip + translate TTA evaluation, in `folder` (which holds
+    write_peer_data's files), on this CPU."""
+    from airbench import lib_airbench94 as peer
+    from airbench import utils
+
+    from fastcifar.engine.model import step_gflop
+
+    with peer_on_cpu(precision), _working_directory(folder):
+        loader_defaults = utils.CifarLoader.__init__.__defaults__
+        utils.CifarLoader.__init__.__defaults__ = (*loader_defaults[:-1], "cpu")  # its gpu=0
+        try:
+            torch.manual_seed(seed)
+            train = utils.CifarLoader("cifar10", train=True, batch_size=PEER_BATCH,
+                                      aug=peer.hyp["aug"], altflip=True)  # fmt: skip
+            started = time.perf_counter()
+            model = peer.train94(train, epochs=epochs, verbose=False)
+            training = time.perf_counter() - started
+            test = utils.CifarLoader("cifar10", train=False, batch_size=2000)
+            tta = utils.evaluate(model, test, tta_level=2)
+            plain = utils.evaluate(model, test, tta_level=0)
+            wall = time.perf_counter() - started
+            steps = -(-int(len(train) * epochs * 1000) // 1000)  # ceil, as train94 counts them
+            images = steps * PEER_BATCH
+            counted = peer.make_net94().float()
+        finally:
+            utils.CifarLoader.__init__.__defaults__ = loader_defaults
+    gflop = step_gflop(counted, images, torch.device("cpu")) or 0.0
+    return Result("airbench94 (peer)", seed, 100 * tta, 100 * plain, training, wall, images,
+                  gflop / 1e6, precision)  # fmt: skip
+
+
+def run_fastcifar(data: Any, out: Path, seed: int, **settings: Any) -> Result:
+    """fastcifar's airbench recipe with `seed`, its run folder in `out`."""
+    import fastcifar
+
+    result = fastcifar.fit(recipe="airbench", data=data, seed=seed, out=str(out), quiet=True,
+                           **settings)  # fmt: skip
+    summary = result.summary
+    config = summary.config_of_run
+    steps = (len(data.train) // config.batch_size) * config.epochs
+    gflop = step_gflop_of(config.model, steps * config.batch_size)
+    return Result("fastcifar --recipe airbench", seed,
+                  100 * (summary.final_test_accuracy_tta or 0.0),
+                  100 * (summary.final_test_accuracy or 0.0), summary.total_train_seconds or 0.0,
+                  summary.wall_seconds or 0.0, steps * config.batch_size, gflop / 1e6,
+                  str(summary.precision))  # fmt: skip
+
+
+def step_gflop_of(network: str, images: int) -> float:
+    from fastcifar.engine.model import network_class, step_gflop
+
+    return step_gflop(network_class(network)(), images, torch.device("cpu")) or 0.0
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def table(results: list[Result]) -> str:
+    """The comparison as markdown: a row per run, then each side's mean."""
+    head = ("| side | seed | flip + translate TTA | plain | training | wall | images trained "
+            "| training PFLOP | precision |\n" + "|---" + "|---:" * 7 + "|---|")  # fmt: skip
+    rows = [f"| {r.side} | {r.seed} | {r.tta_accuracy:.2f}% | {r.accuracy:.2f}% | "
+            f"{r.training_seconds:.0f} s | {r.wall_seconds:.0f} s | "
+            f"{r.training_images:,} | {r.training_pflop:.3f} | {r.precision} |"
+            for r in results]  # fmt: skip
+    return "\n".join([head, *rows, *_means(results)]) + "\n"
+
+
+def _means(results: list[Result]) -> list[str]:
+    import statistics
+
+    lines = []
+    for side in dict.fromkeys(r.side for r in results):
+        mine = [r for r in results if r.side == side]
+        tta = [r.tta_accuracy for r in mine]
+        spread = f" ± {statistics.stdev(tta):.2f}%" if len(tta) > 1 else ""
+        seconds = statistics.mean(r.training_seconds for r in mine)
+        lines.append(f"| **{side}, mean of {len(mine)}** | | {statistics.mean(tta):.2f}%{spread} "
+                     f"| | {seconds:.0f} s | | | | |")  # fmt: skip
+    sides = [[r.training_seconds for r in results if r.side == side]
+             for side in dict.fromkeys(r.side for r in results)]  # fmt: skip
+    if len(sides) == 2:  # the peer first
+        ratio = statistics.mean(sides[1]) / statistics.mean(sides[0])
+        lines.append(f"\nfastcifar's training time is {ratio:.2f}x the peer's.")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer",
+                                     description=__doc__.split("\n\n")[0])  # fmt: skip
+    parser.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-bin/")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for both sides' "
+                        "runs, results.json and results.md")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="runs of each side (seeds 0..N-1)")
+    parser.add_argument("--peer-precision", choices=[*PRECISIONS, "auto"], default="auto",
+                        help="what the peer's .half() means (default: fastcifar's precision "
+                        "on this CPU)")  # fmt: skip
+    parser.add_argument("--train-subset", type=int, help="a slice, to try the benchmark")
+    parser.add_argument("--test-subset", type=int)
+    parser.add_argument("--peer-epochs", type=float, default=PEER_EPOCHS)
+    parser.add_argument("--epochs", type=int, help="fastcifar's epochs (default: the recipe's)")
+    args = parser.parse_args(argv)
+    from fastcifar.data.catalogue import load_dataset
+
+    data = load_dataset("cifar10", args.data_dir).subsets(args.train_subset, args.test_subset)
+    precision = args.peer_precision
+    if precision == "auto":
+        from fastcifar.system.device import Precision
+
+        precision = Precision.choose(torch.device("cpu"), None).name
+    args.out.mkdir(parents=True, exist_ok=False)
+    write_peer_data(data, args.out / "peer")
+    settings = {"epochs": args.epochs} if args.epochs else {}
+    results = []
+    for seed in range(args.seeds):
+        results.append(run_peer(args.out / "peer", seed, precision, args.peer_epochs))
+        print(table(results[-1:]), end="", flush=True)
+        results.append(run_fastcifar(data, args.out / f"fastcifar-seed-{seed}", seed, **settings))
+        print(table(results[-1:]), end="", flush=True)
+    machine = {"python": sys.version.split()[0], "torch": torch.__version__, "peer": PEER}
+    payload = {"machine": machine, "results": [asdict(r) for r in results]}
+    (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out / "results.md").write_text(table(results))
+    print(table(results), end="")
+
+
+if __name__ == "__main__":
+    main()
