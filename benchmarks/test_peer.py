@@ -27,9 +27,19 @@ def test_the_peer_trains_on_this_cpu_and_the_table_compares_it(tmp_path):
     assert "| airbench94 (peer) | 0 |" in table and "fastcifar's training time is 2.00x" in table
 
 
-def test_the_patches_are_undone():
+def test_the_peer_runs_as_fastcifar_does_and_the_patches_are_undone():
     before = (torch.Tensor.half, torch.cuda.Event)
     with peer.peer_on_cpu("bf16"):
-        assert torch.zeros(1).half().dtype == torch.bfloat16
+        assert torch.zeros(1).half().dtype == torch.float32  # its weights stay fp32 ...
+        conv = torch.nn.Conv2d(3, 4, 3).half()
+        assert conv.weight.dtype == torch.float32
+        assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.bfloat16  # ... under bf16 autocast
     assert (torch.Tensor.half, torch.cuda.Event) == before
     assert torch.zeros(1).half().dtype == torch.float16
+
+
+def test_fastcifars_side_is_its_airbench_recipe_on_the_same_data(tmp_path):
+    result = peer.run_fastcifar(synthetic_cifar(2048, 200), tmp_path / "run", 0, epochs=2)
+    assert result.side == "fastcifar --recipe airbench" and result.training_images == 4096
+    assert result.training_pflop == pytest.approx(4096 * 3 * 0.2363e9 / 1e15, rel=0.01)
+    assert (tmp_path / "run" / "model.pt").is_file() and 0 <= result.tta_accuracy <= 100
