@@ -69,26 +69,31 @@ def command_of(config: dict[str, Any]) -> str:
         elif value is not None:
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             flags.append(f"{flag} {shown}")
+        else:  # switched off where the recipe switches it on: --no-lookahead
+            flags.append(f"--no-{name.replace('_', '-')}")
     return " ".join(["python -m fastcifar.train", *flags])
 
 
-_IMAGE_GFLOP: dict[int, float] = {}
+_IMAGE_GFLOP: dict[tuple[str, int], float] = {}
 
 
 def training_pflop(summary: Summary) -> float | None:
-    """PFLOP of the run's training steps, counted by torch's FLOP counter on the ResNet9 (a
-    forward's FLOPs x 3 per image: forward, input and weight gradients); evaluation left out."""
-    from fastcifar.engine.model import ResNet9, step_gflop
+    """PFLOP of the run's training steps, counted by torch's FLOP counter on the network it
+    trained (a forward's FLOPs x 3 per image: forward, input and weight gradients); evaluation
+    left out."""
+    from fastcifar.engine.model import network_class, step_gflop
 
     classes = len(summary.class_names or ()) or 10
+    network = summary.config.get("model", "resnet9")
     if summary.train_examples_per_epoch is None or summary.epochs_completed is None:
         return None
-    if classes not in _IMAGE_GFLOP:
+    if (network, classes) not in _IMAGE_GFLOP:
         import torch
 
-        _IMAGE_GFLOP[classes] = step_gflop(ResNet9(classes), 1, torch.device("cpu")) or 0.0
+        model = network_class(network)(classes)
+        _IMAGE_GFLOP[network, classes] = step_gflop(model, 1, torch.device("cpu")) or 0.0
     images = summary.train_examples_per_epoch * summary.epochs_completed
-    return _IMAGE_GFLOP[classes] * images / 1e6 or None
+    return _IMAGE_GFLOP[network, classes] * images / 1e6 or None
 
 
 def row_of(folder: Path, name: str) -> dict[str, Any]:

@@ -68,6 +68,28 @@ def test_a_recipe_runs_command_is_its_name_and_what_differs_from_it():
     )
 
 
+def test_a_recipes_feature_switched_off_is_in_the_command():
+    from fastcifar.records.config import TrainConfig
+
+    recorded = TrainConfig.from_dict({"recipe": "fast", "lookahead": None}).to_dict()
+    assert command_of(recorded) == "python -m fastcifar.train --recipe fast --no-lookahead"
+
+
+def test_training_pflop_counts_the_network_the_run_trained():
+    from benchmarks.recipe_records import training_pflop
+    from fastcifar.records.config_record import RunKind, Status
+    from fastcifar.records.summary import Summary
+
+    def pflop(model: str) -> float:
+        summary = Summary(RunKind.RUN, Status.COMPLETE, {"model": model},
+                          class_names=list("0123456789"), train_examples_per_epoch=1000,
+                          epochs_completed=1)  # fmt: skip
+        return training_pflop(summary)
+
+    assert pflop("airbench") == pytest.approx(1000 * 3 * 0.2363e9 / 1e15, rel=0.01)
+    assert pflop("resnet9") / pflop("airbench") == pytest.approx(3.2, rel=0.05)
+
+
 def test_nothing_complete_is_one_line(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(runs / "stopped"), "--out", str(tmp_path / "none")])

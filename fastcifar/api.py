@@ -111,6 +111,8 @@ def make_request(
 ) -> Request:
     """The Request of `fit`'s arguments: `config` a TrainConfig, a dict or a TOML file's path;
     `values` any TrainConfig field or run option (`out`, `resume`, `max_time`, ...)."""
+    if isinstance(model, str):  # a named network: as --model names it
+        values, model = {**values, "model": model}, None
     if values.get("resume") is not None:
         from fastcifar.runs.resume import BESIDE_RESUME, refuse_beside_resume
 
@@ -122,8 +124,6 @@ def make_request(
             raise ConfigError(
                 f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
             )
-    if isinstance(model, str):  # a named network: as --model names it
-        values, model = {**values, "model": model}, None
     if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
         values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
         data = None

@@ -51,7 +51,7 @@ def layer_table(model: nn.Module | None = None) -> list[Row]:
 
     model = model if model is not None else ResNet9()
     known = {ResNet9: TABLE_ROWS, AirbenchNet: AIRBENCH_ROWS}
-    labelled = known.get(type(model))
+    labelled = next((rows for kind, rows in known.items() if isinstance(model, kind)), None)
     paths = [path for _, path in labelled] if labelled else None
     rows = layer_rows(model, paths)
     labels = [label for label, _ in labelled] if labelled else [row.name for row in rows]
@@ -93,15 +93,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m fastcifar.summary", description=__doc__)
     parser.add_argument("run_dir", nargs="?", help="a run folder: its model's table (default: "
                         "the network --model names)")  # fmt: skip
-    parser.add_argument("--model", choices=NETWORK_NAMES, default="resnet9",
+    parser.add_argument("--model", choices=NETWORK_NAMES,
                         help="the named network to describe (default: resnet9)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.model and args.run_dir:
+        parser.error("a run folder's table is its own model's: give RUN_DIR or --model")
 
     def run() -> None:
         from fastcifar.engine.model import network_class, parameter_count
 
         if args.run_dir is None:
-            model = network_class(args.model)()  # with its own logit scale
+            model = network_class(args.model or "resnet9")()  # with its own logit scale
         else:
             from pathlib import Path
 

@@ -50,10 +50,31 @@ def test_the_network_is_named_by_flag_keyword_and_recipe():
     from fastcifar.api import make_request
 
     assert TrainConfig.from_dict({"recipe": "airbench"}).model == "airbench"
-    assert make_request(model="airbench", train_subset=512).config.model == "airbench"
-    assert make_request(model="airbench", train_subset=512).model is None  # not one's own
+    assert (
+        make_request(model="airbench", whitening_init=True, train_subset=512).config.model
+        == "airbench"
+    )
+    assert (
+        make_request(model="airbench", whitening_init=True, train_subset=512).model is None
+    )  # not one's own
     with pytest.raises(ConfigError, match="unknown model 'resnet50': choose one of resnet9, "):
         TrainConfig.from_dict({"model": "resnet50"})
+
+
+def test_the_network_needs_its_whitening_and_a_resume_takes_no_other_model(tmp_path):
+    from fastcifar.api import make_request
+
+    with pytest.raises(ConfigError, match="--model airbench starts from a fixed whitening layer"):
+        TrainConfig.from_dict({"model": "airbench"})
+    with pytest.raises(ConfigError, match="model"):  # not silently dropped beside resume
+        make_request(resume=str(tmp_path), model="airbench")
+
+
+def test_grad_cam_looks_at_its_7_by_7_map():
+    from fastcifar.outputs.gradcam import default_target_layer
+
+    model = AirbenchNet()
+    assert default_target_layer(model) is model.groups[1]
 
 
 def test_the_cycle_can_end_below_lrmin():

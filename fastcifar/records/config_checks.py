@@ -16,7 +16,7 @@ from fastcifar.engine import NETWORK_NAMES
 from fastcifar.errors import ConfigError
 from fastcifar.records.recipes import RECIPE_NAMES
 from fastcifar.records.values import is_integer
-from fastcifar.system.caller import named, setting, switch_off
+from fastcifar.system.caller import named, setting, switch, switch_off
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PARALLEL_MODES = ("auto", "runs", "data")
@@ -73,6 +73,12 @@ def check_config(config: Any) -> None:
     _require(
         config.model in NETWORK_NAMES,
         f"unknown model {config.model!r}: choose one of {', '.join(NETWORK_NAMES)}",
+    )
+    _require(  # else its fixed first layer would stay a random draw
+        config.model != "airbench" or config.whitening_init,
+        f"{setting('model', 'airbench', repr('airbench'))} starts from a fixed whitening layer "
+        f"computed from the training images: it needs {switch('whitening_init')} (its recipe "
+        "has it)",
     )
     _check_integers(config)
     _check_learning_rates(config)

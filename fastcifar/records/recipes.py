@@ -57,9 +57,10 @@ RECIPES: dict[str, Recipe] = {
     # the same steps with the loss averaged are LR 11.5 / (1 + 1 / (1 - 0.85)) = 1.5 and a decay
     # per step of 0.0153 / 7.667 = 0.0020, i.e. weight decay 0.0020 / 1.5. Its schedule runs
     # 0.2 -> 1 (at 23% of the steps) -> 0.07 of the peak. Batch 1024 for 10 epochs of whole
-    # batches (491,520 images) stands for its 9.9 epochs (495,000 images). Where this differs
-    # from the paper's script: translations pad with the mean, not by reflection; the whitening
-    # bias trains throughout, not only for 3 epochs; the TTA views weigh alike.
+    # batches (480 steps, 491,520 images) stands for its 9.9 epochs (476 steps, 487,424
+    # images). LR and decay are its at batch 1024: another batch size changes both. Where this
+    # differs from the paper's script: translations pad with the mean, not by reflection; the
+    # whitening bias trains throughout, not only for 3 epochs; the TTA views weigh alike.
     "airbench": Recipe(
         "airbench94's network (1.97M parameters) and training in 10 epochs of batch 1024 "
         "(0.35 PFLOP): whitening, identity initialisation, label smoothing 0.2, lookahead, "

@@ -143,7 +143,7 @@ def _check_same_inputs(path: Path, record: ConfigRecord, request: Request) -> No
             "with fastcifar.fit(resume=..., model=...)"
         )
     if not record.custom_model and request.model is not None:
-        raise ConfigError(f"{path} trained the recipe's ResNet9: resume it without model=")
+        raise ConfigError(f"{path} trained the recipe's {record.model}: resume it without model=")
 
 
 def check_none_lost(path: Path) -> None:

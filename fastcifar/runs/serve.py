@@ -58,8 +58,7 @@ def cost(request: Request) -> Estimate:
     request.check()
     config = request.config
     with started(config.device, config.batch_size, data_parallel=True) as (device, dist):
-        trainer = built(request, device, dist, Setup(first_run=(config.seed, config.lr_maxes[0])))[
-            0
-        ]
+        first_run = Setup(first_run=(config.seed, config.lr_maxes[0]))
+        trainer, _ = built(request, device, dist, first_run)
         warm_up(trainer)
         return estimate_of(trainer, config.runs, config.needs_range_test)
