@@ -60,7 +60,8 @@ RECIPES: dict[str, Recipe] = {
     # batches (480 steps, 491,520 images) stands for its 9.9 epochs (476 steps, 487,424
     # images). LR and decay are its at batch 1024: another batch size changes both. Where this
     # differs from the paper's script: translations pad with the mean, not by reflection; the
-    # whitening bias trains throughout, not only for 3 epochs; the TTA views weigh alike.
+    # whitening bias trains throughout, not only for 3 epochs; the whitening is of the centred
+    # patch covariance (its: of the uncentred second moments).
     "airbench": Recipe(
         "airbench94's network (1.97M parameters) and training in 10 epochs of batch 1024 "
         "(0.35 PFLOP): whitening, identity initialisation, label smoothing 0.2, lookahead, "
