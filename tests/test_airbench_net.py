@@ -23,8 +23,10 @@ from tests.runs import exit_code, finished_run, signal_after
 
 DATA = synthetic_cifar(64, 32)
 # The recipe on a slice: its network, optimiser, schedule and augmentation, on 48 images.
+# The whitening bias frozen after epoch 1, so that the stop below (in epoch 2) resumes frozen.
 SLICE = ["--recipe", "airbench", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
-         "--test-subset", "32", "--no-plots", "--device", "cpu"]  # fmt: skip
+         "--test-subset", "32", "--no-plots", "--device", "cpu",
+         "--whitening-bias-epochs", "1"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -112,8 +114,33 @@ def test_a_stopped_run_of_the_recipe_resumes_bit_identical(whole, tmp_path, monk
     out = tmp_path / "run"
     signal_after(monkeypatch, 4, signal.SIGTERM)  # inside epoch 2
     assert exit_code([*SLICE, "--out", str(out)], DATA) == 143
+    stopped = torch.load(out / "checkpoint.pt", weights_only=True)["parts"]
+    assert stopped["whitening_bias"] == {"epochs": 1, "frozen": True}
     monkeypatch.setattr(engine, "training_step", ORIGINAL_STEP)
     assert exit_code(["--resume", str(out)], DATA) == 0
     resumed = torch.load(out / "model.pt", weights_only=True)
     uninterrupted = torch.load(whole / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted)
+
+
+def test_only_a_first_convolution_with_a_bias_has_a_whitening_bias(tmp_path):
+    from tests.runs import TWO_EPOCHS
+
+    argv = [*TWO_EPOCHS, "--whitening-bias-epochs", "1", "--out", str(tmp_path / "run")]
+    assert exit_code(argv, DATA) == 2  # the ResNet9's first convolution has none
+
+
+def test_the_whitening_bias_trains_its_epochs_then_stays():
+    from fastcifar.training.whitening_bias import WhiteningBias
+
+    model = AirbenchNet()
+    part = WhiteningBias(model, epochs=3)
+    for epoch in (1, 2):
+        part.end_of_epoch(epoch)
+        assert model.whiten.bias.requires_grad
+    part.end_of_epoch(3)
+    assert not model.whiten.bias.requires_grad and part.state_dict()["frozen"]
+    again = WhiteningBias(model, epochs=3)  # the next run of a plan trains it again
+    assert model.whiten.bias.requires_grad
+    again.load_state_dict({"epochs": 3, "frozen": True})  # a resume past epoch 3
+    assert not model.whiten.bias.requires_grad

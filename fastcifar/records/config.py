@@ -117,6 +117,9 @@ class TrainConfig:
     whitening_init: bool = option(RECIPE, False, "the first convolution starts as patch-"
         "whitening filters of the training images (then trains as any layer; Page's and "
         "airbench's whitening, as an initialisation)")
+    whitening_bias_epochs: int | None = option(RECIPE, None, "the first convolution's bias "
+        "(airbench's whitening layer's) trains for the first N epochs only (airbench: 3)",
+        parse="count", metavar="N", off=("--no-whitening-bias-epochs", None), **NO_RANGE_TEST)
     dirac_init: bool = option(RECIPE, False, "the other convolutions start with their first "
         "filters as the identity (airbench's initialisation)")
     bn_reestimate: int | None = option(RECIPE, None, "after the last epoch, compute the "

@@ -38,6 +38,7 @@ INTEGER_BOUNDS = {  # None: no upper bound
     "seeds": MAX_SEEDS,
     "lookahead": MAX_EPOCHS,
     "bn_reestimate": None,
+    "whitening_bias_epochs": MAX_EPOCHS,
     "ghost_bn": MAX_BATCH_SIZE,
     "train_subset": None,
     "test_subset": None,
@@ -50,6 +51,7 @@ OPTIONAL = (
     "lookahead",
     "ghost_bn",
     "bn_reestimate",
+    "whitening_bias_epochs",
 )
 
 

@@ -60,8 +60,7 @@ RECIPES: dict[str, Recipe] = {
     # batches (480 steps, 491,520 images) stands for its 9.9 epochs (476 steps, 487,424
     # images). LR and decay are its at batch 1024: another batch size changes both. Where this
     # differs from the paper's script: translations pad with the mean, not by reflection; the
-    # whitening bias trains throughout, not only for 3 epochs; the whitening is of the centred
-    # patch covariance (its: of the uncentred second moments).
+    # whitening is of the centred patch covariance (its: of the uncentred second moments).
     "airbench": Recipe(
         "airbench94's network (1.97M parameters) and training in 10 epochs of batch 1024 "
         "(0.35 PFLOP): whitening, identity initialisation, label smoothing 0.2, lookahead, "
@@ -85,6 +84,7 @@ RECIPES: dict[str, Recipe] = {
             "crop_padding": 2,
             "cutout": 0,
             "whitening_init": True,
+            "whitening_bias_epochs": 3,
             "dirac_init": True,
             "tta": True,
             "tta_translate": True,

@@ -202,7 +202,8 @@ class TrainingState:
 
 def option_parts(trainer: Any) -> dict[str, Part]:
     """The parts a run's options add to its state, built afresh for `trainer` (a Trainer): the
-    weight average of --ema, the slow copy of --lookahead, the re-estimate of --bn-reestimate."""
+    weight average of --ema, the slow copy of --lookahead, the re-estimate of --bn-reestimate,
+    the whitening bias of --whitening-bias-epochs."""
     model, config, total_steps = trainer.model, trainer.config, trainer.total_steps
     parts: dict[str, Part] = {}
     if config.ema is not None:
@@ -217,6 +218,10 @@ def option_parts(trainer: Any) -> dict[str, Part]:
         from fastcifar.training.bn_reestimate import BatchNormReestimate
 
         parts["bn_reestimate"] = BatchNormReestimate(trainer, config.bn_reestimate)
+    if config.whitening_bias_epochs is not None:
+        from fastcifar.training.whitening_bias import WhiteningBias
+
+        parts["whitening_bias"] = WhiteningBias(model, config.whitening_bias_epochs)
     return parts
 
 
