@@ -20,6 +20,7 @@ from fastcifar.records.provenance import describe_commit
 
 RECIPE_EPOCHS = 24
 FIRST_CONV_FILE = "first-conv.md"  # the first-conv stage's table, in work/first-conv/
+PEER_FILE = "results.md"  # the peer stage's table, in work/peer/ (benchmarks/peer.py writes it)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -204,12 +205,16 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
     table = "\n".join(lines) + "\n"
     first_conv = work / "first-conv" / FIRST_CONV_FILE
     first_conv_table = first_conv.read_text() if first_conv.is_file() else None
+    peer = work / "peer" / PEER_FILE
+    peer_table = peer.read_text() if peer.is_file() else None
     # Filed on its own (publish --import), so it stays out of the training record's table.
     markdown = table + (
         f"\nThe first convolution (benchmarks/first_conv.py):\n\n{first_conv_table}"
         if first_conv_table
         else ""
     )
+    if peer_table:
+        markdown += f"\nTime to 94% beside the peer (benchmarks/peer.py):\n\n{peer_table}"
     date = datetime.date.today().isoformat()
     payload = {
         "meta": {**meta, "date": date, **origin},
@@ -221,6 +226,7 @@ def collect(work: Path, stages: list[dict[str, Any]], meta: dict[str, Any]) -> t
         "suite": suite,
         "tests": outcomes,
         "first_conv": first_conv_table,
+        "peer": peer_table,
         "training": {
             "kind": "training",
             "markdown": table,

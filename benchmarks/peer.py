@@ -2,8 +2,9 @@
 in one invocation.
 
 The peer is airbench94 as its author publishes it: the `airbench` package (0.1.8, PyPI; Keller
-Jordan, arXiv 2404.00498), its own `train94` and `evaluate`, run unchanged except where it
-cannot run without a GPU. It hard-codes CUDA, so here, for this process only:
+Jordan, arXiv 2404.00498), its own `train94` and `evaluate`, run unchanged on a GPU
+(`--device cuda`, benchmarks/run_gpu.sh's `peer` stage), and unchanged except where it cannot
+run without one on the CPU (the default). It hard-codes CUDA, so there, for this process only:
   * `.cuda()` leaves a tensor or module where it is (the CPU), CUDA events time with the CPU's
     clock and `torch.cuda.synchronize` does nothing;
   * its loaders read `cifar10/train.pt` and `test.pt`, which this module writes from the local
@@ -116,17 +117,20 @@ def write_peer_data(data: Any, folder: Path) -> Path:
     return folder
 
 
-def run_peer(folder: Path, seed: int, precision: str, epochs: float = PEER_EPOCHS) -> Result:
+def run_peer(
+    folder: Path, seed: int, precision: str, epochs: float = PEER_EPOCHS, device: str = "cpu"
+) -> Result:
     """airbench94's train94 and its flip + translate TTA evaluation, in `folder` (which holds
-    write_peer_data's files), on this CPU."""
+    write_peer_data's files), on the CPU (patched, `precision`) or as published on CUDA."""
     from airbench import lib_airbench94 as peer
     from airbench import utils
 
-    from fastcifar.engine.model import step_gflop
-
-    with peer_on_cpu(precision), _working_directory(folder):
+    on_cpu = device == "cpu"
+    patches = peer_on_cpu(precision) if on_cpu else contextlib.nullcontext()
+    with patches, _working_directory(folder):
         loader_defaults = utils.CifarLoader.__init__.__defaults__
-        utils.CifarLoader.__init__.__defaults__ = (*loader_defaults[:-1], "cpu")  # its gpu=0
+        place = "cpu" if on_cpu else loader_defaults[-1]  # its gpu=0 on CUDA
+        utils.CifarLoader.__init__.__defaults__ = (*loader_defaults[:-1], place)
         try:
             torch.manual_seed(seed)
             train = utils.CifarLoader("cifar10", train=True, batch_size=PEER_BATCH,
@@ -140,20 +144,19 @@ def run_peer(folder: Path, seed: int, precision: str, epochs: float = PEER_EPOCH
             wall = time.perf_counter() - started
             steps = math.ceil(len(train) * epochs)  # as train94 counts them
             images = steps * PEER_BATCH
-            counted = peer.make_net94().float()
         finally:
             utils.CifarLoader.__init__.__defaults__ = loader_defaults
-    gflop = step_gflop(counted, images, torch.device("cpu")) or 0.0
+    gflop = step_gflop_of("airbench", images)  # its network is fastcifar's airbench network
     return Result("airbench94 (peer)", seed, 100 * tta, 100 * plain, training, wall, images,
-                  gflop / 1e6, precision)  # fmt: skip
+                  gflop / 1e6, precision if on_cpu else "fp16")  # fmt: skip
 
 
-def run_fastcifar(data: Any, out: Path, seed: int, **settings: Any) -> Result:
-    """fastcifar's airbench recipe with `seed`, its run folder in `out`."""
+def run_fastcifar(data: Any, out: Path, seed: int, device: str = "cpu", **settings: Any) -> Result:
+    """fastcifar's airbench recipe with `seed` on `device`, its run folder in `out`."""
     import fastcifar
 
     result = fastcifar.fit(recipe="airbench", data=data, seed=seed, out=str(out), quiet=True,
-                           device="cpu", **settings)  # fmt: skip
+                           device=device, **settings)  # fmt: skip
     summary = result.summary
     config = summary.config_of_run
     steps = (len(data.train) // config.batch_size) * config.epochs
@@ -225,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-subset", type=int)
     parser.add_argument("--peer-epochs", type=float, default=PEER_EPOCHS)
     parser.add_argument("--epochs", type=int, help="fastcifar's epochs (default: the recipe's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: both sides on the GPU, the peer as published")  # fmt: skip
     args = parser.parse_args(argv)
     from fastcifar.data.catalogue import load_dataset
 
@@ -239,9 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"epochs": args.epochs} if args.epochs else {}
     results = []
     for seed in range(args.seeds):
-        results.append(run_peer(args.out / "peer", seed, precision, args.peer_epochs))
+        results.append(run_peer(args.out / "peer", seed, precision, args.peer_epochs, args.device))
         print(table(results[-1:]), end="", flush=True)
-        results.append(run_fastcifar(data, args.out / f"fastcifar-seed-{seed}", seed, **settings))
+        run = args.out / f"fastcifar-seed-{seed}"
+        results.append(run_fastcifar(data, run, seed, args.device, **settings))
         print(table(results[-1:]), end="", flush=True)
     machine = {"python": sys.version.split()[0], "torch": torch.__version__, "peer": PEER}
     payload = {"machine": machine, "results": [asdict(r) for r in results]}

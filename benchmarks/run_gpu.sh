@@ -4,9 +4,10 @@
 # runs from the source tree, reads CIFAR-10 from DATA_DIR, works in a folder outside OUT_DIR and
 # leaves exactly four files in OUT_DIR: summary.md, results.json, log.txt, runs.tgz.
 #
-# Usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [seeds|suite|sweep|tests|first-conv ...]
+# Usage: benchmarks/run_gpu.sh DATA_DIR OUT_DIR [seeds|suite|sweep|tests|first-conv|peer ...]
 #   (default: all)
-# Environment: PYTHON (python3), BUDGET_S (480), SEEDS (5), SWEEP (0.05,0.2,0.4), SWEEP_SEEDS (1),
+# Environment: PYTHON (python3), BUDGET_S (500), SEEDS (5), SWEEP (0.05,0.2,0.4), SWEEP_SEEDS (1),
+#   PEER_SEEDS (1), PEER_ARGS (flags for benchmarks/peer.py; --device cuda),
 #   TRAIN_ARGS (extra flags for fastcifar.train), SUITE_ARGS (--benchmark; empty: smoke mode),
 #   SUITE_K (which suite rows), CONV_ARGS (flags for benchmarks/first_conv.py; --repeats 20),
 #   WORK (the working folder), ALLOW_CPU=1 (a dry run on the CPU),

@@ -239,6 +239,8 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
         "--test-subset 32 --range-test-steps 4",
+        "PEER_ARGS": "--device cpu --train-subset 2048 --test-subset 200 --peer-epochs 1 "
+        "--epochs 2",
     }
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out)],
@@ -253,6 +255,7 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
     assert "| CUDA tests (`pytest -m cuda`) | failed: no test report |" in summary
     assert "seeds: passed" in summary and "tests: failed" in summary
     assert "first-conv: passed" in summary and "| first conv, fp32 |" in summary
+    assert "peer: passed" in summary and "| airbench94 (peer) | 0 |" in summary
     payload = json.loads((out / "results.json").read_text())
     assert payload["meta"]["source"] == {"commit": "feedbee", "dirty": False, "from": "environment"}
     assert payload["suite"]["epochs"], "the suite's rows"
