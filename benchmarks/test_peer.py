@@ -27,19 +27,20 @@ def test_the_peer_trains_on_this_cpu_and_the_table_compares_it(tmp_path):
     assert "| airbench94 (peer) | 0 |" in table and "fastcifar's training time is 2.00x" in table
 
 
-def test_the_peer_runs_as_fastcifar_does_and_the_patches_are_undone():
+def test_the_peer_runs_in_fp32_on_the_cpu_and_the_patches_are_undone():
     before = (torch.Tensor.half, torch.cuda.Event)
-    with peer.peer_on_cpu("bf16"):
-        assert torch.zeros(1).half().dtype == torch.float32  # its weights stay fp32 ...
-        conv = torch.nn.Conv2d(3, 4, 3).half()
-        assert conv.weight.dtype == torch.float32
-        assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.bfloat16  # ... under bf16 autocast
+    with peer.peer_on_cpu("fp32"):
+        assert torch.zeros(1).half().dtype == torch.float32  # its weights and images stay fp32
+        assert torch.nn.Conv2d(3, 4, 3).half().weight.dtype == torch.float32
+        assert torch.cuda.Event(enable_timing=True).elapsed_time(torch.cuda.Event()) <= 0
     assert (torch.Tensor.half, torch.cuda.Event) == before
     assert torch.zeros(1).half().dtype == torch.float16
 
 
 def test_fastcifars_side_is_its_airbench_recipe_on_the_same_data(tmp_path):
-    result = peer.run_fastcifar(synthetic_cifar(2048, 200), tmp_path / "run", 0, epochs=2)
+    data = synthetic_cifar(2048, 200)
+    result = peer.run_fastcifar(data, tmp_path / "run", 0, epochs=2, amp=False)
     assert result.side == "fastcifar --recipe airbench" and result.training_images == 4096
+    assert result.precision == "fp32"  # as the peer on the CPU
     assert result.training_pflop == pytest.approx(4096 * 3 * 0.2363e9 / 1e15, rel=0.01)
     assert (tmp_path / "run" / "model.pt").is_file() and 0 <= result.tta_accuracy <= 100
