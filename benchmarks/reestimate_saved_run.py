@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import torch
 
 import fastcifar
-from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.catalogue import load_dataset
 from fastcifar.data.loaders import LoaderOptions, make_loader
 from fastcifar.engine.evaluation import evaluate_split
 from fastcifar.system.device import Precision
 from fastcifar.training.bn_reestimate import BatchNormReestimate
+from fastcifar.training.trainer import augmentation_spec
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     options = LoaderOptions(
         batch_size=config.batch_size, device=device, augment=True, shuffle=True, drop_last=True,
         seed=config.seed, normalisation=data.normalisation,
-        spec=AugmentationSpec(pad=config.crop_padding, cutout_size=config.cutout,
-                              flip_mode=config.flip),
+        spec=augmentation_spec(config),
     )  # fmt: skip
     loader = make_loader("torch", data.train, options)
     for count in args.batches:

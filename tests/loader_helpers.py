@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastcifar.data.augmentation import SPEC
+from fastcifar.data.augmentation import SPEC, AugmentationSpec, EpochDraws
 from fastcifar.data.dataset import CifarSplit
 from fastcifar.data.loaders import BatchLoader, LoaderOptions, MissingBackendError, make_loader
 from fastcifar.data.normalisation import CIFAR10_MEAN, CIFAR10_STD
@@ -73,6 +73,25 @@ def reference_normalise(images: np.ndarray) -> np.ndarray:
     """What the spec says un-augmented images become: (x - mean) / std, as (B, 3, H, W)."""
     normalised = (images.astype(np.float64) - np.array(CIFAR10_MEAN)) / np.array(CIFAR10_STD)
     return normalised.transpose(0, 3, 1, 2)
+
+
+def reference_augment(
+    images: np.ndarray, draws: EpochDraws, served: np.ndarray, spec: AugmentationSpec
+) -> np.ndarray:
+    """What the spec says the images of ids `served` become under `draws`, written plainly:
+    normalise, pad (0.0 is the mean; or np.pad's "reflect"), crop, flip, cut out; (B, 3, H, W)."""
+    normalised = reference_normalise(images).transpose(0, 2, 3, 1)
+    border = ((0, 0), (spec.pad, spec.pad), (spec.pad, spec.pad), (0, 0))
+    padded = np.pad(normalised, border, mode="reflect" if spec.reflect else "constant")
+    size, cut = spec.image_size, spec.cutout_size
+    out = np.empty((len(served), size, size, 3))
+    for i, image in enumerate(served):
+        row, col = draws.crop_row[image], draws.crop_col[image]
+        crop = padded[image, row : row + size, col : col + size]
+        out[i] = crop[:, ::-1] if draws.flip[image] else crop
+        cut_row, cut_col = draws.cutout_row[image], draws.cutout_col[image]
+        out[i, cut_row : cut_row + cut, cut_col : cut_col + cut] = 0.0
+    return out.transpose(0, 3, 1, 2)
 
 
 @dataclass

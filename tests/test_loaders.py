@@ -15,6 +15,7 @@ import torch
 
 from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.loaders import LOADER_NAMES, LoaderOptions, MissingBackendError, make_loader
+from fastcifar.records.config_checks import PAD_MODES
 from tests.loader_helpers import (
     CUT,
     PAD,
@@ -23,6 +24,7 @@ from tests.loader_helpers import (
     coordinate_split,
     decode_augmented,
     random_split,
+    reference_augment,
     reference_normalise,
 )
 
@@ -101,6 +103,21 @@ def test_the_augmentation_settings_reach_every_loader(name):
         if cut:
             whole = ~draws.cut_clipped
             assert np.array_equal(draws.cut_row[whole], assigned.cutout_row[mine][whole])
+
+
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_every_served_pixel_is_the_specs_under_either_padding(name, pad_mode):
+    # Random pixels, so that a pixel read from the wrong place cannot pass; the reference is
+    # the spec written plainly with np.pad (whose "reflect" is torch's and airbench's).
+    split = random_split(512, seed=3)
+    spec = AugmentationSpec(pad=3, cutout_size=5, pad_mode=pad_mode)
+    loader = build_loader(name, split, batch_size=256, augment=True, shuffle=True, spec=spec)
+    loader.set_epoch(1)
+    served, labels, _ = one_epoch(loader)
+    draws, _ = loader.options.epoch(512, 1)
+    expected = reference_augment(split.images, draws, labels.numpy(), spec)
+    np.testing.assert_allclose(served.double().numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_each_image_draws_its_own_augmentation(augmented):

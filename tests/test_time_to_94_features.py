@@ -34,6 +34,7 @@ from fastcifar.system.device import Precision
 from fastcifar.train import build_parser
 from fastcifar.train import main as train_main
 from fastcifar.training.lookahead import Lookahead
+from fastcifar.training.trainer import augmentation_spec
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 
@@ -41,7 +42,8 @@ DATA = synthetic_cifar(64, 32)
 EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--ghost-bn", "8", "--freeze-bn-scale",
               "--bn-bias-lr-scale", "8", "--no-bias-decay", "--lookahead", "2",
               "--bn-reestimate", "2", "--whitening-init", "--dirac-init",
-              "--label-smoothing", "0.2", "--tta", "--tta-translate"]  # fmt: skip
+              "--label-smoothing", "0.2", "--tta", "--tta-translate",
+              "--pad-mode", "reflect"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -85,6 +87,18 @@ def test_the_torch_loader_serves_the_alternating_flips(tmp_path):
     # Without crop and cutout, epoch 1 is epoch 0 mirrored, image for image.
     torch.testing.assert_close(alternating[1], alternating[0].flip(3))
     assert not torch.equal(served[0][1], served[0][0].flip(3))
+
+
+def test_reflected_padding_is_a_setting_and_an_unknown_mode_is_one_clear_error(capsys):
+    args = build_parser().parse_args(["--pad-mode", "reflect"])
+    assert augmentation_spec(TrainConfig.from_dict(given(args, TrainConfig))).reflect
+    assert augmentation_spec(TrainConfig()).pad_mode == "mean"  # the assignment's
+    assert TrainConfig.from_dict({"recipe": "airbench"}).pad_mode == "reflect"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--pad-mode", "edge"])
+    assert "--pad-mode: invalid choice: 'edge'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown padding mode 'edge': choose one of mean, refl"):
+        TrainConfig.from_dict({"pad_mode": "edge"})
 
 
 # --- flip + translate TTA ----------------------------------------------------------------------
@@ -256,6 +270,7 @@ def test_a_run_records_its_features_and_its_tta_level(whole):
     summary = json.loads((whole / "summary.json").read_text())
     assert summary["headline"] == "flip + translate TTA"
     assert summary["config"]["lookahead"] == 2 and summary["config"]["flip"] == "alternating"
+    assert summary["config"]["pad_mode"] == "reflect"
     weights = torch.load(whole / "model.pt", weights_only=True)
     assert torch.equal(weights["prep.1.weight"], torch.ones(64))  # frozen scales
 

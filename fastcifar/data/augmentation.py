@@ -7,7 +7,10 @@ Training images go through, in this order:
      random in epoch 0 and its flip reversed every epoch after (epochs 1, 3, ... show the other
      side: the public record scripts' alternating flip); or "none";
   3. Cutout: one 8x8 square lying fully inside the 32x32 image (25 x 25 equally likely corners).
-Padding and cutout pixels are filled with the dataset mean, which is exactly 0 after normalisation.
+Padding pixels are filled with the dataset mean, which is exactly 0 after normalisation (pad_mode
+"mean", the assignment's), or mirror the image at its edge without repeating the edge pixel
+(pad_mode "reflect", torch's "reflect" padding, as airbench pads its translations): padded
+coordinate -1 reads 1, coordinate 32 reads 30. Cutout pixels are always the mean (0).
 
 Every image draws its own offsets, flip and cutout corner. The order of an epoch and every draw
 are a function of (seed, epoch) alone, drawn here for the whole split: the three back ends, any
@@ -34,6 +37,11 @@ class AugmentationSpec:
     flip_probability: float = 0.5
     cutout_size: int = 8
     flip_mode: str = "random"  # or "alternating", "none" (see the module docstring)
+    pad_mode: str = "mean"  # or "reflect" (see the module docstring)
+
+    @property
+    def reflect(self) -> bool:
+        return self.pad_mode == "reflect"
 
     @property
     def crop_offsets(self) -> int:

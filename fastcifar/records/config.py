@@ -18,6 +18,7 @@ from fastcifar.records.config_checks import (
     FLIP_MODES,
     LOADER_NAMES,
     NETWORK_NAMES,
+    PAD_MODES,
     PARALLEL_MODES,
     check_config,
 )
@@ -132,6 +133,9 @@ class TrainConfig:
         off=("--no-flip", "none"))
     crop_padding: int = option(RECIPE, 4, "random crops of the image padded by this many "
         "pixels on each side (0: no crops)", parse="pixels", metavar="PIXELS")
+    pad_mode: str = option(RECIPE, "mean", "what the crops' padding holds: mean (the dataset "
+        "mean, 0 after normalisation; the assignment's) or reflect (the image mirrored at its "
+        "edge, as airbench pads its translations)", choices=PAD_MODES, metavar="MODE")
     cutout: int = option(RECIPE, 8, "side of the square cut out of each training image (0: no "
         "cutout)", parse="pixels", metavar="PIXELS")
     seed: int = option(RECIPE, 0, "seeds the weights, the sample order and the augmentation",

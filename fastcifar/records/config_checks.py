@@ -21,6 +21,7 @@ from fastcifar.system.caller import named, setting, switch, switch_off
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PARALLEL_MODES = ("auto", "runs", "data")
 FLIP_MODES = ("random", "alternating", "none")
+PAD_MODES = ("mean", "reflect")  # AugmentationSpec.pad_mode
 # Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = max(spec.train_images for spec in SPECS.values())  # a whole training split
@@ -67,6 +68,10 @@ def check_config(config: Any) -> None:
     _require(
         config.flip in FLIP_MODES,
         f"unknown flip mode {config.flip!r}: choose one of {', '.join(FLIP_MODES)}",
+    )
+    _require(
+        config.pad_mode in PAD_MODES,
+        f"unknown padding mode {config.pad_mode!r}: choose one of {', '.join(PAD_MODES)}",
     )
     _require(
         config.loader in LOADER_NAMES,

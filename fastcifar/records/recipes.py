@@ -59,12 +59,12 @@ RECIPES: dict[str, Recipe] = {
     # 0.2 -> 1 (at 23% of the steps) -> 0.07 of the peak. Batch 1024 for 10 epochs of whole
     # batches (480 steps, 491,520 images) stands for its 9.9 epochs (476 steps, 487,424
     # images). LR and decay are its at batch 1024: another batch size changes both. Where this
-    # differs from the paper's script: translations pad with the mean, not by reflection; the
-    # whitening is of the centred patch covariance (its: of the uncentred second moments).
+    # differs from the paper's script: the whitening is of the centred patch covariance (its:
+    # of the uncentred second moments; normalised patches have a mean near 0).
     "airbench": Recipe(
         "airbench94's network (1.97M parameters) and training in 10 epochs of batch 1024 "
         "(0.35 PFLOP): whitening, identity initialisation, label smoothing 0.2, lookahead, "
-        "alternating flips, translations by 2, flip + translate TTA",
+        "alternating flips, translations by 2 (reflected), flip + translate TTA",
         {
             "model": "airbench",
             "epochs": 10,
@@ -82,6 +82,7 @@ RECIPES: dict[str, Recipe] = {
             "lookahead": 5,
             "flip": "alternating",
             "crop_padding": 2,
+            "pad_mode": "reflect",
             "cutout": 0,
             "whitening_init": True,
             "whitening_bias_epochs": 3,

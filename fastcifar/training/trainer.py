@@ -231,11 +231,19 @@ def _train_loader(
         world_size=dist.world_size,
         normalisation=data.normalisation,
         beton_path=_beton_path(config, data),
-        spec=AugmentationSpec(
-            pad=config.crop_padding, cutout_size=config.cutout, flip_mode=config.flip
-        ),
+        spec=augmentation_spec(config),
     )
     return make_loader(config.loader, data.train, options)
+
+
+def augmentation_spec(config: TrainConfig) -> AugmentationSpec:
+    """The training augmentation `config` asks for."""
+    return AugmentationSpec(
+        pad=config.crop_padding,
+        cutout_size=config.cutout,
+        flip_mode=config.flip,
+        pad_mode=config.pad_mode,
+    )
 
 
 def _initialise(network: nn.Module, config: TrainConfig, data: Dataset) -> None:

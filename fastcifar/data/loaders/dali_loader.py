@@ -66,10 +66,11 @@ class EpochSource:
     def begin(self, epoch: int, first: int) -> None:
         self.end_epoch()
         draws, order = self.options.epoch(len(self.labels), epoch)
-        pad = self.options.spec.pad
-        # DALI's slice start is relative to the unpadded image; its erase anchor is a float.
+        # DALI's slice start is relative to the image it is given (the producer's reflected
+        # padding is part of it, the mean padding is not); its erase anchor is a float.
+        start = 0 if self.options.spec.reflect else self.options.spec.pad
         per_sample = [
-            np.stack([draws.crop_row, draws.crop_col], axis=1).astype(np.int32) - pad,
+            np.stack([draws.crop_row, draws.crop_col], axis=1).astype(np.int32) - start,
             draws.flip.astype(np.int32),
             np.stack([draws.cutout_row, draws.cutout_col], axis=1).astype(np.float32),
         ]
@@ -84,12 +85,21 @@ class EpochSource:
         size = self.options.batch_size
         for batch in range(first, self.batches):
             indices = order[batch * size : (batch + 1) * size]
-            outputs = [np.take(self.images, indices, axis=0), self.labels[indices]]
+            outputs = [self._pixels(indices), self.labels[indices]]
             if self.options.augment:
                 outputs += [draw[indices] for draw in per_sample]
             if not self._put(ready, outputs):
                 return
         self._put(ready, None)  # the end of the epoch
+
+    def _pixels(self, indices: np.ndarray) -> np.ndarray:
+        pixels = np.take(self.images, indices, axis=0)
+        spec = self.options.spec
+        if self.options.augment and spec.reflect and spec.pad:
+            # DALI's slice pads only with a constant: the mirrored border is added here.
+            border = ((0, 0), (spec.pad, spec.pad), (spec.pad, spec.pad), (0, 0))
+            pixels = np.pad(pixels, border, mode="reflect")
+        return pixels
 
     def _put(self, ready: queue.Queue, item: object) -> bool:
         while not self.ended.is_set():
@@ -116,7 +126,8 @@ class EpochSource:
 
 
 def augment(images: DataNode, draws: list[DataNode], spec: AugmentationSpec) -> DataNode:
-    """The spec on normalised HWC images: pad-and-crop, flip, one cutout square, fill 0."""
+    """The spec on normalised HWC images: pad-and-crop (the reflected padding is already part
+    of the images), flip, one cutout square, fill 0."""
     start, flip, corner = draws
     size = [spec.image_size, spec.image_size]
     images = fn.slice(

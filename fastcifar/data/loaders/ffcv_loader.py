@@ -3,10 +3,10 @@ augmentation draws to the uint8 images, and only uint8 crosses to the device, wh
 is normalised.
 
 Pipeline: decode -> SpecAugmentation (ours, numba, uint8 RGB -> uint8 RGB + keep mask) ->
-tensor -> device -> normalise, fill 0.0 where the mask says padding or cutout (exactly the
-dataset mean) -> channels_last. Moving 4 bytes per pixel (RGB + mask) instead of 12 (float32
-RGB) cuts the copy to a third; normalising on the device also replaces the copy of FFCV's
-reused output buffer that the batch needed before.
+tensor -> device -> normalise, fill 0.0 where the mask says padding (unless it reflects) or
+cutout (exactly the dataset mean) -> channels_last. Moving 4 bytes per pixel (RGB + mask)
+instead of 12 (float32 RGB) cuts the copy to a third; normalising on the device also replaces
+the copy of FFCV's reused output buffer that the batch needed before.
 
 FFCV's own RandomTranslate/RandomHorizontalFlip/Cutout cannot meet the spec: their integer
 fill can never equal the non-integer dataset mean, and they draw from numba's unseeded
@@ -103,7 +103,7 @@ class SpecAugmentation(Operation):
 
 
 def _crop_flip_cutout_kernel(spec: AugmentationSpec) -> Callable:
-    size, pad, cut = spec.image_size, spec.pad, spec.cutout_size
+    size, pad, cut, reflect = spec.image_size, spec.pad, spec.cutout_size, spec.reflect
     image_range = Compiler.get_iterator()  # prange when FFCV runs more than one thread
 
     def crop_flip_cutout(images, out, crop_rows, crop_cols, flips, cut_rows, cut_cols):
@@ -115,10 +115,14 @@ def _crop_flip_cutout_kernel(spec: AugmentationSpec) -> Callable:
                     # Output column x of a flipped crop reads crop column size-1-x.
                     crop_col = size - 1 - x if flips[i] else x
                     source_col = crop_cols[i] - pad + crop_col
-                    inside = 0 <= source_row < size and 0 <= source_col < size
+                    row, col = source_row, source_col
+                    if reflect:  # the padding mirrors the image: -1 reads 1, size reads size-2
+                        row = -row if row < 0 else min(row, 2 * (size - 1) - row)
+                        col = -col if col < 0 else min(col, 2 * (size - 1) - col)
+                    inside = 0 <= row < size and 0 <= col < size
                     keep = inside and not (in_cut_rows and cut_cols[i] <= x < cut_cols[i] + cut)
                     for c in range(3):
-                        out[i, y, x, c] = images[i, source_row, source_col, c] if inside else 0
+                        out[i, y, x, c] = images[i, row, col, c] if inside else 0
                     out[i, y, x, 3] = 1 if keep else 0
         return out
 

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.nn import functional
 
 from fastcifar.data.augmentation import DRAW_NAMES
 from fastcifar.data.dataset import CifarSplit, split_from_arrays
@@ -39,32 +38,38 @@ def augment_batch(
     inv_std: torch.Tensor,
     pad: int,
     cutout: int,
+    reflect: bool = False,
 ) -> torch.Tensor:
     """The spec on a uint8 HWC batch: pad, crop, flip, cut out, normalise; channels_last NCHW out.
 
-    The crop and flip are one gather from the zero-padded batch; padding and cutout are then
-    zeroed by one mask after normalising, and 0 is the dataset mean.
+    The crop and flip are one gather from the batch at each output pixel's source coordinates;
+    a coordinate in the padding reads its mirror pixel (`reflect`) or is zeroed by one mask
+    after normalising with the cut-out pixels (0 is the dataset mean).
     """
-    batch, size = pixels.shape[0], pixels.shape[1]
-    padded_size = size + 2 * pad
-    padded = functional.pad(pixels, (0, 0, pad, pad, pad, pad))
+    batch, size, channels = pixels.shape[0], pixels.shape[1], pixels.shape[3]
     ar = torch.arange(size, device=pixels.device)
-    rows = crop_row[:, None] + ar  # in padded coordinates
+    rows = crop_row[:, None] - pad + ar  # source coordinates; outside 0..size-1 in the padding
     # Output column j of a flipped crop reads crop column size-1-j.
-    cols = crop_col[:, None] + torch.where(flip[:, None], size - 1 - ar, ar)
-    flat = (rows[:, :, None] * padded_size + cols[:, None, :]).reshape(batch, size * size, 1)
-    channels = pixels.shape[3]
-    cropped = padded.reshape(batch, padded_size * padded_size, channels).gather(
-        1, flat.expand(-1, -1, channels)
-    )
-    inside_rows = (rows >= pad) & (rows < pad + size)
-    inside_cols = (cols >= pad) & (cols < pad + size)
+    cols = crop_col[:, None] - pad + torch.where(flip[:, None], size - 1 - ar, ar)
     cut_rows = (ar >= cutout_row[:, None]) & (ar < cutout_row[:, None] + cutout)
     cut_cols = (ar >= cutout_col[:, None]) & (ar < cutout_col[:, None] + cutout)
-    keep = (inside_rows[:, :, None] & inside_cols[:, None, :]) & ~(
-        cut_rows[:, :, None] & cut_cols[:, None, :]
-    )
+    keep = ~(cut_rows[:, :, None] & cut_cols[:, None, :])
+    if reflect:
+        rows, cols = _reflect(rows, size), _reflect(cols, size)
+    else:
+        inside_rows = (rows >= 0) & (rows < size)
+        inside_cols = (cols >= 0) & (cols < size)
+        keep = keep & inside_rows[:, :, None] & inside_cols[:, None, :]
+        rows, cols = rows.clamp(0, size - 1), cols.clamp(0, size - 1)
+    flat = (rows[:, :, None] * size + cols[:, None, :]).reshape(batch, size * size, 1)
+    cropped = pixels.reshape(batch, size * size, channels).gather(1, flat.expand(-1, -1, channels))
     return normalise(cropped.reshape(batch, size, size, channels), mean, inv_std, keep)
+
+
+def _reflect(coordinate: torch.Tensor, size: int) -> torch.Tensor:
+    """The source pixel of a padded coordinate under reflect padding (-1 -> 1, size -> size-2)."""
+    mirrored = torch.minimum(coordinate, 2 * (size - 1) - coordinate)
+    return torch.where(coordinate < 0, -coordinate, mirrored)
 
 
 _compiled_augment_batch = torch.compile(augment_batch, dynamic=False)
@@ -119,7 +124,7 @@ class CifarTensorLoader:
 
     def _augment_pixels(self, pixels: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         spec = self.options.spec
-        arguments = (*params, self.mean, self.inv_std, spec.pad, spec.cutout_size)
+        arguments = (*params, self.mean, self.inv_std, spec.pad, spec.cutout_size, spec.reflect)
         try:
             return self._augment(pixels, *arguments)
         except Exception as error:  # any compiler failure: fall back to eager, loudly
