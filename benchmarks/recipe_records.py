@@ -15,10 +15,11 @@ import argparse
 import csv
 import shutil
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from fastcifar.records.config import TrainConfig
+from fastcifar.records.config import RECIPE, TrainConfig
 from fastcifar.records.config_record import RunKind, Status
 from fastcifar.records.summary import Summary, read_summary
 from fastcifar.runs.aggregation import run_folders_of
@@ -27,6 +28,8 @@ RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "lr_range_test.jso
                 "evaluation.json")  # fmt: skip
 # Settings that say where or how fast, not what was trained: left out of the command shown.
 NOT_THE_RECIPE = {"data_dir", "beton_dir", "plots", "checkpoint_every", "checkpoint_seconds"}
+# Which settings change what is trained (not how it is evaluated, reported or run).
+RECIPE_SETTINGS = {f.name: f.metadata.get("group") == RECIPE for f in fields(TrainConfig)}
 
 
 def complete_runs(folders: list[Path]) -> dict[str, Path]:
@@ -48,30 +51,40 @@ def _complete(summary: Summary) -> bool:
     return summary.status == Status.COMPLETE
 
 
-def command_of(config: dict[str, Any]) -> str:
-    """The train command of a recorded config: its --recipe, then every setting that differs
-    from what that recipe sets (fastcifar.records.recipes)."""
+def _differences(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a recorded config that differ from what its recipe sets."""
     recipe = config.get("recipe", "assignment")
     defaults = TrainConfig.from_dict({"recipe": recipe}).to_dict()
     # A setting added after the run was recorded had its plain default then (say, an
     # initialisation a recipe has taken up since): said, so that the command stays the run's.
     before = TrainConfig().to_dict()
+    return {name: config.get(name, before[name]) for name in defaults
+            if name not in NOT_THE_RECIPE
+            and config.get(name, before[name]) != defaults[name]}  # fmt: skip
+
+
+def command_of(config: dict[str, Any]) -> str:
+    """The train command of a recorded config: its --recipe, then every setting that differs
+    from what that recipe sets (fastcifar.records.recipes)."""
+    recipe = config.get("recipe", "assignment")
     flags = [] if recipe == "assignment" else [f"--recipe {recipe}"]
-    for name in defaults:
-        value = config.get(name, before[name])
-        if name in NOT_THE_RECIPE or value == defaults[name]:
-            continue
+    for name, value in _differences(config).items():
         flag = "--" + name.replace("_", "-")
         if value is True:
             flags.append(flag)
-        elif value is False:
+        elif value is False or value is None:  # None: switched off where the recipe has it on
             flags.append(f"--no-{name.replace('_', '-')}")
-        elif value is not None:
+        else:
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             flags.append(f"{flag} {shown}")
-        else:  # switched off where the recipe switches it on: --no-lookahead
-            flags.append(f"--no-{name.replace('_', '-')}")
     return " ".join(["python -m fastcifar.train", *flags])
+
+
+def variant_of(config: dict[str, Any]) -> list[str]:
+    """The training settings in which a run departs from its recipe (an ablation's switched-off
+    feature, say), other than its length and seed; [] for the preset as it is."""
+    return [name for name in _differences(config)
+            if RECIPE_SETTINGS.get(name) and name not in ("epochs", "seed", "seeds")]  # fmt: skip
 
 
 _IMAGE_GFLOP: dict[tuple[str, int], float] = {}
@@ -119,6 +132,7 @@ def row_of(folder: Path, name: str) -> dict[str, Any]:
         "torch": (summary.versions or {}).get("torch"),
         "commit": (summary.provenance or {}).get("commit"),
         "command": command_of(summary.config),
+        "variant": variant_of(summary.config),
     }
 
 
@@ -171,9 +185,15 @@ def plot_test_accuracy(runs: dict[str, Path], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+# (row key, the preset's marker, a variant's, legend)
+MARKERS = (("accuracy", "o", "x", "plain"), ("accuracy_tta", "^", "+", "with TTA"))
+
+
 def plot_accuracy_by_compute(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Final test accuracy (plain, and with the run's TTA) of every run against its epochs and
-    against its training PFLOP, one colour per recipe: epochs-to-accuracy in one figure."""
+    """Final test accuracy (plain, and with the run's TTA) against epochs and against training
+    PFLOP, one colour per recipe: each preset as it is, mean ± std over its seeds at each
+    length, joined across lengths (epochs-to-accuracy); its variants (the ablation's runs) as
+    faint crosses (x plain, + with TTA)."""
     from fastcifar.outputs.plots import plt, save_figure
 
     figure, panels = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
@@ -183,19 +203,37 @@ def plot_accuracy_by_compute(rows: list[dict[str, Any]], path: Path) -> Path:
         for index, recipe in enumerate(recipes):
             mine = [row for row in rows if row["recipe"] == recipe and row[key]]
             colour = f"C{index}"
-            x = [row[key] for row in mine]
-            axes.plot(x, [100 * row["accuracy"] for row in mine], "o", color=colour,
-                      label=f"{recipe}: plain")  # fmt: skip
-            tta = [(row[key], 100 * row["accuracy_tta"]) for row in mine if row["accuracy_tta"]]
-            if tta:
-                axes.plot(*zip(*tta, strict=True), "^", color=colour, label=f"{recipe}: with TTA")
+            for accuracy, marker, cross, what in MARKERS:
+                preset = _by_length([r for r in mine if not r["variant"]], key, accuracy)
+                if preset:
+                    x, mean, std = zip(*preset, strict=True)
+                    axes.errorbar(x, mean, yerr=std, fmt=f"{marker}-", color=colour, ms=5,
+                                  capsize=3, label=f"{recipe}: {what}")  # fmt: skip
+                varied = [(r[key], 100 * r[accuracy]) for r in mine
+                          if r["variant"] and r[accuracy] is not None]  # fmt: skip
+                if varied:
+                    axes.plot(*zip(*varied, strict=True), cross, color=colour, alpha=0.45, ms=6,
+                              label=f"{recipe}: variants, {what}")  # fmt: skip
         axes.axhline(94.0, color="grey", lw=0.8, ls="--")
         axes.set(xlabel=label)
         axes.grid(alpha=0.3)
     panels[0].set(ylabel="final test accuracy (%)")
-    panels[1].legend(fontsize=8)
-    figure.suptitle("accuracy against training length and compute (94%: dashed)")
+    panels[1].legend(fontsize=7)
+    figure.suptitle("accuracy against training length and compute: each preset's mean ± std "
+                    "over seeds (94%: dashed)", fontsize=10)  # fmt: skip
     return save_figure(figure, path)
+
+
+def _by_length(rows: list[dict[str, Any]], key: str, accuracy: str) -> list[tuple]:
+    """(length, mean %, std %) of `accuracy` over the rows of each length, in order."""
+    import numpy as np
+
+    lengths: dict[float, list[float]] = {}
+    for row in rows:
+        if row[accuracy] is not None:
+            lengths.setdefault(row[key], []).append(100 * row[accuracy])
+    return [(length, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+            for length, v in sorted(lengths.items())]  # fmt: skip
 
 
 def write_records(folders: list[Path], out: Path) -> list[dict[str, Any]]:

@@ -75,6 +75,19 @@ def test_a_recipes_feature_switched_off_is_in_the_command():
     assert command_of(recorded) == "python -m fastcifar.train --recipe fast --no-lookahead"
 
 
+def test_a_variant_is_a_training_setting_off_its_recipe_other_than_length_and_seed():
+    from benchmarks.recipe_records import variant_of
+    from fastcifar.records.config import TrainConfig
+
+    def variant(**values):
+        return variant_of(TrainConfig.from_dict({"recipe": "fast", **values}).to_dict())
+
+    assert variant(epochs=10, seed=3) == []  # the preset at another length: not a variant
+    assert variant(tta=False, tta_translate=False, eval_every=1) == []  # trained alike
+    assert variant(lookahead=None, flip="random") == ["lookahead", "flip"]
+    assert variant_of(TrainConfig.from_dict({"epochs": 12, "tta": True}).to_dict()) == []
+
+
 def test_training_pflop_counts_the_network_the_run_trained():
     from benchmarks.recipe_records import training_pflop
     from fastcifar.records.config_record import RunKind, Status
