@@ -1,5 +1,5 @@
-"""The optimizer (SGD, Nesterov) and the One Cycle schedule: linear LRMIN -> LRMAX (peak at epoch
-5 of 24) -> LRMIN, stepped per batch.
+"""The optimizer (SGD, Nesterov; or Muon for the filters, engine/muon.py) and the One Cycle
+schedule: linear LRMIN -> LRMAX (peak at epoch 5 of 24) -> LRMIN, stepped per batch.
 
 No annihilation by default: the cycle ends at LRMIN (final_div_factor = 1), as the assignment
 recipe asks; `final_divisor` ends it at LRMIN / final_divisor instead (airbench's cycle runs
@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
+
+from fastcifar.engine.muon import SgdMuon, is_filter
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,14 @@ def freeze_bn_scales(model: nn.Module) -> None:
             module.weight.requires_grad_(False)
 
 
+@dataclass(frozen=True)
+class MuonSettings:
+    """--optimizer muon: the filters' LR as a multiple of the schedule's, and their momentum."""
+
+    lr_scale: float = 1.0
+    momentum: float = 0.6
+
+
 def make_optimizer(
     model: nn.Module,
     *,
@@ -167,19 +177,28 @@ def make_optimizer(
     nesterov: bool = True,
     weight_decay: float = 5e-4,
     groups: ParameterGroups = ParameterGroups(),
-) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; the fused CUDA kernel updates all parameters in one launch."""
-    fused = next(model.parameters()).is_cuda
+    muon: MuonSettings | None = None,
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (the fused CUDA kernel updates all parameters in one launch);
+    with `muon`, the convolution filters step by Muon instead (engine/muon.py)."""
+    fused = next(model.parameters()).is_cuda or None
     param_groups = groups.groups(model, weight_decay)
     for group in param_groups:
         group["lr"] = lr * group["lr_scale"]
+    if muon is not None:
+        filters = [p for group in param_groups for p in group["params"] if is_filter(p)]
+        rest = [{**group, "params": [p for p in group["params"] if not is_filter(p)]}
+                for group in param_groups]  # fmt: skip
+        return SgdMuon([group for group in rest if group["params"]], filters, lr=lr,
+                       momentum=momentum, nesterov=nesterov, muon_lr_scale=muon.lr_scale,
+                       muon_momentum=muon.momentum, fused=fused)  # fmt: skip
     return torch.optim.SGD(
         param_groups,
         lr=lr,
         momentum=momentum,
         nesterov=nesterov and momentum > 0,
         weight_decay=weight_decay,
-        fused=fused or None,
+        fused=fused,
     )
 
 

@@ -18,6 +18,7 @@ from fastcifar.records.config_checks import (
     FLIP_MODES,
     LOADER_NAMES,
     NETWORK_NAMES,
+    OPTIMIZER_NAMES,
     PAD_MODES,
     PARALLEL_MODES,
     check_config,
@@ -88,6 +89,14 @@ class TrainConfig:
     momentum: float = option(RECIPE, 0.9, "SGD momentum", parse="fraction")
     nesterov: bool = option(RECIPE, True, "Nesterov momentum")
     weight_decay: float = option(RECIPE, 5e-4, "L2 weight decay", parse="non_negative")
+    optimizer: str = option(RECIPE, "sgd", "sgd: SGD for every parameter; muon: "
+        "torch.optim.Muon (orthogonalised momentum) for the convolution filters, each rescaled "
+        "to norm sqrt(out channels) before its step (airbench94_muon's), SGD for the rest "
+        "(engine/muon.py)", choices=OPTIMIZER_NAMES)
+    muon_lr_scale: float = option(RECIPE, 1.0, "with --optimizer muon: the filters' LR is this "
+        "times the schedule's LR", parse="positive")
+    muon_momentum: float = option(RECIPE, 0.6, "with --optimizer muon: the filters' momentum "
+        "(Nesterov; airbench94_muon: 0.6)", parse="fraction")
     cycle_momentum: bool = option(RECIPE, False, "cycle momentum max -> base -> max against the "
         "LR", **NO_RANGE_TEST)
     base_momentum: float = option(RECIPE, 0.85, "lowest momentum of a cycle", parse="fraction",

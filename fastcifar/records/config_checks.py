@@ -22,6 +22,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 PARALLEL_MODES = ("auto", "runs", "data")
 FLIP_MODES = ("random", "alternating", "none")
 PAD_MODES = ("mean", "reflect")  # AugmentationSpec.pad_mode
+OPTIMIZER_NAMES = ("sgd", "muon")  # engine/schedule.make_optimizer
 # Sane upper bounds: beyond them a value is a typo, and the run would only exhaust memory or time.
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = max(spec.train_images for spec in SPECS.values())  # a whole training split
@@ -68,6 +69,16 @@ def check_config(config: Any) -> None:
     _require(
         config.flip in FLIP_MODES,
         f"unknown flip mode {config.flip!r}: choose one of {', '.join(FLIP_MODES)}",
+    )
+    _require(
+        config.optimizer in OPTIMIZER_NAMES,
+        f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZER_NAMES)}",
+    )
+    _require(
+        config.optimizer != "muon" or not config.cycle_momentum,
+        f"{named('cycle_momentum')} cycles SGD's momentum, and Muon keeps its own "
+        f"({named('muon_momentum')}): use one of {setting('optimizer', 'muon', repr('muon'))} and "
+        f"{named('cycle_momentum')}",
     )
     _require(
         config.pad_mode in PAD_MODES,
@@ -269,18 +280,18 @@ def _check_fractions(config: Any) -> None:
         and config.weight_decay >= 0,
         f"{named('weight_decay')} must be a finite number >= 0, got {config.weight_decay!r}",
     )
-    for name in ("momentum", "base_momentum", "max_momentum", "label_smoothing"):
+    for name in ("momentum", "base_momentum", "max_momentum", "muon_momentum", "label_smoothing"):
         value = getattr(config, name)
         _require(_in_unit_interval(value), f"{named(name)} must lie in [0, 1), got {value!r}")
     _require(
         config.ema is None or _in_unit_interval(config.ema, closed_low=False),
         f"{named('ema')} must lie in (0, 1) (a decay per step, 0.99 say), got {config.ema!r}",
     )
-    _require(
-        _finite_positive(config.bn_bias_lr_scale),
-        f"{named('bn_bias_lr_scale')} must be a finite positive number, got "
-        f"{config.bn_bias_lr_scale!r}",
-    )
+    for name in ("bn_bias_lr_scale", "muon_lr_scale"):
+        _require(
+            _finite_positive(getattr(config, name)),
+            f"{named(name)} must be a finite positive number, got {getattr(config, name)!r}",
+        )
     _require(
         _finite_positive(config.logit_scale),
         f"{named('logit_scale')} must be a finite positive number, got {config.logit_scale!r}",

@@ -38,6 +38,7 @@ from fastcifar.engine.model import (
 )
 from fastcifar.engine.schedule import (
     LrBounds,
+    MuonSettings,
     ParameterGroups,
     freeze_bn_scales,
     make_optimizer,
@@ -184,6 +185,9 @@ def build(
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
         groups=ParameterGroups(config.freeze_bn_scale, config.bn_bias_lr_scale, config.bias_decay),
+        muon=MuonSettings(config.muon_lr_scale, config.muon_momentum)
+        if config.optimizer == "muon"
+        else None,
     )
     mode = compile_mode_for(config.compile, config.compile_mode, device, dist)
     loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

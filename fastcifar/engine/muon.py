@@ -1,0 +1,107 @@
+"""--optimizer muon: torch.optim.Muon (momentum orthogonalised by Newton-Schulz iterations) for
+the convolution filters, SGD for every other parameter, as one optimizer.
+
+Muon takes 2-D parameters, so each filter bank (out, in, k, k) is handed to it as an
+(out, in*k*k) matrix that shares the filter's memory: Muon's step lands on the network's own
+weights. Orthogonalisation does not depend on the order of a matrix's columns, so a
+channels_last filter is viewed as (out, k*k*in) instead, without a copy. Before each step a
+filter bank is rescaled to Frobenius norm sqrt(out), as airbench94_muon does: its step is then
+a rotation of fixed size, and no weight decay is needed (the Muon group has none).
+
+`SgdMuon` is one `torch.optim.Optimizer` whose param groups hold every trained parameter, the
+filters last with `lr_scale` = TrainConfig.muon_lr_scale: the One Cycle schedule, the LR
+range test, a gradient scaler and `zero_grad` see one optimizer, and its state dict holds both
+halves, so a checkpoint resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcifar.errors import ConfigError
+
+NS_STEPS = 3  # airbench94_muon's Newton-Schulz iterations (torch's default is 5)
+
+
+def is_filter(parameter: torch.Tensor) -> bool:
+    """A convolution's filter bank (out, in, kh, kw): what Muon steps."""
+    return parameter.ndim == 4
+
+
+class SgdMuon(torch.optim.Optimizer):
+    """SGD (Nesterov where asked) over `sgd_groups`, torch.optim.Muon over `filters`; see the
+    module docstring."""
+
+    def __init__(
+        self,
+        sgd_groups: list[dict[str, Any]],
+        filters: list[nn.Parameter],
+        *,
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        muon_lr_scale: float,
+        muon_momentum: float,
+        fused: bool | None = None,
+    ) -> None:
+        if not filters:
+            raise ConfigError("--optimizer muon steps convolution filters: this network has none")
+        muon_group = {"params": filters, "lr": lr * muon_lr_scale, "lr_scale": muon_lr_scale,
+                      "momentum": muon_momentum, "weight_decay": 0.0, "muon": True}  # fmt: skip
+        super().__init__([*sgd_groups, muon_group], {"lr": lr, "momentum": momentum})
+        # The SGD half shares the group dicts: the schedule's LR reaches it as it is set.
+        self.sgd = torch.optim.SGD(self.param_groups[:-1], lr=lr, momentum=momentum,
+                                   nesterov=nesterov and momentum > 0, fused=fused)  # fmt: skip
+        self.matrices = [_matrix(f.detach(), f) for f in filters]
+        for weight, matrix in zip(filters, self.matrices, strict=True):
+            _check_shared(weight, matrix)
+        self.muon = torch.optim.Muon(
+            self.matrices, lr=muon_group["lr"], momentum=muon_momentum, nesterov=True,
+            weight_decay=0.0, ns_steps=NS_STEPS,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        if closure is not None:
+            raise ValueError("SgdMuon takes no closure")
+        self.sgd.step()
+        group, inner = self.param_groups[-1], self.muon.param_groups[0]
+        inner["lr"], inner["momentum"] = group["lr"], group["momentum"]
+        for weight, matrix in zip(group["params"], self.matrices, strict=True):
+            _check_shared(weight, matrix)
+            if weight.grad is not None:
+                matrix.grad = _matrix(weight.grad, weight)
+                matrix.mul_(math.sqrt(len(matrix)) / matrix.norm())
+        self.muon.step()
+        for matrix in self.matrices:
+            matrix.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sgd": self.sgd.state_dict(), "muon": self.muon.state_dict(),
+                "muon_group": {k: v for k, v in self.param_groups[-1].items()
+                               if k != "params"}}  # fmt: skip
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"sgd", "muon", "muon_group"}:
+            raise ValueError("this optimizer state is not of --optimizer muon")
+        self.sgd.load_state_dict(state_dict["sgd"])
+        self.muon.load_state_dict(state_dict["muon"])
+        self.param_groups[-1].update(state_dict["muon_group"])
+
+
+def _check_shared(weight: torch.Tensor, matrix: torch.Tensor) -> None:
+    if weight.untyped_storage().data_ptr() != matrix.untyped_storage().data_ptr():
+        raise RuntimeError("a filter's memory is not its Muon matrix's: build the optimizer "
+                           "after the network's .to(device, memory_format=...)")  # fmt: skip
+
+
+def _matrix(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`tensor` (a filter bank or its gradient) as an (out, rest) matrix in the order of
+    `like`'s memory: a view of it when its layout allows, else a copy."""
+    if not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        tensor = tensor.permute(0, 2, 3, 1)
+    return tensor.reshape(len(tensor), -1)
