@@ -44,3 +44,10 @@ def test_fastcifars_side_is_its_airbench_recipe_on_the_same_data(tmp_path):
     assert result.precision == "fp32"  # as the peer on the CPU
     assert result.training_pflop == pytest.approx(4096 * 3 * 0.2363e9 / 1e15, rel=0.01)
     assert (tmp_path / "run" / "model.pt").is_file() and 0 <= result.tta_accuracy <= 100
+
+
+def test_fastcifars_side_can_be_its_muon_recipe(tmp_path):
+    data = synthetic_cifar(2000, 200)
+    result = peer.run_fastcifar(data, tmp_path / "run", 0, recipe="airbench-muon", epochs=1,
+                                batch_size=500, amp=False)  # fmt: skip
+    assert result.side == "fastcifar --recipe airbench-muon" and result.training_images == 2000

@@ -139,7 +139,7 @@ def test_a_network_without_filters_or_with_cycled_momentum_is_one_clear_error():
         TrainConfig.from_dict({"optimizer": "muon", "cycle_momentum": True})
     with pytest.raises(ConfigError, match="unknown optimizer 'adam': choose one of sgd, muon"):
         TrainConfig.from_dict({"optimizer": "adam"})
-    with pytest.raises(ConfigError, match="muon.lr.scale must be a finite positive"):
+    with pytest.raises(ConfigError, match="--muon-lr-scale must be a finite positive"):
         TrainConfig.from_dict({"muon_lr_scale": 0.0})
 
 
