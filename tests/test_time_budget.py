@@ -76,3 +76,4 @@ def test_the_plan_quotes_the_recorded_runs_nearest_its_length():
     between = recorded_accuracy("assignment", 18)  # the lengths on both sides
     assert "at 12 epochs 92.45%" in between and "at 24 epochs 93.84%" in between
     assert recorded_accuracy("fast", 12).startswith("recorded at 12 epochs: 93.41% ± 0.02%")
+    assert "at 10 epochs 92.84%" in recorded_accuracy("fast", 11)

@@ -158,6 +158,8 @@ RECORDED: dict[tuple[str, int], str] = {
     "(benchmarks/results/cpu-recipe-intel-xeon-amx-2-cores-2026-12-06)",
     ("assignment", 12): "92.45% (flip TTA 93.21%, flip + translate 93.50%), 1 seed, found "
     "bounds (benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
+    ("fast", 10): "92.84% (flip + translate TTA 93.67%), 1 seed "
+    "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
     ("fast", 12): "93.41% ± 0.02% (flip + translate TTA 94.07% ± 0.11%), 2 seeds "
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
 }
