@@ -144,3 +144,21 @@ def test_the_whitening_bias_trains_its_epochs_then_stays():
     assert model.whiten.bias.requires_grad
     again.load_state_dict({"epochs": 3, "frozen": True})  # a resume past epoch 3
     assert not model.whiten.bias.requires_grad
+
+
+def test_the_whitening_bias_can_train_at_a_multiple_of_the_lr_with_the_same_decay_per_step():
+    from fastcifar.engine.model import ResNet9
+    from fastcifar.engine.schedule import ParameterGroups
+
+    model = AirbenchNet()
+    groups = ParameterGroups(bn_bias_lr_scale=8.0, whitening_bias_lr_scale=4.0).groups(model, 0.01)
+    (own,) = [g for g in groups if any(p is model.whiten.bias for p in g["params"])]
+    assert own["params"] == [model.whiten.bias] and own["lr_scale"] == 4.0
+    assert own["weight_decay"] == pytest.approx(0.01 / 4.0)
+    plain = ParameterGroups(bn_bias_lr_scale=8.0).groups(model, 0.01)
+    (other,) = [g for g in plain if any(p is model.whiten.bias for p in g["params"])]
+    assert other["lr_scale"] == 1.0 and len(other["params"]) > 1  # with the other biases
+    with pytest.raises(ConfigError, match="--whitening-bias-lr-scale needs a network whose"):
+        ParameterGroups(whitening_bias_lr_scale=2.0).groups(ResNet9(), 0.01)
+    muon = TrainConfig.from_dict({"recipe": "airbench-muon"})
+    assert muon.whitening_bias_lr_scale == muon.bn_bias_lr_scale == pytest.approx(60.75, rel=1e-3)

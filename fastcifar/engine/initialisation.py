@@ -54,6 +54,13 @@ def whitening_filters(
     return torch.stack([filters, -filters], dim=1).reshape(2 * dims, 3, kernel, kernel).float()
 
 
+def image_convolution(model: nn.Module) -> nn.Conv2d | None:
+    """The first convolution on the image (3 input channels): where a whitening layer is."""
+    return next(
+        (m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None
+    )
+
+
 def initialise(
     model: nn.Module,
     *,
@@ -65,7 +72,7 @@ def initialise(
     """Apply the initialisations asked for to `model`'s convolutions, in place (see the module
     docstring); `images`: the training split's, for whitening."""
     convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    first = next((c for c in convolutions if c.in_channels == 3), None)
+    first = image_convolution(model)
     with torch.no_grad():
         if whitening and first is not None and images is not None and normalisation is not None:
             kernel = first.kernel_size[0]

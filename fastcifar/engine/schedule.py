@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
+from fastcifar.engine.initialisation import image_convolution
 from fastcifar.engine.muon import SgdMuon, is_filter
+from fastcifar.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -120,16 +122,22 @@ def given_bounds(config: Any, how_max: str = "given") -> LrBounds | None:
 @dataclass(frozen=True)
 class ParameterGroups:
     """How the optimizer treats BatchNorm and bias parameters (TrainConfig's freeze_bn_scale,
-    bn_bias_lr_scale and bias_decay). The default, one group for every parameter, is the
-    assignment recipe's (and the only layout of checkpoints written before these options)."""
+    bn_bias_lr_scale, bias_decay and whitening_bias_lr_scale). The default, one group for
+    every parameter, is the assignment recipe's (and the only layout of checkpoints written
+    before these options)."""
 
     freeze_bn_scale: bool = False
     bn_bias_lr_scale: float = 1.0
     bias_decay: bool = True
+    whitening_bias_lr_scale: float | None = None  # None: with the other biases
 
     @property
     def split(self) -> bool:
-        return self.bn_bias_lr_scale != 1.0 or not self.bias_decay
+        return (
+            self.bn_bias_lr_scale != 1.0
+            or not self.bias_decay
+            or self.whitening_bias_lr_scale is not None
+        )
 
     def groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """Param groups: weights; BatchNorm biases at `lr_scale` x the LR with weight decay /
@@ -143,15 +151,33 @@ class ParameterGroups:
             return [{"params": trained, "weight_decay": weight_decay, "lr_scale": 1.0}]
         other_decay = weight_decay if self.bias_decay else 0.0
         scale = self.bn_bias_lr_scale
+        whitening = self._whitening_bias(model)
+        own = bn_biases | {id(p) for p in whitening}
         weights = [p for p in trained if p.ndim > 1 and id(p) not in bn_scales]
         biases = [p for p in trained if id(p) in bn_biases]
-        others = [p for p in trained if p.ndim <= 1 and id(p) not in bn_biases]
+        others = [p for p in trained if p.ndim <= 1 and id(p) not in own]
         groups = [
             {"params": weights, "weight_decay": weight_decay, "lr_scale": 1.0},
             {"params": biases, "weight_decay": other_decay / scale, "lr_scale": scale},
             {"params": others, "weight_decay": other_decay, "lr_scale": 1.0},
         ]
+        if whitening:
+            ratio = self.whitening_bias_lr_scale or 1.0
+            groups.append({"params": whitening, "weight_decay": other_decay / ratio,
+                           "lr_scale": ratio})  # fmt: skip
         return [group for group in groups if group["params"]]
+
+    def _whitening_bias(self, model: nn.Module) -> list[nn.Parameter]:
+        """The image convolution's bias when it has an LR of its own (else [])."""
+        if self.whitening_bias_lr_scale is None:
+            return []
+        first = image_convolution(model)
+        if first is None or first.bias is None:
+            raise ConfigError(
+                "--whitening-bias-lr-scale needs a network whose first convolution has a bias "
+                "(--model airbench's whitening layer)"
+            )
+        return [first.bias]
 
 
 def freeze_bn_scales(model: nn.Module) -> None:

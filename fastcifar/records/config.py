@@ -130,6 +130,10 @@ class TrainConfig:
     whitening_bias_epochs: int | None = option(RECIPE, None, "the first convolution's bias "
         "(airbench's whitening layer's) trains for the first N epochs only (airbench: 3)",
         parse="count", metavar="N", off=("--no-whitening-bias-epochs", None), **NO_RANGE_TEST)
+    whitening_bias_lr_scale: float | None = option(RECIPE, None, "the first convolution's "
+        "bias (airbench's whitening layer's) trains at this times the LR and this times less "
+        "weight decay (airbench94_muon: as its BatchNorm biases; default: as the other biases)",
+        parse="positive", metavar="X", off=("--no-whitening-bias-lr-scale", None))
     dirac_init: bool = option(RECIPE, False, "the other convolutions start with their first "
         "filters as the identity (airbench's initialisation)")
     bn_reestimate: int | None = option(RECIPE, None, "after the last epoch, compute the "

@@ -101,9 +101,9 @@ RECIPES: dict[str, Recipe] = {
     # the loss is averaged and the head starts as torch's (std 1/sqrt(768)), so the same steps
     # are: logit scale sqrt(768)/256, head LR 0.67 x 2000 / 768 = 1.745 with weight decay
     # 0.004 / 1.745 (its decay per step, 2e-6 x 2000), BatchNorm biases at 0.053 x 2000 / 1.745
-    # = 60.7x that LR with the same decay per step. Muon's LR is 0.24 / 1.745 of the schedule's.
-    # Where this differs from the script: the whitening bias trains at the head's LR (its: at
-    # the biases') and stops after 3 epochs (its: its LR falls to 0 over them).
+    # = 60.7x that LR with the same decay per step, the whitening bias too. Muon's LR is 0.24 /
+    # 1.745 of the schedule's. Where this differs from the script: the whitening bias stops
+    # after 3 epochs (its: its LR falls to 0 over them).
     "airbench-muon": Recipe(
         "airbench94_muon's training of airbench94's network in 8 epochs of batch 2000 (0.28 "
         "PFLOP): Muon for the convolution filters, SGD for the rest, the LR falling linearly; "
@@ -126,6 +126,7 @@ RECIPES: dict[str, Recipe] = {
             "label_smoothing": 0.2,
             "freeze_bn_scale": True,
             "bn_bias_lr_scale": 0.053 * 768 / 0.67,
+            "whitening_bias_lr_scale": 0.053 * 768 / 0.67,
             "flip": "alternating",
             "crop_padding": 2,
             "pad_mode": "reflect",

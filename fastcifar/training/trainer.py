@@ -184,7 +184,12 @@ def build(
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
-        groups=ParameterGroups(config.freeze_bn_scale, config.bn_bias_lr_scale, config.bias_decay),
+        groups=ParameterGroups(
+            config.freeze_bn_scale,
+            config.bn_bias_lr_scale,
+            config.bias_decay,
+            config.whitening_bias_lr_scale,
+        ),
         muon=MuonSettings(config.muon_lr_scale, config.muon_momentum)
         if config.optimizer == "muon"
         else None,

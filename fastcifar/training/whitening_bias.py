@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from fastcifar.engine.initialisation import image_convolution
 from fastcifar.errors import ConfigError
 
 
@@ -18,8 +19,8 @@ class WhiteningBias:
     must have a bias."""
 
     def __init__(self, model: nn.Module, epochs: int) -> None:
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if first is None or first.in_channels != 3 or first.bias is None:
+        first = image_convolution(model)
+        if first is None or first.bias is None:
             raise ConfigError(
                 "--whitening-bias-epochs needs a network whose first convolution has a bias "
                 "(--model airbench's whitening layer)"
