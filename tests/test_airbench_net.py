@@ -162,3 +162,13 @@ def test_the_whitening_bias_can_train_at_a_multiple_of_the_lr_with_the_same_deca
         ParameterGroups(whitening_bias_lr_scale=2.0).groups(ResNet9(), 0.01)
     muon = TrainConfig.from_dict({"recipe": "airbench-muon"})
     assert muon.whitening_bias_lr_scale == muon.bn_bias_lr_scale == pytest.approx(60.75, rel=1e-3)
+
+
+def test_a_run_recorded_before_its_recipe_changed_reads_back_as_it_ran():
+    from fastcifar.records.config_record import ConfigRecord, RunKind
+
+    recorded = TrainConfig.from_dict({"recipe": "airbench"}).to_dict()
+    del recorded["pad_mode"]  # written before the setting existed: its padding was the mean
+    config = ConfigRecord(RunKind.RUN, recorded).train_config
+    assert config.pad_mode == "mean" and config.recipe == "airbench" and config.epochs == 10
+    assert TrainConfig.from_dict({"recipe": "airbench"}).pad_mode == "reflect"  # a new run

@@ -132,10 +132,31 @@ def test_the_schedule_sets_the_filters_lr_at_their_multiple():
     assert optimizer.muon.param_groups[0]["lr"] == muon_lr
 
 
+@pytest.mark.parametrize("loaded", [False, True])
+def test_the_lr_set_on_its_groups_is_the_lr_sgd_steps_with_even_after_a_load(loaded):
+    # A run loads a state dict before its schedule exists (its warm-up is rolled back, a
+    # resume restores one): torch's load gives the SGD half new group dicts, which the
+    # schedule would no longer reach.
+    net = small_net()
+    optimizer = muon_optimizer(net)
+    train(net, optimizer, batches(1))
+    if loaded:
+        optimizer.load_state_dict(optimizer.state_dict())
+    for group in optimizer.param_groups[:-1]:
+        group["lr"] = 0.0  # as a schedule sets it
+    others = [p for p in net.parameters() if p.ndim != 4]
+    before = [p.detach().clone() for p in others]
+    filters = net[0].weight.detach().clone()
+    train(net, optimizer, batches(2)[1:])
+    assert all(torch.equal(p, b) for p, b in zip(others, before, strict=True))
+    assert not torch.equal(net[0].weight, filters)  # Muon's group kept its LR
+    assert optimizer.sgd.param_groups[0] is optimizer.param_groups[0]
+
+
 def test_a_network_without_filters_or_with_cycled_momentum_is_one_clear_error():
     with pytest.raises(ConfigError, match="steps convolution filters: this network has none"):
         make_optimizer(nn.Linear(4, 2), lr=LR, muon=MUON)
-    with pytest.raises(ConfigError, match="--cycle-momentum cycles SGD's momentum"):
+    with pytest.raises(ConfigError, match="--cycle-momentum cannot be combined with --optimizer"):
         TrainConfig.from_dict({"optimizer": "muon", "cycle_momentum": True})
     with pytest.raises(ConfigError, match="unknown optimizer 'adam': choose one of sgd, muon"):
         TrainConfig.from_dict({"optimizer": "adam"})

@@ -6,7 +6,9 @@ Muon takes 2-D parameters, so each filter bank (out, in, k, k) is handed to it a
 weights. Orthogonalisation does not depend on the order of a matrix's columns, so a
 channels_last filter is viewed as (out, k*k*in) instead, without a copy. Before each step a
 filter bank is rescaled to Frobenius norm sqrt(out), as airbench94_muon does: its step is then
-a rotation of fixed size, and no weight decay is needed (the Muon group has none).
+a rotation of fixed size, and no weight decay is needed (the Muon group has none). Muon's
+step is torch's: its default LR adjustment, sqrt(max(1, rows / columns)), is 1 for every filter
+of airbench's network (the script has none) and 1.54 for the ResNet's 3 -> 64 first layer.
 
 `SgdMuon` is one `torch.optim.Optimizer` whose param groups hold every trained parameter, the
 filters last with `lr_scale` = TrainConfig.muon_lr_scale: the One Cycle schedule, the LR
@@ -53,9 +55,12 @@ class SgdMuon(torch.optim.Optimizer):
         muon_group = {"params": filters, "lr": lr * muon_lr_scale, "lr_scale": muon_lr_scale,
                       "momentum": muon_momentum, "weight_decay": 0.0, "muon": True}  # fmt: skip
         super().__init__([*sgd_groups, muon_group], {"lr": lr, "momentum": momentum})
-        # The SGD half shares the group dicts: the schedule's LR reaches it as it is set.
-        self.sgd = torch.optim.SGD(self.param_groups[:-1], lr=lr, momentum=momentum,
-                                   nesterov=nesterov and momentum > 0, fused=fused)  # fmt: skip
+        # The SGD half steps the outer group dicts themselves (see _share_groups), so that the
+        # LR the schedule or the range test sets is the LR it steps with.
+        self.sgd = None
+        if sgd_groups:  # none when every other parameter is frozen
+            self.sgd = torch.optim.SGD(self.param_groups[:-1], lr=lr, momentum=momentum,
+                                       nesterov=nesterov and momentum > 0, fused=fused)  # fmt: skip
         self.matrices = [_matrix(f.detach(), f) for f in filters]
         for weight, matrix in zip(filters, self.matrices, strict=True):
             _check_shared(weight, matrix)
@@ -68,7 +73,9 @@ class SgdMuon(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:
         if closure is not None:
             raise ValueError("SgdMuon takes no closure")
-        self.sgd.step()
+        if self.sgd is not None:
+            self._share_groups()
+            self.sgd.step()
         group, inner = self.param_groups[-1], self.muon.param_groups[0]
         inner["lr"], inner["momentum"] = group["lr"], group["momentum"]
         for weight, matrix in zip(group["params"], self.matrices, strict=True):
@@ -81,16 +88,29 @@ class SgdMuon(torch.optim.Optimizer):
             matrix.grad = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sgd": self.sgd.state_dict(), "muon": self.muon.state_dict(),
+        return {"sgd": None if self.sgd is None else self.sgd.state_dict(),
+                "muon": self.muon.state_dict(),
                 "muon_group": {k: v for k, v in self.param_groups[-1].items()
                                if k != "params"}}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if set(state_dict) != {"sgd", "muon", "muon_group"}:
             raise ValueError("this optimizer state is not of --optimizer muon")
-        self.sgd.load_state_dict(state_dict["sgd"])
+        if (state_dict["sgd"] is None) != (self.sgd is None):
+            raise ValueError("this optimizer state was saved for other trained parameters")
+        if self.sgd is not None:
+            self.sgd.load_state_dict(state_dict["sgd"])
+            # torch's load gives the SGD half new group dicts: their values go to ours.
+            for outer, loaded in zip(self.param_groups[:-1], self.sgd.param_groups, strict=True):
+                outer.update({k: v for k, v in loaded.items() if k != "params"})
+            self._share_groups()
         self.muon.load_state_dict(state_dict["muon"])
         self.param_groups[-1].update(state_dict["muon_group"])
+
+    def _share_groups(self) -> None:
+        """The SGD half steps our group dicts, not copies (torch's load_state_dict replaces
+        them; a schedule writes into ours)."""
+        self.sgd.param_groups = self.param_groups[:-1]
 
 
 def _check_shared(weight: torch.Tensor, matrix: torch.Tensor) -> None:

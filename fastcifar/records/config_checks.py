@@ -76,9 +76,9 @@ def check_config(config: Any) -> None:
     )
     _require(
         config.optimizer != "muon" or not config.cycle_momentum,
-        f"{named('cycle_momentum')} cycles SGD's momentum, and Muon keeps its own "
-        f"({named('muon_momentum')}): use one of {setting('optimizer', 'muon', repr('muon'))} and "
-        f"{named('cycle_momentum')}",
+        f"{named('cycle_momentum')} cannot be combined with "
+        f"{setting('optimizer', 'muon', repr('muon'))}: Muon keeps its own momentum "
+        f"({named('muon_momentum')})",
     )
     _require(
         config.pad_mode in PAD_MODES,

@@ -44,7 +44,9 @@ class ConfigRecord:
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config)
+        # A setting added after the run was recorded had its plain default then, whatever its
+        # recipe sets now (airbench's padding became reflect): a resume trains as it began.
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **self.config})
 
     @property
     def custom_model(self) -> bool:
