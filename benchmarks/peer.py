@@ -218,6 +218,16 @@ def _means(results: list[Result]) -> list[str]:
     return lines
 
 
+def machine_facts(device: str) -> dict[str, str]:
+    """What results.json says of where it ran: the device (a CPU's model, threads and vector
+    unit), the versions and fastcifar's commit."""
+    from benchmarks.hardware import git_commit
+    from fastcifar.system.device import device_name
+
+    return {"device": device_name(torch.device(device)), "python": sys.version.split()[0],
+            "torch": torch.__version__, "peer": PEER, "commit": git_commit()}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peer",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
@@ -260,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         run = args.out / f"fastcifar-seed-{seed}"
         results.append(run_fastcifar(data, run, seed, args.device, args.recipe, **settings))
         print(table(results[-1:]), end="", flush=True)
-    machine = {"python": sys.version.split()[0], "torch": torch.__version__, "peer": PEER}
-    payload = {"machine": machine, "results": [asdict(r) for r in results]}
+    payload = {"machine": machine_facts(args.device), "results": [asdict(r) for r in results]}
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
     (args.out / "results.md").write_text(table(results))
     print(table(results), end="")

@@ -51,3 +51,9 @@ def test_fastcifars_side_can_be_its_muon_recipe(tmp_path):
     result = peer.run_fastcifar(data, tmp_path / "run", 0, recipe="airbench-muon", epochs=1,
                                 batch_size=500, amp=False)  # fmt: skip
     assert result.side == "fastcifar --recipe airbench-muon" and result.training_images == 2000
+
+
+def test_the_results_name_the_machine_and_the_versions():
+    facts = peer.machine_facts("cpu")
+    assert facts["device"].startswith("CPU ") and facts["peer"] == peer.PEER
+    assert facts["torch"] == torch.__version__ and facts["commit"]
