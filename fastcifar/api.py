@@ -231,16 +231,12 @@ def fit(
 def execute(request: Request) -> RunResult:
     """Run a Request (see fit): a new run or plan, a resumed one, or one continued after a
     torchrun restart; the process group is left whatever happens."""
+    from fastcifar.runs import serve
     from fastcifar.system.progress import quiet
 
     with quiet(request.options.quiet):
-        return _execute(request)
-
-
-def _execute(request: Request) -> RunResult:
-    from fastcifar.runs import serve
-
-    return _result(*serve.train(request))
+        summary, folder, model = serve.train(request)
+    return _result(summary, folder, model)
 
 
 def _result(summary: Summary, folder: Path, model: nn.Module | None) -> RunResult:

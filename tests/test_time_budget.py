@@ -5,6 +5,7 @@ that fits no One Cycle, or several runs, is one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,29 @@ def test_the_plan_quotes_the_recorded_runs_nearest_its_length():
     assert "at 12 epochs 92.45%" in between and "at 24 epochs 93.84%" in between
     assert recorded_accuracy("fast", 12).startswith("recorded at 12 epochs: 93.41% ± 0.02%")
     assert "at 10 epochs 92.84%" in recorded_accuracy("fast", 11)
+
+
+RESULTS = (
+    Path(__file__).parent.parent
+    / "benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07"
+)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "epochs", "aggregate"),
+    [
+        ("fast", 12, "fast-init-12ep-seeds-summary.json"),
+        ("airbench", 10, "airbench-reflect-10ep-5seeds-summary.json"),
+        ("airbench-muon", 8, "airbench-muon-8ep-3seeds-summary.json"),
+    ],
+)
+def test_the_quoted_seed_statistics_are_the_recorded_aggregates(recipe, epochs, aggregate):
+    group = json.loads((RESULTS / aggregate).read_text())["groups"][0]
+
+    def said(key: str) -> str:
+        return f"{100 * group[key]['mean']:.2f}% ± {100 * group[key]['std']:.2f}%"
+
+    quoted = recorded_accuracy(recipe, epochs)
+    expected = f"{said('accuracy')} (flip + translate TTA {said('accuracy_tta')})"
+    assert quoted.startswith(f"recorded at {epochs} epochs: {expected}")
+    assert f"{group['accuracy']['count']} seeds" in quoted

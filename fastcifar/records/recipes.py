@@ -163,6 +163,10 @@ RECORDED: dict[tuple[str, int], str] = {
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
     ("fast", 12): "93.41% ± 0.02% (flip + translate TTA 94.07% ± 0.11%), 2 seeds "
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
+    ("airbench", 10): "93.39% ± 0.14% (flip + translate TTA 94.03% ± 0.14%), 5 seeds "
+    "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
+    ("airbench-muon", 8): "93.26% ± 0.14% (flip + translate TTA 94.07% ± 0.07%), 3 seeds "
+    "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
 }
 
 

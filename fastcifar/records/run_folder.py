@@ -226,11 +226,13 @@ class RunFolder:
         self.write_json("config.json", record.to_dict())
 
     def write_summary(self, summary: Summary) -> None:
-        self.write_json("summary.json", summary.to_dict())
+        payload = summary.to_dict()
+        self.write_json("summary.json", payload)
 
     def write_json(self, name: str, payload: Any) -> None:
         if self.writes:
-            atomic_write(self.path / name, strict_json(payload))
+            text = strict_json(payload)
+            atomic_write(self.path / name, text)
 
     def save(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         """A binary file (torch.save, savefig ...) written through an in-memory buffer."""

@@ -12,9 +12,11 @@ from typing import Any
 
 from fastcifar.errors import ConfigError
 from fastcifar.outputs.report import Estimate, duration
+from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_checks import MAX_EPOCHS
 from fastcifar.records.recipes import recorded_accuracy
 from fastcifar.system.caller import named, setting
+from fastcifar.system.progress import say
 from fastcifar.training.trainer import Trainer, measure_step
 
 
@@ -46,6 +48,21 @@ class BudgetPlan:
             f"{duration(self.range_test_seconds)} LR range test, {duration(self.set_up_seconds)} "
             f"set-up){known}"
         )
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """A single run's `Setup.plan` under --time-budget: the config (and the trainer's) with the
+    epochs that fit `seconds`, the plan said and kept for summary.json."""
+
+    seconds: float
+
+    def __call__(self, trainer: Trainer, config: TrainConfig, started: float) -> TrainConfig:
+        plan = plan_budget(trainer, self.seconds, started)
+        trainer.config = replace(trainer.config, epochs=plan.epochs)
+        trainer.budget_plan = plan.to_dict()
+        say(plan.line(config.recipe))
+        return replace(config, epochs=plan.epochs)
 
 
 def plan_budget(trainer: Trainer, budget: float, started: float) -> BudgetPlan:

@@ -61,11 +61,8 @@ class Lifecycle:
                 self.folder.write_config(record)
             self.folder.write_summary(summary)
             signals = contextlib.nullcontext(stop) if stop is not None else StopSignals()
-            with (
-                signals as held,
-                self._recorded(summary),
-                held.on_force_stop(self._force_stopped(summary)),
-            ):
+            force_stopped = self._force_stopped(summary)
+            with signals as held, self._recorded(summary), held.on_force_stop(force_stopped):
                 yield held
         finally:
             self.folder.release()

@@ -38,30 +38,25 @@ def refuse_beside_resume(extra: list[str], how: str) -> None:
         raise ConfigError(f"{how} continues with the run's recorded config; drop {drop}")
 
 
-def resumed(request: Request) -> Request:
-    """The request of an explicit resume: the recorded run's config (refused in one line if it
-    cannot be continued) and, unless a mode is given, the parallel mode it was trained in."""
-    path = Path(request.options.resume)
-    config = check_resumable(path, request).train_config
-    options = request.options
-    if options.parallel == "auto":
-        recorded = read_summary(path).parallel
-        if recorded in ("runs", "data"):
-            options = replace(options, parallel=recorded)
-    return Request(config, options, request.data, request.model)
-
-
-def resume_target(request: Request) -> tuple[Path | None, Request]:
-    """The folder `request` continues, if any, and the request to continue it with: --resume's,
-    or the unfinished run in --out that a torchrun restart or --auto-resume continues."""
+def target(request: Request) -> tuple[Path | None, Request]:
+    """The folder `request` continues, if any, and the request to continue it with (refused in
+    one line if it cannot be): --resume's, with the parallel mode it was trained in unless one
+    is given; or the unfinished run in --out that a torchrun restart or --auto-resume
+    continues."""
     options = request.options
     if options.resume is not None:
-        return Path(options.resume), request
-    path = continuable(options.out or elastic_out(), request)
-    if path is None:
+        path = Path(options.resume)
+        config = check_resumable(path, request).train_config
+        if options.parallel == "auto":
+            recorded = read_summary(path).parallel
+            if recorded in ("runs", "data"):
+                options = replace(options, parallel=recorded)
+        return path, Request(config, options, request.data, request.model)
+    out = options.out or elastic_out()
+    record = continuable(out, request)
+    if record is None:
         return None, request
-    record = check_resumable(path, request)
-    return path, Request(record.train_config, options, request.data, request.model)
+    return Path(out), Request(record.train_config, options, request.data, request.model)
 
 
 def elastic_out() -> str | None:
@@ -78,16 +73,17 @@ def elastic_out() -> str | None:
     return str(Path("runs") / f"torchrun-{run_id}")
 
 
-def continuable(out: str | None, request: Request) -> Path | None:
-    """The unfinished run in `out` to continue instead of starting anew (after a torchrun
-    restart, or with --auto-resume), if its config is this one; a different config there is
-    one line."""
+def continuable(out: str | None, request: Request) -> ConfigRecord | None:
+    """The record of the unfinished run in `out` to continue instead of starting anew (after a
+    torchrun restart, or with --auto-resume), refused in one line if it cannot be continued or
+    was trained with another config."""
     if out is None or not (restarted() or request.options.auto_resume):
         return None
     path = Path(out)
     if run_status(path) in (None, Status.COMPLETE.value):
         return None
-    recorded = read_config(path).train_config
+    record = check_resumable(path, request)
+    recorded = record.train_config
     config = replace(request.config, data_dir=None)  # data of one's own: the setting says nothing
     if request.data is None:
         from fastcifar.data.source import recorded_data_dir
@@ -99,7 +95,7 @@ def continuable(out: str | None, request: Request) -> Path | None:
             f"{path} holds a run of another config ({', '.join(changed)} differ): it is not "
             "continued; choose another --out"
         )
-    return path
+    return record
 
 
 def check_resumable(path: Path, request: Request) -> ConfigRecord:

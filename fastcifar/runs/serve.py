@@ -13,7 +13,6 @@ from torch import nn
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.outputs.report import Estimate
-from fastcifar.records.config_record import RunKind, read_config
 from fastcifar.records.summary import Summary
 from fastcifar.runs import multi, resume, single
 from fastcifar.runs.request import Request
@@ -25,16 +24,12 @@ from fastcifar.training.trainer import warm_up
 def train(request: Request) -> tuple[Summary, Path, nn.Module | None]:
     """Train what `request` asks for: its summary, its folder and, for a single run, the
     trained model (a plan's runs are in their folders)."""
-    if request.options.resume is None:
-        request.check()
-    else:
-        request = resume.resumed(request)
+    target, request = resume.target(request)
+    request.check()
     config = request.config
     parallel = multi.runs_in_parallel(request.options, config, from_environment()[2])
     with started(config.device, config.batch_size, data_parallel=not parallel) as (device, dist):
-        target, request = resume.resume_target(request)
-        several = (read_config(target).kind == RunKind.MULTI) if target else config.runs > 1
-        if not several:
+        if config.runs == 1:  # a continued run's config is its record's: a plan's has several
             if target is None:
                 summary, trainer, folder = single.train_one(request, device, dist)
             else:

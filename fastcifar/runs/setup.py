@@ -38,6 +38,8 @@ class Setup:
         default=lambda trainer, config: running_summary(trainer)
     )
     check: Callable[[Trainer], None] | None = None  # refuse before the folder is marked running
+    # the config the run trains, chosen once the trainer is built (--time-budget: runs/budget.py)
+    plan: Callable[[Trainer, TrainConfig, float], TrainConfig] | None = None
 
 
 @dataclass
@@ -60,30 +62,18 @@ def open_run(
 ) -> Iterator[OpenRun]:
     """The run of `request` set up in `life`'s folder (see the module docstring); the folder
     is marked running for as long as the context lasts and its outcome recorded at the end.
-    With --time-budget, the epochs are planned (runs/budget.py) before the config is recorded."""
+    `setup.plan` (--time-budget's epochs) chooses the config before it is recorded."""
     started = time.perf_counter()
     trainer, config = built(request, device, dist, setup)
     if setup.check is not None:
         setup.check(trainer)
-    if request.options.time_budget is not None:
-        config = planned(trainer, config, request.options.time_budget, started)
+    if setup.plan is not None:
+        config = setup.plan(trainer, config, started)
     record = ConfigRecord(setup.kind, config.to_dict(), trainer.data.describe(), trainer.model_name)
     timings = Timings()
     with life.running(record if setup.record else None, setup.running(trainer, config)) as stop:
         timings.warm_up_seconds = warm_up(trainer)
         yield OpenRun(trainer, config, stop, timings)
-
-
-def planned(trainer: Trainer, config: TrainConfig, budget: float, started: float) -> TrainConfig:
-    """The config (and the trainer's) with the epochs that fit `budget`; the plan said and kept
-    for summary.json."""
-    from fastcifar.runs.budget import plan_budget
-
-    plan = plan_budget(trainer, budget, started)
-    trainer.config = replace(trainer.config, epochs=plan.epochs)
-    trainer.budget_plan = plan.to_dict()
-    say(plan.line(config.recipe))
-    return replace(config, epochs=plan.epochs)
 
 
 def built(

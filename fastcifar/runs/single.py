@@ -19,6 +19,7 @@ from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import RunKind, Status, read_config
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary, range_test_complete
+from fastcifar.runs.budget import TimeBudget
 from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
 from fastcifar.runs.resume import (
@@ -69,7 +70,8 @@ def train_one(
     """A new single run. Returns its summary, trainer and folder."""
     options = request.options
     life = Lifecycle.claim(options.out or elastic_out(), options.overwrite, dist)
-    return _trained(request, device, dist, life, Setup())
+    budget = TimeBudget(options.time_budget) if options.time_budget is not None else None
+    return _trained(request, device, dist, life, Setup(plan=budget))
 
 
 def resume_one(

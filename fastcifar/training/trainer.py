@@ -289,8 +289,8 @@ def warm_up(trainer: Trainer, steps: int = WARM_UP_STEPS) -> float:
         next(batches, None)
         del batches  # ends the epoch
         return time.perf_counter() - start
+    context = trainer.step_context()
     with state_restored(trainer.model, trainer.optimizer):
-        context = trainer.step_context()
         trainer.train_forward.train()
         batches = iter(trainer.train_loader)
         for _ in range(min(steps, len(trainer.train_loader))):
