@@ -51,6 +51,11 @@ def test_a_huge_lrmax_is_diverged_not_complete(tmp_path, capsys):
     assert run(["--resume", str(out)]) == 2
     line = one_line(capsys)
     assert "diverged" in line and "train again with a lower LRMAX than 1e+06 (--lr-max)" in line
+    # Doing so in that --out with --auto-resume asks for a new run there: another config.
+    assert run([*ARGS, "--lr-max", "0.05", "--out", str(out), "--auto-resume"]) == 2
+    line = one_line(capsys)
+    assert "holds a run of another config (lr_max differ)" in line
+    assert "choose another --out" in line
 
 
 def nan_after(monkeypatch, steps: int) -> None:

@@ -42,6 +42,25 @@ def test_the_command_trains_the_epochs_that_fit_and_records_the_plan(tmp_path, s
     assert "time budget 5.0 min" in out_text.strip().splitlines()[-1]
 
 
+def test_a_stopped_budget_run_continues_its_plan(tmp_path, steady_step, capsys):
+    """--auto-resume with the same budget (as a torchrun restart repeats the command)
+    continues the planned epochs, and --resume too; the summary keeps the plan."""
+    out = tmp_path / "run"
+    argv = [*SLICE, "--time-budget", "12", "--out", str(out)]
+    assert exit_code([*argv, "--max-steps", "2"], DATA) == 0
+    planned = json.loads((out / "summary.json").read_text())["time_budget"]
+    other = [*SLICE, "--time-budget", "13", "--out", str(out), "--auto-resume"]
+    assert exit_code(other, DATA) == 2  # another budget: another run, refused there
+    assert "holds a run of another config (epochs differ)" in capsys.readouterr().err
+    assert exit_code([*argv, "--auto-resume", "--max-steps", "4"], DATA) == 0
+    assert f"resuming {out} at step" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["time_budget"] == planned
+    assert exit_code(["--resume", str(out)], DATA) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["time_budget"] == planned
+    assert summary["epochs_completed"] == planned["epochs"]
+
+
 def test_python_takes_seconds_and_plans_the_same(tmp_path, steady_step):
     result = fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32,
                            lr_max=0.05, plots=False, device="cpu", time_budget=12,

@@ -65,6 +65,18 @@ class TimeBudget:
         return replace(config, epochs=plan.epochs)
 
 
+@dataclass(frozen=True)
+class KeptPlan:
+    """A continued --time-budget run's `Setup.plan`: the plan it started with, kept for its
+    summary (its recorded config holds the planned epochs already)."""
+
+    plan: dict[str, Any]
+
+    def __call__(self, trainer: Trainer, config: TrainConfig, started: float) -> TrainConfig:
+        trainer.budget_plan = self.plan
+        return config
+
+
 def plan_budget(trainer: Trainer, budget: float, started: float) -> BudgetPlan:
     """The most epochs whose estimate, after the set-up since `started` (time.perf_counter),
     fits `budget` seconds; ConfigError when not even a One Cycle of 3 steps does."""

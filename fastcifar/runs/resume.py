@@ -15,7 +15,7 @@ from fastcifar.engine.model import model_factory, weights_mismatch
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from fastcifar.records.checkpoint import Checkpoint, TrainedHow, check_fits, check_source
-from fastcifar.records.config import RunOptions
+from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.provenance import training_source
 from fastcifar.records.run_folder import CHECKPOINT, resume_command, run_status
@@ -82,20 +82,29 @@ def continuable(out: str | None, request: Request) -> ConfigRecord | None:
     path = Path(out)
     if run_status(path) in (None, Status.COMPLETE.value):
         return None
-    record = check_resumable(path, request)
-    recorded = record.train_config
+    _check_same_request(path, read_config(path).train_config, request)
+    return check_resumable(path, request)  # a run of this config: may it be continued?
+
+
+def _check_same_request(path: Path, recorded: TrainConfig, request: Request) -> None:
+    """One line when the run in `path` was trained with another config than `request` asks
+    for: the request is a new run then, and needs another --out. The epochs a --time-budget
+    planned stand for the same budget."""
     config = replace(request.config, data_dir=None)  # data of one's own: the setting says nothing
     if request.data is None:
         from fastcifar.data.source import recorded_data_dir
 
         config = replace(config, data_dir=recorded_data_dir(request.config.data_dir))
+    budget = request.options.time_budget
+    planned = read_summary(path).time_budget if budget is not None else None
+    if planned and planned.get("budget_seconds") == budget:
+        config = replace(config, epochs=recorded.epochs)
     if recorded.to_dict() != config.to_dict():
         changed = sorted(k for k, v in config.to_dict().items() if recorded.to_dict().get(k) != v)
         raise RunFolderError(
             f"{path} holds a run of another config ({', '.join(changed)} differ): it is not "
             "continued; choose another --out"
         )
-    return record
 
 
 def check_resumable(path: Path, request: Request) -> ConfigRecord:

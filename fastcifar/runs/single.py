@@ -18,8 +18,8 @@ from fastcifar.records.checkpoint import Checkpoint
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import RunKind, Status, read_config
 from fastcifar.records.run_folder import RunFolder, resume_hint
-from fastcifar.records.summary import Summary, range_test_complete
-from fastcifar.runs.budget import TimeBudget
+from fastcifar.records.summary import Summary, range_test_complete, read_summary
+from fastcifar.runs.budget import KeptPlan, TimeBudget
 from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
 from fastcifar.runs.resume import (
@@ -80,7 +80,9 @@ def resume_one(
     """Continue the single run in `path` (checked by resume.check_resumable) with its recorded
     config, from its checkpoint (or, when it has none yet, from the start)."""
     life, checkpoint, request = _reopened(path, request, dist)
-    setup = Setup(record=False, check=_continuable(checkpoint, life.folder))
+    plan = read_summary(path).time_budget
+    setup = Setup(record=False, check=_continuable(checkpoint, life.folder),
+                  plan=KeptPlan(plan) if plan else None)  # fmt: skip
     return _trained(request, device, dist, life, setup, checkpoint)
 
 
