@@ -25,15 +25,21 @@ Both are evaluated with flip + translate TTA, each by its own code.
 
 fastcifar's side is `fastcifar.fit(recipe="airbench", seed=K)` on the same data (`--recipe
 airbench-muon`: the Muon recipe, whose published script the package does not hold).
+
+`--step-pairs N` times the training step alone instead (`step_pairs`): N steps of each side,
+alternately on the same batches, so that what the machine does meanwhile weighs on both alike;
+a run-long comparison is at the mercy of a VM whose epochs vary by several percent.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -172,6 +178,75 @@ def run_fastcifar(
                   str(summary.precision))  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StepPairs:
+    """Both sides' training step, timed alternately on the same batches: seconds a step."""
+
+    peer: list[float]
+    fastcifar: list[float]
+    batch: int
+    precision: str
+
+    @staticmethod
+    def median(times: list[float]) -> float:
+        return statistics.median(times)
+
+    def line(self) -> str:
+        peer, ours = self.median(self.peer), self.median(self.fastcifar)
+        return (
+            f"one training step of {self.batch} images, {self.precision}, {len(self.peer)} pairs: "
+            f"airbench94 {peer:.3f} s, fastcifar {ours:.3f} s (median): "
+            f"fastcifar {ours / peer:.3f}x"
+        )
+
+
+def step_pairs(data: Any, pairs: int, batch_size: int = PEER_BATCH) -> StepPairs:
+    """The step alone, apart from either side's loop: the peer's network (its `make_net94`,
+    patched as in `run_peer`, fp32) under the SGD step its `train94` takes (label-smoothed summed
+    loss, Nesterov momentum, its two parameter groups), and fastcifar's `--recipe airbench` step
+    (fp32, eager), alternately on the same batches of fastcifar's loader. Neither side's
+    schedule, lookahead or loader is timed; two steps of each first, untimed."""
+    from airbench import lib_airbench94
+
+    import fastcifar.api as api
+    from fastcifar.engine.step import training_step
+    from fastcifar.runs.setup import Setup, built
+    from fastcifar.system.distributed import Distributed
+
+    request = api.make_request(recipe="airbench", data=data, amp=False, device="cpu",
+                               batch_size=batch_size, quiet=True)  # fmt: skip
+    trainer, _ = built(request, torch.device("cpu"), Distributed(), Setup())
+    batches = list(itertools.islice(iter(trainer.train_loader), 2))
+    context = trainer.step_context()
+    trainer.train_forward.train()
+    with peer_on_cpu("fp32"):
+        network = lib_airbench94.make_net94()
+    norms = [p for k, p in network.named_parameters() if "norm" in k and p.requires_grad]
+    others = [p for k, p in network.named_parameters() if "norm" not in k and p.requires_grad]
+    optimizer = torch.optim.SGD([{"params": norms, "lr": 0.01}, {"params": others, "lr": 0.001}],
+                                momentum=0.85, nesterov=True, weight_decay=5e-4)  # fmt: skip
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2, reduction="none")
+
+    def peer_step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        loss = loss_fn(network(images), labels).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def our_step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        training_step(context, images, labels)
+
+    times: dict[str, list[float]] = {"peer": [], "fastcifar": []}
+    for index in range(2 + pairs):
+        images, labels = batches[index % len(batches)]
+        for side, step in (("peer", peer_step), ("fastcifar", our_step)):
+            started = time.perf_counter()
+            step(images, labels)
+            if index >= 2:
+                times[side].append(time.perf_counter() - started)
+    return StepPairs(times["peer"], times["fastcifar"], batches[0][0].shape[0], "fp32")
+
+
 def step_gflop_of(network: str, images: int) -> float:
     from fastcifar.engine.model import network_class, step_gflop
 
@@ -200,8 +275,6 @@ def table(results: list[Result]) -> str:
 
 
 def _means(results: list[Result]) -> list[str]:
-    import statistics
-
     lines = []
     for side in dict.fromkeys(r.side for r in results):
         mine = [r for r in results if r.side == side]
@@ -253,12 +326,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: both sides on the GPU, the peer as published")  # fmt: skip
+    parser.add_argument("--step-pairs", type=int, metavar="N",
+                        help="instead: time N training steps of each side alternately on the "
+                        "same batches (CPU, fp32) into OUT/step_pairs.json")  # fmt: skip
     args = parser.parse_args(argv)
     from fastcifar.data.catalogue import load_dataset
 
     data = load_dataset("cifar10", args.data_dir).subsets(args.train_subset, args.test_subset)
     precision = args.peer_precision
     args.out.mkdir(parents=True, exist_ok=False)
+    if args.step_pairs:
+        pairs = step_pairs(data, args.step_pairs)
+        payload = {"machine": machine_facts("cpu"), "step_pairs": asdict(pairs)}
+        (args.out / "step_pairs.json").write_text(json.dumps(payload, indent=1) + "\n")
+        print(pairs.line())
+        return
     write_peer_data(data, args.out / "peer")
     settings: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
     if args.device == "cpu" and not args.fastcifar_amp:

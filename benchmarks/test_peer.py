@@ -57,3 +57,11 @@ def test_the_results_name_the_machine_and_the_versions():
     facts = peer.machine_facts("cpu")
     assert facts["device"].startswith("CPU ") and facts["peer"] == peer.PEER
     assert facts["torch"] == torch.__version__ and facts["commit"]
+
+
+def test_the_steps_alone_are_timed_in_pairs_on_the_same_batches(tmp_path):
+    data = synthetic_cifar(256, 64)
+    pairs = peer.step_pairs(data, pairs=2, batch_size=64)
+    assert len(pairs.peer) == len(pairs.fastcifar) == 2 and pairs.batch == 64
+    assert all(seconds > 0 for seconds in pairs.peer + pairs.fastcifar)
+    assert pairs.line().startswith("one training step of 64 images, fp32, 2 pairs: airbench94 ")
