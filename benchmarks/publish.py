@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,36 @@ def time_to_94_section(folder: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+PEER = """\
+## The peer, side by side: airbench94 and fastcifar on one machine
+
+Each run of `python -m benchmarks.peer` (the public record's own code beside fastcifar's
+`--recipe airbench`, in one invocation; `README.md` in each folder says how it was run):
+"""
+
+
+def peer_section(folder: Path) -> str:
+    """The peer benchmark's runs recorded under `folder` (*-peer-*/results.md, with the
+    machine of results.json and the paired steps of step_pairs.json where present)."""
+    recorded = sorted(folder.glob("*-peer-*/results.md"))
+    if not recorded:
+        return ""
+    parts = [PEER]
+    for table in recorded:
+        machine = json.loads((table.parent / "results.json").read_text())["machine"]
+        facts = ", ".join(f"{key} {value}" for key, value in machine.items())
+        parts += [f"### {table.parent.name}", "", facts, "", table.read_text()]
+        pairs = table.parent / "step_pairs.json"
+        if pairs.is_file():
+            step = json.loads(pairs.read_text())["step_pairs"]
+            medians = {side: statistics.median(step[side]) for side in ("peer", "fastcifar")}
+            parts += [f"The training steps alone (`--step-pairs {len(step['peer'])}`, "
+                      f"{step['batch']} images, {step['precision']}): airbench94 "
+                      f"{medians['peer']:.3f} s, fastcifar {medians['fastcifar']:.3f} s "
+                      "(medians).", ""]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
 def first_conv_section(folder: Path) -> str:
     """The first-conv measurements under `folder` (first-conv-*.md), or what is missing."""
     measured = sorted(folder.glob("first-conv-*.md"))
@@ -170,6 +201,7 @@ def render(folder: Path) -> str:
     if len(parts) == 1:
         parts.append("No measurements yet: run `pytest benchmarks --benchmark`.\n")
     parts.append(time_to_94_section(folder))
+    parts.append(peer_section(folder))
     parts.append(recipe_section(folder))
     return "\n".join(parts)
 

@@ -135,6 +135,26 @@ def test_benchmarks_md_shows_the_recorded_recipe_runs_or_says_there_are_none(run
     text = publish.render(results)
     assert "## Time to 94%: shorter runs and the `fast` recipe" in text
     assert "### cpu-time-to-94-test-cpu-2026-12-07" in text and "| found | 2 |" in text
+    assert "The peer, side by side" not in text  # none recorded yet
+    peer = results / "cpu-peer-test-cpu-2026-12-07"
+    peer.mkdir()
+    (peer / "results.md").write_text("| side | seed |\n|---|---:|\n| airbench94 (peer) | 0 |\n")
+    (peer / "results.json").write_text(json.dumps({"machine": {"torch": "2.14.1"}}))
+    (peer / "step_pairs.json").write_text(
+        json.dumps(
+            {
+                "step_pairs": {
+                    "peer": [2.0, 2.5, 3.0],
+                    "fastcifar": [2.1, 2.6, 9.0],
+                    "batch": 1024,
+                    "precision": "fp32",
+                }
+            }
+        )
+    )
+    text = publish.render(results)
+    assert "### cpu-peer-test-cpu-2026-12-07" in text and "| airbench94 (peer) | 0 |" in text
+    assert "torch 2.14.1" in text and "airbench94 2.500 s, fastcifar 2.600 s (medians)" in text
 
 
 RECORDS = Path(__file__).parent / "results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07"
