@@ -5,11 +5,16 @@ own timing is disabled), so CI keeps the suite working: 1.5 min on the 2-core AV
 prepared GPU command's CPU dry run included. `pytest benchmarks
 --benchmark` measures for real, prints the table and writes
 `benchmarks/results/<device>-<date>.json` and `.md`.
+
+Smoke mode runs on pytest-xdist workers too (`make test` gives it two): each worker sends its
+rows to the controller, which prints the one table. Measuring mode refuses workers: two
+processes timing at once on the same cores measure each other.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shlex
 from collections.abc import Iterator
@@ -22,13 +27,17 @@ import torch
 
 from benchmarks.hardware import describe_hardware, git_commit, hardware_name, load_average
 from benchmarks.reference_pipeline import reference_workers
-from benchmarks.report import render_markdown, save_report
+from benchmarks.report import merge_reports, render_markdown, save_report
 from benchmarks.runner import BenchEnv, synthetic_split
 from benchmarks.settings import BenchSizes, choose_sizes, config_matrix
 from fastcifar.system.device import Precision, cpu_bf16_support, cpu_capability, pick_device
+from tests.workers import one_thread_per_worker
+
+one_thread_per_worker()
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPORT = pytest.StashKey[dict[str, Any]]()
+WORKER_REPORT = "fastcifar_report"  # the key of a worker's rows in xdist's workeroutput
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +67,27 @@ def pytest_configure(config: pytest.Config) -> None:
     # Runs before pytest-benchmark reads its options: smoke mode needs one plain call per test.
     if not config.getoption("fastcifar_benchmark"):
         config.option.benchmark_disable = True
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and (config.getoption("fastcifar_benchmark") or config.getoption("bench_results")):
+        raise pytest.UsageError(
+            f"--benchmark and --bench-results measure in one process: drop -n {workers} "
+            "(workers timing side by side on the same cores measure each other)"
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker: its rows, for the controller's table."""
+    report = session.config.stash.get(REPORT, None)
+    if report is not None and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput[WORKER_REPORT] = json.dumps(report)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist never calls it
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    sent = getattr(node, "workeroutput", {}).get(WORKER_REPORT)
+    if sent is not None:
+        config = node.config
+        config.stash[REPORT] = merge_reports(config.stash.get(REPORT, None), json.loads(sent))
 
 
 def session_device(config: pytest.Config) -> torch.device:

@@ -217,6 +217,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def merge_reports(into: dict[str, Any] | None, other: dict[str, Any]) -> dict[str, Any]:
+    """One report of two processes' (pytest-xdist workers of one smoke session): `into`'s
+    metadata and sizes, both reports' rows."""
+    if into is None:
+        return other
+    merged = {**into, "epochs": into["epochs"] + other["epochs"]}
+    merged["loaders"] = into["loaders"] + other["loaders"]
+    return merged
+
+
 def save_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write `<device-slug>-<date>.json` and `.md` into `folder`; a same-day rerun replaces them."""
     folder.mkdir(parents=True, exist_ok=True)

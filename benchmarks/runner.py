@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.settings import OPTIONAL_LOADERS, REFERENCE, BenchConfig, BenchSizes
+from benchmarks.settings import (
+    FULL_EPOCH_IMAGES,
+    OPTIONAL_LOADERS,
+    RECIPE_EPOCHS,
+    REFERENCE,
+    BenchConfig,
+    BenchSizes,
+)
 from fastcifar.data.dataset import CifarSplit, Dataset
 from fastcifar.data.loaders import LoaderOptions, make_loader
+from fastcifar.data.loaders.torch_loader import compile_pays
 from fastcifar.data.spec import CIFAR10
 from fastcifar.engine.compilation import CompileCounts, compile_counts
 from fastcifar.engine.schedule import given_bounds
@@ -99,6 +107,12 @@ def _batches(
     if config.loader == REFERENCE:
         return build_batches(config, split, sizes.batch_size, device, Path())
     loader = trainer.train_loader
+    if config.loader == "torch":
+        # The epoch stands for one of the recipe's, whose whole run decides whether the
+        # augmentation compiles (compile_pays); this row's few epochs alone would not.
+        images = RECIPE_EPOCHS * FULL_EPOCH_IMAGES
+        compiled = compile_pays(device, images, model_compiled=trainer.compiled)
+        loader = make_loader("torch", split, replace(loader.options, compile_augmentation=compiled))
     return loader if config.channels_last else ContiguousBatches(loader)
 
 

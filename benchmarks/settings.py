@@ -14,6 +14,7 @@ OPTIONAL_LOADERS = ("ffcv", "dali")
 FULL_BATCH_SIZE = 512
 FULL_STEPS_PER_EPOCH = 97
 FULL_EPOCH_IMAGES = FULL_STEPS_PER_EPOCH * FULL_BATCH_SIZE
+RECIPE_EPOCHS = 24  # the run a timed epoch stands for
 
 
 @dataclass(frozen=True)

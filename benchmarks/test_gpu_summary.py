@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks import gpu_run, gpu_summary, publish
 from fastcifar.outputs.statistics import aggregate
-from tests.conftest import real_cifar_dir
+from tests.cifar_files import real_cifar_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -239,8 +239,8 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
         "--test-subset 32 --range-test-steps 4",
-        "PEER_ARGS": "--device cpu --train-subset 2048 --test-subset 200 --peer-epochs 1 "
-        "--epochs 2",
+        "PEER_ARGS": "--device cpu --train-subset 1024 --test-subset 200 --peer-epochs 1 "
+        "--epochs 3",
     }
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out)],

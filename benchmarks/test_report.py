@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from benchmarks import hardware, report
 from benchmarks.settings import REFERENCE_CONFIG, BenchConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def result(config: BenchConfig, seconds: list[float], images: int = 1024, precision="fp32"):
@@ -62,3 +69,30 @@ def test_peak_lookup_matches_whole_model_names_only(name: str, bf16_peak: float 
 
 def test_result_files_are_named_by_device_slug() -> None:
     assert hardware.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_a_smoke_run_on_xdist_workers_prints_one_table_of_every_workers_rows() -> None:
+    from benchmarks import conftest
+
+    rows = {"torch": result(REFERENCE_CONFIG, [1.0]), "dali": result(REFERENCE_CONFIG, [2.0])}
+    sent = []
+    for name, row in rows.items():
+        worker = SimpleNamespace(stash=pytest.Stash(), workeroutput={})
+        worker.stash[conftest.REPORT] = {"meta": {"from": name}, "epochs": [row], "loaders": []}
+        conftest.pytest_sessionfinish(SimpleNamespace(config=worker))
+        sent.append(worker.workeroutput)
+    controller = SimpleNamespace(stash=pytest.Stash())
+    for output in sent:
+        conftest.pytest_testnodedown(SimpleNamespace(workeroutput=output, config=controller), None)
+    merged = controller.stash[conftest.REPORT]
+    assert merged["meta"] == {"from": "torch"} and merged["epochs"] == list(rows.values())
+    conftest.pytest_testnodedown(SimpleNamespace(workeroutput={}, config=controller), None)
+    assert controller.stash[conftest.REPORT] == merged  # a worker that ran no benchmark
+
+
+def test_measuring_on_xdist_workers_is_refused_in_one_line() -> None:
+    command = [sys.executable, "-m", "pytest", "benchmarks/test_report.py", "-n", "2",
+               "--benchmark", "-p", "no:cacheprovider"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "--benchmark and --bench-results measure in one process: drop -n 2" in done.stderr

@@ -18,6 +18,9 @@ def test_training_epoch(
             bench_config, bench_env.train_split, sizes, bench_env.device, bench_env.scratch
         )
         runner.warm_up(sizes.warmup_epochs)
+    if bench_config.loader == "torch":  # as in the 24 epochs the row stands for
+        loader = getattr(runner.batches, "batches", runner.batches)  # under ContiguousBatches
+        assert loader.options.compile_augmentation, "the recipe's run compiles its augmentation"
     benchmark.group = "training epoch"
     benchmark.pedantic(runner.run_epoch, rounds=sizes.timed_epochs, iterations=1)
     bench_report["epochs"].append(runner.result.to_dict())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,14 @@ CLASS_NAMES = (
     "ship",
     "truck",
 )
+
+
+def real_cifar_dir() -> Path | None:
+    """$FASTCIFAR_DATA, when it holds the real CIFAR-10 (cifar-10-batches-bin/)."""
+    folder = os.environ.get("FASTCIFAR_DATA")
+    if folder and (Path(folder) / "cifar-10-batches-bin").is_dir():
+        return Path(folder)
+    return None
 
 
 def random_split(count: int, seed: int) -> CifarSplit:

@@ -12,20 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+from tests.cifar_files import real_cifar_dir
+from tests.workers import TEST_THREADS, one_thread_per_worker
+
+one_thread_per_worker()
+torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def own_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """fastcifar's cache (betons, downloads) in a folder of the test session, never ~/.cache."""
     os.environ["FASTCIFAR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-
-
-def real_cifar_dir() -> Path | None:
-    folder = os.environ.get("FASTCIFAR_DATA")
-    if folder and (Path(folder) / "cifar-10-batches-bin").is_dir():
-        return Path(folder)
-    return None
 
 
 @pytest.fixture

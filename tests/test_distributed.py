@@ -28,10 +28,10 @@ from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.loader_helpers import build_loader, random_split
 from tests.runs import TWO_EPOCHS, exit_code
+from tests.workers import TEST_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "ddp_worker.py")
-CONFTEST_THREADS = max(1, min(2, os.cpu_count() or 1))  # what tests/conftest.py sets, workers too
 # 3 global batches of 16 (8 per rank) per epoch; 33 test images: the second rank's shard is padded.
 FLAGS = ["--device", "cpu", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
          "--test-subset", "33", "--lr-max", "0.05", "--no-plots"]  # fmt: skip
@@ -226,7 +226,7 @@ def test_ranks_training_seeds_in_parallel_aggregate_like_one_process(tmp_path):
     finish(torchrun(["--standalone", "--nproc_per_node=2"], tmp_path, "log.txt", flags),
            tmp_path / "log.txt")  # fmt: skip
     threads = torch.get_num_threads()  # an FFCV test before may have changed it
-    torch.set_num_threads(CONFTEST_THREADS)
+    torch.set_num_threads(TEST_THREADS)
     try:
         data = [] if real_cifar_dir() is None else ["--data-dir", str(real_cifar_dir())]
         train_main([*flags, *data, "--out", str(tmp_path / "alone")],

@@ -36,3 +36,23 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
         fallen_back = epoch(True)
     for got, expected in zip(fallen_back, epoch(False), strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_run_compiles_the_augmentation_where_it_pays():
+    """On the CPU a slice augments eagerly and a recipe-sized run compiles (the numbers are in
+    torch_loader); a compiled model always brings it along, and so does a GPU."""
+    from fastcifar.records.config import TrainConfig
+    from fastcifar.system.distributed import Distributed
+    from fastcifar.training.trainer import _train_loader
+    from tests.cifar_files import synthetic_cifar
+
+    data, cpu = synthetic_cifar(64, 8), torch.device("cpu")
+
+    def augment(**settings):
+        return _train_loader(TrainConfig(**settings), data, cpu, Distributed())._augment
+
+    assert augment(epochs=24) is torch_loader.augment_batch  # 1,536 images
+    assert augment(epochs=7813) is torch_loader._compiled_augment_batch  # 500,032
+    assert augment(epochs=24, compile=True) is torch_loader._compiled_augment_batch
+    assert torch_loader.compile_pays(torch.device("cuda"), 64, model_compiled=False)
+    assert not torch_loader.compile_pays(cpu, torch_loader.COMPILE_PAYS_FROM - 1, False)

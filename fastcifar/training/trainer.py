@@ -21,6 +21,7 @@ from torch import nn
 from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.dataset import Dataset
 from fastcifar.data.loaders import BatchLoader, LoaderOptions, make_loader
+from fastcifar.data.loaders.torch_loader import compile_pays
 from fastcifar.data.source import beton_cache_folder
 from fastcifar.data.spec import SPECS
 from fastcifar.engine.compilation import compile_counts, compile_model
@@ -229,9 +230,12 @@ def _maybe_compile(module: nn.Module, mode: str | None) -> nn.Module:
 def _train_loader(
     config: TrainConfig, data: Dataset, device: torch.device, dist: Distributed
 ) -> BatchLoader:
+    images = config.epochs * len(data.train) // dist.world_size  # this rank's, the whole run
+    model_compiled = compile_mode_for(config.compile, config.compile_mode, device, dist) is not None
     options = LoaderOptions(
         batch_size=config.batch_size // dist.world_size,
         device=device,
+        compile_augmentation=compile_pays(device, images, model_compiled),
         augment=True,
         shuffle=True,
         drop_last=True,

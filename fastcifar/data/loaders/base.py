@@ -51,7 +51,8 @@ class LoaderOptions:
     world_size: int = 1
     spec: AugmentationSpec = field(default=SPEC)
     normalisation: Normalisation = CIFAR10  # the data set's statistics; fills become 0.0
-    # torch loader: torch.compile the per-batch augmentation (falls back to eager on failure).
+    # torch loader: torch.compile the per-batch augmentation (falls back to eager on failure);
+    # a training run sets it by torch_loader.compile_pays.
     compile_augmentation: bool = True
     # FFCV reads .beton files; where to find (or write) the one for this split.
     beton_path: Path | None = None
