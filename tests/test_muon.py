@@ -10,10 +10,13 @@ import signal
 import pytest
 import torch
 from torch import nn
+from torch.optim import _muon
 
+from fastcifar.engine import muon, schedule
 from fastcifar.engine import step as engine
 from fastcifar.engine.airbench_net import AirbenchNet
 from fastcifar.engine.model import step_gflop
+from fastcifar.engine.muon import orthogonalise_fp32
 from fastcifar.engine.schedule import MuonSettings, make_optimizer, one_cycle_schedule
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import TrainConfig
@@ -53,7 +56,13 @@ def muon_optimizer(net: nn.Module) -> torch.optim.Optimizer:
     return make_optimizer(net, lr=LR, momentum=MOMENTUM, weight_decay=DECAY, muon=MUON)
 
 
-def test_filters_step_by_muon_on_their_rescaled_matrix_and_the_rest_by_sgd():
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """torch's own bf16 Newton-Schulz iteration, whatever this CPU runs natively."""
+    monkeypatch.setattr(schedule, "cpu_bf16_support", lambda: (True, "as on an AMX CPU"))
+
+
+def test_filters_step_by_muon_on_their_rescaled_matrix_and_the_rest_by_sgd(native_bf16):
     net, reference = small_net(), small_net()
     optimizer = muon_optimizer(net)
     conv = reference[0]
@@ -77,6 +86,35 @@ def test_filters_step_by_muon_on_their_rescaled_matrix_and_the_rest_by_sgd():
     for mine, expected in zip(net.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(mine, expected)
     assert not torch.equal(net[0].weight, small_net()[0].weight)  # it did move
+
+
+def test_the_fp32_newton_schulz_iteration_is_torchs_without_its_bf16_rounding():
+    coefficients = (_muon.DEFAULT_A, _muon.DEFAULT_B, _muon.DEFAULT_C)
+    grad = torch.randn(24, 72, generator=torch.Generator().manual_seed(3))
+    for matrix in (grad, grad.T):  # wide, and tall (iterated on its transpose)
+        ours = orthogonalise_fp32(matrix, coefficients, 3, 1e-7)
+        torchs = _muon._zeropower_via_newtonschulz(matrix, coefficients, 3, 1e-7)
+        assert ours.dtype == torch.float32 and torchs.dtype == torch.bfloat16
+        torch.testing.assert_close(ours, torchs.float(), atol=2e-2, rtol=0)
+        assert not torch.equal(ours, torchs.float())
+
+
+def test_a_cpu_without_native_bf16_iterates_in_fp32_and_torch_is_left_as_it_was(monkeypatch):
+    taken, torchs = [], _muon._zeropower_via_newtonschulz
+
+    def counted(*args):
+        taken.append(args[0].shape)
+        return orthogonalise_fp32(*args)
+
+    monkeypatch.setattr(muon, "orthogonalise_fp32", counted)
+    for native in (True, False):
+        monkeypatch.setattr(schedule, "cpu_bf16_support", lambda native=native: (native, "test"))
+        net, taken[:] = small_net(), []
+        optimizer = muon_optimizer(net)
+        assert optimizer.newton_schulz_fp32 is not native
+        train(net, optimizer, batches(2))
+        assert taken == ([] if native else [torch.Size([8, 27])] * 2)
+        assert _muon._zeropower_via_newtonschulz is torchs
 
 
 def test_a_channels_last_filter_steps_its_own_memory_alike():

@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from fastcifar.engine.initialisation import image_convolution
 from fastcifar.engine.muon import SgdMuon, is_filter
 from fastcifar.errors import ConfigError
+from fastcifar.system.device import cpu_bf16_support
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum (the fused CUDA kernel updates all parameters in one launch);
     with `muon`, the convolution filters step by Muon instead (engine/muon.py)."""
-    fused = next(model.parameters()).is_cuda or None
+    cuda = next(model.parameters()).is_cuda
+    fused = cuda or None
     param_groups = groups.groups(model, weight_decay)
     for group in param_groups:
         group["lr"] = lr * group["lr_scale"]
@@ -217,7 +219,8 @@ def make_optimizer(
                 for group in param_groups]  # fmt: skip
         return SgdMuon([group for group in rest if group["params"]], filters, lr=lr,
                        momentum=momentum, nesterov=nesterov, muon_lr_scale=muon.lr_scale,
-                       muon_momentum=muon.momentum, fused=fused)  # fmt: skip
+                       muon_momentum=muon.momentum, fused=fused,
+                       newton_schulz_fp32=not cuda and not cpu_bf16_support()[0])  # fmt: skip
     return torch.optim.SGD(
         param_groups,
         lr=lr,
