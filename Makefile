@@ -63,7 +63,7 @@ lint: $(VENV)/.all-installed
 
 # Both suites run on TEST_WORKERS pytest-xdist processes of one thread each (tests/workers.py),
 # a file to a worker (module fixtures are built once): on CI's 2 cores this keeps the second
-# core busy through imports and process starts (tests 488 -> 382 s, AVX2-capped Xeon).
+# core busy through imports and process starts (timings in CONTRIBUTING.md).
 # TEST_WORKERS=0 runs each suite in one process.
 unit-tests: $(VENV)/.all-installed
 	$(call timed,tests,$(BIN)/python -m pytest tests $(XDIST) --durations=20)

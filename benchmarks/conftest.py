@@ -84,7 +84,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist never calls it
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    sent = getattr(node, "workeroutput", {}).get(WORKER_REPORT)
+    # pop: after a Ctrl-C xdist reports a worker down twice; its rows count once.
+    sent = getattr(node, "workeroutput", {}).pop(WORKER_REPORT, None)
     if sent is not None:
         config = node.config
         config.stash[REPORT] = merge_reports(config.stash.get(REPORT, None), json.loads(sent))

@@ -30,8 +30,7 @@ from benchmarks.settings import (
     BenchSizes,
 )
 from fastcifar.data.dataset import CifarSplit, Dataset
-from fastcifar.data.loaders import LoaderOptions, make_loader
-from fastcifar.data.loaders.torch_loader import compile_pays
+from fastcifar.data.loaders import LoaderOptions, compile_pays, make_loader
 from fastcifar.data.spec import CIFAR10
 from fastcifar.engine.compilation import CompileCounts, compile_counts
 from fastcifar.engine.schedule import given_bounds
@@ -102,8 +101,9 @@ def train_config(
 def _batches(
     config: BenchConfig, trainer: Trainer, split: CifarSplit, sizes: BenchSizes, device
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """The trainer's own loader; the reference pipeline for its row; plain NCHW batches for
-    the NCHW rows (the model of those rows is NCHW too)."""
+    """The trainer's own loader (the torch loader's augmentation compiled as in the recipe's
+    whole run); the reference pipeline for its row; plain NCHW batches for the NCHW rows (the
+    model of those rows is NCHW too)."""
     if config.loader == REFERENCE:
         return build_batches(config, split, sizes.batch_size, device, Path())
     loader = trainer.train_loader

@@ -91,6 +91,7 @@ def test_a_smoke_run_on_xdist_workers_prints_one_table_of_every_workers_rows() -
 
 
 def test_measuring_on_xdist_workers_is_refused_in_one_line() -> None:
+    pytest.importorskip("xdist")
     command = [sys.executable, "-m", "pytest", "benchmarks/test_report.py", "-n", "2",
                "--benchmark", "-p", "no:cacheprovider"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

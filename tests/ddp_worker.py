@@ -16,7 +16,7 @@ from fastcifar.engine import step as engine
 from fastcifar.runs import setup
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
-from tests.conftest import real_cifar_dir
+from tests.conftest import real_cifar_dir  # and conftest's thread count, as in the tests
 
 
 def kill_once() -> None:

@@ -32,10 +32,10 @@ def test_the_command_trains_the_epochs_that_fit_and_records_the_plan(tmp_path, s
     assert exit_code([*SLICE, "--time-budget", "20", "--out", str(out)], DATA) == 0
     summary = json.loads((out / "summary.json").read_text())
     plan = summary["time_budget"]
-    # 3 steps an epoch at 0.5 s, the evaluation about a share of it: ~1.6 s an epoch, after a
-    # set-up of a few seconds.
+    # 3 steps an epoch at 0.5 s and the evaluation's share: ~2 s an epoch, so 10 epochs after a
+    # set-up under a second, fewer after a slow one (a loaded machine: seconds).
     assert plan["budget_seconds"] == 20 and plan["seconds_per_step"] == 0.5
-    assert 6 < plan["epochs"] < 13 and plan["planned_seconds"] <= 20
+    assert 4 < plan["epochs"] <= 10 and plan["planned_seconds"] <= 20
     assert summary["epochs_completed"] == plan["epochs"]
     assert summary["config"]["epochs"] == plan["epochs"]  # config.json's too: resumable as is
     out_text = capsys.readouterr().out

@@ -1,13 +1,16 @@
-"""The torch loader's compiled augmentation is exactly its eager definition, and a compiler that
-fails costs speed, not the run."""
+"""The torch loader's compiled augmentation is exactly its eager definition, a compiler that
+fails costs speed, not the run, and a training run compiles it only where that pays."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fastcifar.data.loaders import LoaderOptions, make_loader, torch_loader
-from tests.cifar_files import random_split
+from fastcifar.data.loaders import LoaderOptions, base, compile_pays, make_loader, torch_loader
+from fastcifar.records.config import TrainConfig
+from fastcifar.system.distributed import Distributed
+from fastcifar.training.trainer import _train_loader
+from tests.cifar_files import random_split, synthetic_cifar
 
 
 def epoch(compile_augmentation: bool, seed: int = 5) -> list[torch.Tensor]:
@@ -40,19 +43,14 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
 
 def test_a_run_compiles_the_augmentation_where_it_pays():
     """On the CPU a slice augments eagerly and a recipe-sized run compiles (the numbers are in
-    torch_loader); a compiled model always brings it along, and so does a GPU."""
-    from fastcifar.records.config import TrainConfig
-    from fastcifar.system.distributed import Distributed
-    from fastcifar.training.trainer import _train_loader
-    from tests.cifar_files import synthetic_cifar
-
+    loaders/base.py); a compiled model always brings it along, and so does a GPU."""
     data, cpu = synthetic_cifar(64, 8), torch.device("cpu")
 
     def augment(**settings):
         return _train_loader(TrainConfig(**settings), data, cpu, Distributed())._augment
 
     assert augment(epochs=24) is torch_loader.augment_batch  # 1,536 images
-    assert augment(epochs=7813) is torch_loader._compiled_augment_batch  # 500,032
+    assert augment(epochs=6250) is torch_loader._compiled_augment_batch  # 400,000
     assert augment(epochs=24, compile=True) is torch_loader._compiled_augment_batch
-    assert torch_loader.compile_pays(torch.device("cuda"), 64, model_compiled=False)
-    assert not torch_loader.compile_pays(cpu, torch_loader.COMPILE_PAYS_FROM - 1, False)
+    assert compile_pays(torch.device("cuda"), 64, model_compiled=False)
+    assert not compile_pays(cpu, base.COMPILE_PAYS_FROM - 1, model_compiled=False)

@@ -20,8 +20,7 @@ from torch import nn
 
 from fastcifar.data.augmentation import AugmentationSpec
 from fastcifar.data.dataset import Dataset
-from fastcifar.data.loaders import BatchLoader, LoaderOptions, make_loader
-from fastcifar.data.loaders.torch_loader import compile_pays
+from fastcifar.data.loaders import BatchLoader, LoaderOptions, compile_pays, make_loader
 from fastcifar.data.source import beton_cache_folder
 from fastcifar.data.spec import SPECS
 from fastcifar.engine.compilation import compile_counts, compile_model
@@ -230,7 +229,9 @@ def _maybe_compile(module: nn.Module, mode: str | None) -> nn.Module:
 def _train_loader(
     config: TrainConfig, data: Dataset, device: torch.device, dist: Distributed
 ) -> BatchLoader:
-    images = config.epochs * len(data.train) // dist.world_size  # this rank's, the whole run
+    # This rank's images over the configured epochs: a --time-budget run decides before its
+    # plan (a loader rebuilt after it would compile inside the budget, not in the warm-up).
+    images = config.epochs * len(data.train) // dist.world_size
     model_compiled = compile_mode_for(config.compile, config.compile_mode, device, dist) is not None
     options = LoaderOptions(
         batch_size=config.batch_size // dist.world_size,
@@ -285,8 +286,9 @@ def _beton_path(config: TrainConfig, data: Dataset) -> Path | None:
 def warm_up(trainer: Trainer, steps: int = WARM_UP_STEPS) -> float:
     """Compile (and record CUDA graphs for) the training and evaluation graphs before anything
     is timed, the range test included; then restore the initial weights and optimizer state.
-    An eager CPU run only draws one batch, which compiles the torch loader's augmentation (it
-    made a first range test twice as slow per step). Returns the seconds it took."""
+    An eager CPU run only draws one batch, which compiles the torch loader's augmentation where
+    that pays (`compile_pays`; compiling in the range test made it twice as slow per step).
+    Returns the seconds it took."""
     start = time.perf_counter()
     if not trainer.needs_warm_up:
         batches = iter(trainer.train_loader)

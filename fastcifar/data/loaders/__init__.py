@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastcifar.data import LOADER_NAMES
 from fastcifar.data.dataset import CifarSplit
-from fastcifar.data.loaders.base import BatchLoader, EpochCounter, LoaderOptions
+from fastcifar.data.loaders.base import BatchLoader, EpochCounter, LoaderOptions, compile_pays
 from fastcifar.errors import MissingBackendError
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "EpochCounter",
     "LoaderOptions",
     "MissingBackendError",
+    "compile_pays",
     "make_loader",
 ]
 

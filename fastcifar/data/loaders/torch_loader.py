@@ -2,7 +2,7 @@
 is cropped, flipped, cut out and normalised by one gather plus element-wise tensor ops.
 
 No per-sample Python and no DataLoader workers. The per-batch work is one function, compiled
-where that pays (`compile_pays`): on the 2-core development CPU it ran at 346k img/s compiled
+where that pays (`base.compile_pays`): on the 2-core development CPU it ran at 346k img/s compiled
 against 81k for the eager version with boolean-mask broadcasts (benchmarks/, batch 512), and on
 a GPU compiling fuses its ~20 small kernels into one or two.
 """
@@ -73,20 +73,6 @@ def _reflect(coordinate: torch.Tensor, size: int) -> torch.Tensor:
 
 
 _compiled_augment_batch = torch.compile(augment_batch, dynamic=False)
-
-# On the CPU the compiled augmentation ran at 430k img/s against 110k eager (batch 512, the
-# 2-core AMX Xeon, torch 2.14.1): 7.7 us an image saved, for a compile of 0.8 s (inductor's
-# cache warm) to 9 s (cold), so it pays from ~0.1M to ~1.2M images. The recipes (10 or more
-# epochs of 50,000) compile; slices and first tries, which compiling made seconds slower,
-# augment eagerly.
-COMPILE_PAYS_FROM = 500_000
-
-
-def compile_pays(device: torch.device, images: int, model_compiled: bool) -> bool:
-    """Whether a run that augments `images` images on `device` compiles the augmentation: always
-    on a GPU (eagerly its ~20 small kernels launch one by one) and with a compiled model (the
-    warm-up compiles both); on the CPU from COMPILE_PAYS_FROM images."""
-    return device.type != "cpu" or model_compiled or images >= COMPILE_PAYS_FROM
 
 
 class CifarTensorLoader:
