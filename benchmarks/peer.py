@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-subset", type=int)
     parser.add_argument("--peer-epochs", type=float, default=PEER_EPOCHS)
     parser.add_argument("--epochs", type=int, help="fastcifar's epochs (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, help="fastcifar's batch (default: the "
+                        "recipe's); for a slice's try: the peer's batch stays its 1024, so "
+                        "the times compare only at the default")  # fmt: skip
     parser.add_argument(
         "--recipe",
         choices=RECIPES,
@@ -343,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     write_peer_data(data, args.out / "peer")
     settings: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {}
+    if args.batch_size:
+        settings["batch_size"] = args.batch_size
     if args.device == "cpu" and not args.fastcifar_amp:
         settings["amp"] = False
     results = []

@@ -238,9 +238,9 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "SUITE_K": "reference",
         "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
-        "--test-subset 32 --range-test-steps 4",
+        "--test-subset 32 --range-test-steps 4 --width 8",
         "PEER_ARGS": "--device cpu --train-subset 1024 --test-subset 200 --peer-epochs 1 "
-        "--epochs 3",
+        "--epochs 1 --batch-size 256",
     }
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out)],
@@ -293,7 +293,7 @@ def test_without_a_compiler_or_a_package_every_other_stage_runs_and_says_why(tmp
         "SEEDS": "1",
         "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
-        "--test-subset 32 --lr-max 0.05",
+        "--test-subset 32 --lr-max 0.05 --width 8",
     }
     stages = ["tests", "seeds", "suite", "first-conv"]
     result = subprocess.run(

@@ -13,16 +13,16 @@ pytest.importorskip("airbench")
 
 
 def test_the_peer_trains_on_this_cpu_and_the_table_compares_it(tmp_path):
-    data = synthetic_cifar(2048, 200)
+    data = synthetic_cifar(1024, 200)
     folder = peer.write_peer_data(data, tmp_path / "peer")
     saved = torch.load(folder / "cifar10" / "train.pt", weights_only=True)
-    assert saved["images"].shape == (2048, 32, 32, 3) and saved["images"].dtype == torch.uint8
+    assert saved["images"].shape == (1024, 32, 32, 3) and saved["images"].dtype == torch.uint8
     result = peer.run_peer(folder, seed=0, precision="fp32", epochs=1)
-    assert result.training_images == 2 * peer.PEER_BATCH and 0 <= result.tta_accuracy <= 100
-    # 1 epoch = 2 steps of 1024: the network's 0.236 GFLOP forward x 3 per image.
-    assert result.training_pflop == pytest.approx(2048 * 3 * 0.2363e9 / 1e15, rel=0.01)
+    assert result.training_images == peer.PEER_BATCH and 0 <= result.tta_accuracy <= 100
+    # 1 epoch = 1 step of 1024: the network's 0.236 GFLOP forward x 3 per image.
+    assert result.training_pflop == pytest.approx(1024 * 3 * 0.2363e9 / 1e15, rel=0.01)
     other = peer.Result("fastcifar --recipe airbench", 0, 50.0, 40.0, 2 * result.training_seconds,
-                        1.0, 2048, 0.001, "fp32")  # fmt: skip
+                        1.0, 1024, 0.001, "fp32")  # fmt: skip
     table = peer.table([result, other])
     assert "| airbench94 (peer) | 0 |" in table and "fastcifar's training time is 2.00x" in table
 
@@ -38,11 +38,11 @@ def test_the_peer_runs_in_fp32_on_the_cpu_and_the_patches_are_undone():
 
 
 def test_fastcifars_side_is_its_airbench_recipe_on_the_same_data(tmp_path):
-    data = synthetic_cifar(512, 100)  # 2 steps an epoch at batch 256: the recipe's 1024 cost 4x
-    result = peer.run_fastcifar(data, tmp_path / "run", 0, epochs=2, batch_size=256, amp=False)
-    assert result.side == "fastcifar --recipe airbench" and result.training_images == 1024
+    data = synthetic_cifar(384, 100)  # 3 steps at batch 128, One Cycle's least: 1024 cost 8x
+    result = peer.run_fastcifar(data, tmp_path / "run", 0, epochs=1, batch_size=128, amp=False)
+    assert result.side == "fastcifar --recipe airbench" and result.training_images == 384
     assert result.precision == "fp32"  # as the peer on the CPU
-    assert result.training_pflop == pytest.approx(1024 * 3 * 0.2363e9 / 1e15, rel=0.01)
+    assert result.training_pflop == pytest.approx(384 * 3 * 0.2363e9 / 1e15, rel=0.01)
     assert (tmp_path / "run" / "model.pt").is_file() and 0 <= result.tta_accuracy <= 100
 
 

@@ -11,12 +11,12 @@ import pytest
 from benchmarks.recipe_records import command_of, main, write_records
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code
+from tests.runs import NARROW, exit_code
 
 DATA = synthetic_cifar(64, 32)
 # Two epochs of two steps: the least a run of One Cycle takes (and enough for --eval-every 2).
 TINY = ["--epochs", "2", "--train-subset", "32", "--batch-size", "16", "--test-subset", "32",
-        "--device", "cpu", "--tta", "--range-test-steps", "4", "--no-plots"]  # fmt: skip
+        "--device", "cpu", "--tta", "--range-test-steps", "4", "--no-plots", *NARROW]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

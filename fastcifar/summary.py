@@ -1,16 +1,17 @@
-"""`python -m fastcifar.summary [RUN_DIR] [--model NAME]`: the layer table (layer, output shape,
-parameters), with each layer's receptive field and jump in input pixels, computed from the
-modules (fastcifar.engine.receptive_field): of a named network (the recipe's ResNet-9 by
-default, or airbench's), or of a trained run's model (its classes, its logit scale). A run of
-a model of one's own is read from Python:
+"""`python -m fastcifar.summary [RUN_DIR] [--model NAME] [--width CHANNELS]`: the layer table
+(layer, output shape, parameters), with each layer's receptive field and jump in input pixels,
+computed from the modules (fastcifar.engine.receptive_field): of a named network (the recipe's
+ResNet-9 by default, or airbench's; at another width), or of a trained run's model (its classes,
+its width, its logit scale). A run of a model of one's own is read from Python:
 fastcifar.summary.layer_table(fastcifar.load_run(RUN_DIR, model=...).model)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastcifar.cli import Parser, run_main
+from fastcifar.cli import Parser, count, run_main
 from fastcifar.engine import NETWORK_NAMES
+from fastcifar.records.config_checks import MAX_WIDTH
 
 if TYPE_CHECKING:
     from torch import nn
@@ -95,15 +96,20 @@ def main(argv: list[str] | None = None) -> None:
                         "the network --model names)")  # fmt: skip
     parser.add_argument("--model", choices=NETWORK_NAMES,
                         help="the named network to describe (default: resnet9)")  # fmt: skip
+    parser.add_argument("--width", type=count, metavar="CHANNELS",
+                        help="its first block's channels (default: 64, the recipe's)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.model and args.run_dir:
-        parser.error("a run folder's table is its own model's: give RUN_DIR or --model")
+    if (args.model or args.width) and args.run_dir:
+        parser.error("a run folder's table is its own model's: give RUN_DIR or --model/--width")
+    if args.width and args.width > MAX_WIDTH:
+        parser.error(f"argument --width: must be at most {MAX_WIDTH}, got {args.width}")
 
     def run() -> None:
         from fastcifar.engine.model import network_class, parameter_count
 
         if args.run_dir is None:
-            model = network_class(args.model or "resnet9")()  # with its own logit scale
+            kind = network_class(args.model or "resnet9")
+            model = kind(width=args.width or 64)  # with its own logit scale
         else:
             from pathlib import Path
 

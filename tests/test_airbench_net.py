@@ -19,14 +19,14 @@ from fastcifar.errors import ConfigError
 from fastcifar.records.config import TrainConfig
 from fastcifar.summary import main as summary_main
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code, finished_run, signal_after
+from tests.runs import NARROW, WIDTH, exit_code, finished_run, signal_after
 
 DATA = synthetic_cifar(64, 32)
 # The recipe on a slice: its network, optimiser, schedule and augmentation, on 48 images.
 # The whitening bias frozen after epoch 1, so that the stop below (in epoch 2) resumes frozen.
 SLICE = ["--recipe", "airbench", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
          "--test-subset", "32", "--no-plots", "--device", "cpu",
-         "--whitening-bias-epochs", "1"]  # fmt: skip
+         "--whitening-bias-epochs", "1", *NARROW]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 
@@ -46,6 +46,16 @@ def test_the_layer_table_describes_it(capsys):
     assert "Whitening 2x2     24 x 31 x 31             312       2     1" in table
     assert "Group 3           256 x 3 x 3        1,180,672      51     8" in table
     assert "Total                                1,972,792" in table
+
+
+def test_a_width_scales_the_groups_and_leaves_the_whitening(capsys):
+    summary_main(["--model", "airbench", "--width", "16"])
+    table = capsys.readouterr().out
+    assert "Whitening 2x2     24 x 31 x 31             312       2     1" in table
+    # Group 3 at 64 channels: 2 x (3 x 3 x 64 x 64 + 2 x 64) parameters.
+    assert "Group 3           64 x 3 x 3            73,984      51     8" in table
+    model = AirbenchNet(width=16)
+    assert model.fc.in_features == 64 and model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_the_network_is_named_by_flag_keyword_and_recipe():
@@ -103,8 +113,9 @@ def whole(tmp_path_factory) -> Path:
 def test_a_run_of_the_recipe_records_its_network(whole):
     record = json.loads((whole / "config.json").read_text())
     assert record["model"] == "AirbenchNet" and record["config"]["model"] == "airbench"
+    assert record["config"]["width"] == WIDTH
     weights = torch.load(whole / "model.pt", weights_only=True)
-    assert torch.equal(weights["groups.0.2.weight"], torch.ones(64))  # frozen BN scales
+    assert torch.equal(weights["groups.0.2.weight"], torch.ones(WIDTH))  # frozen BN scales
     from fastcifar import load_run
 
     assert isinstance(load_run(whole).model, AirbenchNet)  # read back without being told

@@ -26,11 +26,13 @@ from fastcifar.records.config_file import read_toml
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import exit_code, signal_after
+from tests.runs import WIDTH, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 32)
-QUICK = dict(epochs=1, train_subset=48, batch_size=16, test_subset=32, device="cpu", plots=False)
+QUICK = dict(epochs=1, train_subset=48, batch_size=16, test_subset=32, device="cpu", plots=False,
+             width=WIDTH)  # fmt: skip
+OWN_MODEL = dict(QUICK, width=64)  # a model of one's own has its own width
 
 
 class TinyNet(nn.Module):
@@ -65,7 +67,7 @@ def test_the_one_line_fit_works_as_a_new_user_types_it(tmp_path):
     if real_cifar_dir() is None:
         pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10: this is the README's line")
     line = (
-        "import fastcifar; r = fastcifar.fit(epochs=1, train_subset=256, test_subset=500, "
+        "import fastcifar; r = fastcifar.fit(epochs=1, train_subset=192, test_subset=100, "
         "batch_size=64, device='cpu', lr_max=0.4, lr_min=0.04, plots=False); print(r.accuracy)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -93,7 +95,7 @@ def stopped_in_epoch_2(monkeypatch, out: Path, **extra) -> str:
 def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     tmp_path, monkeypatch
 ):
-    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    settings = dict(OWN_MODEL, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
     whole = fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "a"))
     assert whole.summary.class_names == ["0", "1", "2", "3"]
     record = json.loads((tmp_path / "a" / "config.json").read_text())
@@ -120,6 +122,17 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     message = str(refused.value)
     assert message.startswith("images must be (N, 32, 32, 3)") and "images images" not in message
     assert "or one image, (32, 32, 3)" in message
+
+
+def test_a_width_with_a_model_of_ones_own_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(ConfigError) as refused:
+        fastcifar.fit(**QUICK, lr_max=0.05, model=TinyNet, data=four_classes(), out=str(out))
+    assert str(refused.value) == (
+        f"width {WIDTH} sets the channels of the named networks; a model of one's own sets its "
+        "own: leave width at 64"
+    )
+    assert not out.exists()
 
 
 def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
@@ -315,7 +328,7 @@ def test_the_interrupt_of_fit_is_an_exception_not_an_exit(tmp_path, monkeypatch)
 def test_a_stop_of_fit_says_the_call_that_resumes_it_and_pasting_that_call_works(tmp_path):
     """Python's words, not the command line's: max_steps=8, and fit(resume=...) naming the data
     and the model to pass again; pasted (with them filled in), it finishes the run exactly."""
-    settings = dict(QUICK, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
+    settings = dict(OWN_MODEL, epochs=2, train_subset=96, test_subset=40, lr_max=0.05)
     whole = fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "a"))
     with pytest.raises(LimitReached) as stopped:
         fastcifar.fit(**settings, model=TinyNet, data=four_classes(), out=str(tmp_path / "b"),

@@ -18,6 +18,7 @@ import fastcifar
 from fastcifar.data.source import load_source
 from fastcifar.data.spec import CIFAR100, SPECS
 from fastcifar.errors import DataSourceError
+from tests.runs import WIDTH
 
 FINE = tuple(f"fine{i:02d}" for i in range(100))
 COARSE = tuple(f"coarse{i:02d}" for i in range(20))
@@ -88,12 +89,12 @@ def test_a_wrong_archive_or_a_cut_file_is_refused(served_cifar100, tmp_path):
 
 def test_fit_on_cifar100_trains_a_100_class_model_and_evaluates_it(served_cifar100, tmp_path):
     result = fastcifar.fit(dataset="cifar100", data_dir=str(tmp_path / "data"), epochs=1,
-                           batch_size=32, lr_max=0.05, device="cpu", plots=False,
+                           batch_size=32, lr_max=0.05, device="cpu", plots=False, width=WIDTH,
                            out=str(tmp_path / "run"))  # fmt: skip
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["config"]["dataset"] == "cifar100" and record["data"]["source"] == "cifar100"
     assert result.summary.class_names == list(FINE)
     weights = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
-    assert weights["fc.weight"].shape == (100, 512)
+    assert weights["fc.weight"].shape == (100, 8 * WIDTH)
     report = fastcifar.evaluate(tmp_path / "run", device="cpu")  # finds the same data set
     assert report.test_examples == 100 and report.plain.confusion.shape == (100, 100)

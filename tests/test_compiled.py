@@ -14,6 +14,7 @@ from fastcifar.runs import setup
 from fastcifar.runs import single as runs
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
+from tests.runs import NARROW
 
 
 def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
@@ -34,8 +35,9 @@ def test_nothing_compiles_after_the_warm_up(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "find_bounds", counted_range_test)
     out = tmp_path / "run"
     # 20 test images in batches of 8: the last batch is padded, not a new shape.
-    train_main(["--compile", "--compile-mode", "default", "--epochs", "2", "--train-subset", "32",
-                "--batch-size", "16", "--test-subset", "20", "--eval-batch-size", "8",
+    train_main([*NARROW, "--compile", "--compile-mode", "default", "--epochs", "2",
+                "--train-subset", "32", "--batch-size", "16", "--test-subset", "20",
+                "--eval-batch-size", "8",
                 "--range-test-steps", "3", "--no-plots", "--device", "cpu",
                 "--out", str(out)], data=synthetic_cifar(64, 32))  # fmt: skip
     after = compile_counts()

@@ -27,14 +27,14 @@ from fastcifar.system.distributed import Distributed, start
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
 from tests.loader_helpers import build_loader, random_split
-from tests.runs import TWO_EPOCHS, exit_code
+from tests.runs import NARROW, TWO_EPOCHS, exit_code
 from tests.workers import TEST_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "ddp_worker.py")
 # 3 global batches of 16 (8 per rank) per epoch; 33 test images: the second rank's shard is padded.
-FLAGS = ["--device", "cpu", "--epochs", "2", "--train-subset", "48", "--batch-size", "16",
-         "--test-subset", "33", "--lr-max", "0.05", "--no-plots"]  # fmt: skip
+FLAGS = [*NARROW, "--device", "cpu", "--epochs", "2", "--train-subset", "48",
+         "--batch-size", "16", "--test-subset", "33", "--lr-max", "0.05", "--no-plots"]  # fmt: skip
 
 
 def torchrun(

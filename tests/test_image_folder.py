@@ -21,12 +21,12 @@ from fastcifar.errors import DataSourceError, ImageInputError
 from fastcifar.records.config import TrainConfig
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
-from tests.runs import TWO_EPOCHS, exit_code, signal_after
+from tests.runs import NARROW, TWO_EPOCHS, WIDTH, exit_code, signal_after
 
 CLASSES = ("cat", "dog", "frog")
 # Two epochs of 3 steps (48 training images in batches of 16), 24 test images, LRMAX given.
 SETTINGS = ["--epochs", "2", "--batch-size", "16", "--lr-max", "0.05", "--no-plots",
-            "--device", "cpu"]  # fmt: skip
+            "--device", "cpu", *NARROW]  # fmt: skip
 
 
 def write_folder(root: Path, train: int = 16, test: int = 8) -> Path:
@@ -87,7 +87,7 @@ def test_a_folder_trains_from_the_command_line_and_records_its_images(whole, ima
 def test_python_reads_a_folder_path_as_the_command_does(whole, images, tmp_path):
     out = tmp_path / "python"
     result = fastcifar.fit(data=str(images), epochs=2, batch_size=16, lr_max=0.05, plots=False,
-                           device="cpu", out=str(out))  # fmt: skip
+                           device="cpu", width=WIDTH, out=str(out))  # fmt: skip
     assert result.folder == out
     python, command = weights(out), weights(whole)
     assert all(torch.equal(python[key], command[key]) for key in command)
@@ -201,4 +201,5 @@ def test_the_layer_table_of_a_run_has_its_classes(whole, capsys):
     summary_main([str(whole)])
     table = capsys.readouterr().out
     fc = next(line for line in table.splitlines() if line.startswith("FC"))
-    assert fc.split()[1] == "3" and "6,569,539" in table  # 6,573,130 - 5,130 + 512 x 3 + 3
+    # At width 8: 103,954 - (64 x 10 + 10) + 64 x 3 + 3 (tests/test_model.py counts the rest).
+    assert WIDTH == 8 and fc.split()[1] == "3" and "103,499" in table

@@ -67,6 +67,50 @@ def test_total_parameters_with_fc_bias():
     assert parameter_count(ResNet9()) == 6_573_130
 
 
+@pytest.mark.parametrize("width", [1, 8, 64])
+def test_a_width_scales_every_layer_and_keeps_the_fields(width):
+    """Each row's channels are width/64 of the seed's, and each weight's count (width/64)^2;
+    fields and jumps do not move."""
+
+    def parameters(channels_in: int, channels_out: int) -> int:  # conv 3x3 + BN
+        return 3 * 3 * channels_in * channels_out + 2 * channels_out
+
+    w = width
+    expected = [
+        (label, (shape[0] * w // 64, *shape[1:]), field, jump)
+        for label, shape, _, field, jump in SEED_TABLE[:-1]
+    ] + [("FC", (10,), 88, 32)]
+    rows = layer_table(ResNet9(width=w))
+    assert [(label, shape, field, jump) for label, shape, _, field, jump in rows] == expected
+    assert [row[2] for row in rows] == [
+        parameters(3, w),
+        parameters(w, 2 * w),
+        2 * parameters(2 * w, 2 * w),
+        0,
+        parameters(2 * w, 4 * w),
+        parameters(4 * w, 8 * w),
+        2 * parameters(8 * w, 8 * w),
+        0,
+        0,
+        8 * w * 10 + 10,
+    ]
+    assert ResNet9(width=w)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_the_summary_command_describes_a_width_and_refuses_what_cannot_be_built(capsys):
+    main(["--width", "8"])
+    printed = capsys.readouterr().out
+    assert "Total                                  103,954" in printed  # 1602 w^2 + 177 w + 10
+    for argv, error in [
+        (["--width", "0"], "argument --width: must be a positive integer, got 0"),
+        (["--width", "513"], "argument --width: must be at most 512, got 513"),
+        (["run", "--width", "8"], "a run folder's table is its own model's"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and error in capsys.readouterr().err
+
+
 def test_resnet9_defaults_to_the_recipes_logit_scale():
     """fit(model=ResNet9()) must train the recipe, not a run with 8x larger logits."""
     from fastcifar.records.config import TrainConfig

@@ -25,10 +25,10 @@ from fastcifar.train import main as command_main
 from fastcifar.training import loop as training_run
 from fastcifar.training.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
-from tests.runs import finished_run, signal_after
+from tests.runs import NARROW, finished_run, signal_after
 
-TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
-        "--no-plots", "--device", "cpu"]  # fmt: skip
+TINY = [*NARROW, "--epochs", "1", "--train-subset", "48", "--batch-size", "16",
+        "--test-subset", "16", "--no-plots", "--device", "cpu"]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 
 

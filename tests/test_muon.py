@@ -21,12 +21,12 @@ from fastcifar.engine.schedule import MuonSettings, make_optimizer, one_cycle_sc
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import TrainConfig
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code, finished_run, signal_after
+from tests.runs import NARROW, exit_code, finished_run, signal_after
 
 DATA = synthetic_cifar(64, 32)
 SLICE = ["--recipe", "airbench-muon", "--epochs", "2", "--train-subset", "48", "--batch-size",
          "16", "--test-subset", "32", "--no-plots", "--device", "cpu",
-         "--whitening-bias-epochs", "1"]  # fmt: skip
+         "--whitening-bias-epochs", "1", *NARROW]  # fmt: skip
 ORIGINAL_STEP = engine.training_step
 LR, MOMENTUM, DECAY = 0.1, 0.9, 1e-3
 MUON = MuonSettings(lr_scale=0.5, momentum=0.6)

@@ -47,10 +47,10 @@ from fastcifar.records.checkpoint import load_checkpoint
 from fastcifar.records.run_folder import RunFolder, strict_json
 from fastcifar.system import files as atomic_file
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code, finished_run, signal_after
+from tests.runs import NARROW, exit_code, finished_run, signal_after
 
-TINY = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset", "16",
-        "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
+TINY = [*NARROW, "--epochs", "1", "--train-subset", "48", "--batch-size", "16",
+        "--test-subset", "16", "--lr-max", "0.05", "--no-plots", "--device", "cpu"]  # fmt: skip
 
 
 DATA = synthetic_cifar(64, 32)

@@ -16,11 +16,11 @@ import pytest
 from fastcifar.records.metrics_row import MetricsRow
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import finished_run
+from tests.runs import NARROW, finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--train-subset", "48", "--batch-size", "16", "--test-subset", "32",
-        "--device", "cpu"]  # fmt: skip
+        "--device", "cpu", *NARROW]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

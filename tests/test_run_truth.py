@@ -23,7 +23,7 @@ from fastcifar.errors import CheckpointError
 from fastcifar.records.checkpoint import load_checkpoint
 from fastcifar.training.trainer import Trainer
 from tests.cifar_files import synthetic_cifar
-from tests.runs import TWO_EPOCHS, after_training_steps, exit_code, signal_after
+from tests.runs import TWO_EPOCHS, WIDTH, after_training_steps, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 32)
@@ -182,7 +182,7 @@ def bad_batch_size(payload):
     ("field", "change", "message"),
     [
         ("parts.model", weights(**{"prep.0.weight": torch.zeros(3, 3)}),
-         "does not fit this run's model (shape prep.0.weight (3, 3) for (64, 3, 3, 3))"),
+         f"does not fit this run's model (shape prep.0.weight (3, 3) for ({WIDTH}, 3, 3, 3))"),
         ("parts.model", weights(**{"fc.weight": torch.zeros(20, 512)}),
          "shape fc.weight (20, 512)"),
         ("parts.model", nan_fc, "the weights fc.weight are not finite"),
@@ -209,8 +209,9 @@ def test_a_tampered_checkpoint_is_refused_before_the_warm_up(
 @pytest.mark.parametrize(
     ("field", "change", "message"),
     [
-        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 512)}),
-         "does not fit this run's model (shape fc.weight (20, 512) for (10, 512))"),
+        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 8 * WIDTH)}),  # 20 classes
+         f"does not fit this run's model (shape fc.weight (20, {8 * WIDTH}) for "
+         f"(10, {8 * WIDTH}))"),
         ("config", bad_batch_size,
          "holds another config than the run's config.json (batch_size differ)"),
     ],

@@ -14,11 +14,11 @@ from fastcifar.errors import ConfigError
 from fastcifar.records.recipes import recorded_accuracy
 from fastcifar.runs import budget
 from tests.cifar_files import synthetic_cifar
-from tests.runs import exit_code
+from tests.runs import NARROW, WIDTH, exit_code
 
 DATA = synthetic_cifar(64, 32)
 SLICE = ["--train-subset", "48", "--batch-size", "16", "--test-subset", "32", "--lr-max", "0.05",
-         "--no-plots", "--device", "cpu"]  # fmt: skip
+         "--no-plots", "--device", "cpu", *NARROW]  # fmt: skip
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_stopped_budget_run_continues_its_plan(tmp_path, steady_step, capsys):
 def test_python_takes_seconds_and_plans_the_same(tmp_path, steady_step):
     result = fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32,
                            lr_max=0.05, plots=False, device="cpu", time_budget=12,
-                           out=str(tmp_path / "run"))  # fmt: skip
+                           width=WIDTH, out=str(tmp_path / "run"))  # fmt: skip
     plan = result.summary.time_budget
     assert plan["budget_seconds"] == 12 and result.summary.epochs_completed == plan["epochs"] >= 1
 

@@ -36,7 +36,7 @@ from fastcifar.train import main as train_main
 from fastcifar.training.lookahead import Lookahead
 from fastcifar.training.trainer import augmentation_spec
 from tests.cifar_files import synthetic_cifar
-from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
+from tests.runs import TWO_EPOCHS, WIDTH, exit_code, finished_run, signal_after
 
 DATA = synthetic_cifar(64, 32)
 EVERYTHING = [*TWO_EPOCHS, "--flip", "alternating", "--ghost-bn", "8", "--freeze-bn-scale",
@@ -272,7 +272,7 @@ def test_a_run_records_its_features_and_its_tta_level(whole):
     assert summary["config"]["lookahead"] == 2 and summary["config"]["flip"] == "alternating"
     assert summary["config"]["pad_mode"] == "reflect"
     weights = torch.load(whole / "model.pt", weights_only=True)
-    assert torch.equal(weights["prep.1.weight"], torch.ones(64))  # frozen scales
+    assert torch.equal(weights["prep.1.weight"], torch.ones(WIDTH))  # frozen scales
 
 
 def test_a_stopped_run_with_every_feature_resumes_bit_identical(whole, tmp_path, monkeypatch):

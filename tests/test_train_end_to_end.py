@@ -24,6 +24,7 @@ from fastcifar.system.device import cpu_bf16_support
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
+from tests.runs import NARROW
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = (
@@ -38,7 +39,8 @@ RUN_FILES = (
     "misclassified.png",
     "confusion_matrix.png",
 )
-QUICK = ["--epochs", "2", "--train-subset", "64", "--batch-size", "16", "--test-subset", "100"]
+QUICK = ["--epochs", "2", "--train-subset", "64", "--batch-size", "16", "--test-subset", "100",
+         *NARROW]  # fmt: skip
 
 
 SYNTHETIC = synthetic_cifar(256, 100)
@@ -195,6 +197,7 @@ def test_training_learns_a_learnable_problem(tmp_path):
     """Synthetic classes are readable from the brightness: three epochs must find that."""
     train_main(
         [
+            *NARROW,
             "--epochs",
             "3",
             "--train-subset",

@@ -12,7 +12,8 @@ seconds on a single GPU", arXiv 2404.00498), written here from the paper's descr
 and the BatchNorm scales stay fixed). The whitening layer's filters are the eigenvectors of the
 covariance of the training images' 2x2 patches, each with its negative (`--whitening-init`,
 engine/initialisation.py); its bias trains. BatchNorm as the paper has it: eps 1e-12, running
-statistics updated with momentum 0.4 (its "0.6" is the share of the old statistics).
+statistics updated with momentum 0.4 (its "0.6" is the share of the old statistics). The groups'
+channels above are `width` 64 (TrainConfig.width); another width scales them, 1:4:4.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 WHITENING_WIDTH = 24  # 2 x the 12 dimensions of a 2x2 RGB patch
-WIDTHS = (64, 256, 256)
+WIDTHS = (64, 256, 256)  # at width 64
 BN_EPS, BN_MOMENTUM = 1e-12, 0.4
 
 
@@ -49,17 +50,18 @@ class ConvGroup(nn.Sequential):
 class AirbenchNet(nn.Module):
     """See the module docstring; returns logits times `logit_scale` (the paper's 1/9)."""
 
-    def __init__(self, num_classes: int = 10, logit_scale: float = 1 / 9) -> None:
+    def __init__(self, num_classes: int = 10, logit_scale: float = 1 / 9, width: int = 64) -> None:
         super().__init__()
         self.logit_scale = logit_scale
         self.whiten = nn.Conv2d(3, WHITENING_WIDTH, kernel_size=2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # a fixed transform of the input
         self.act = nn.GELU()
-        widths = itertools.pairwise((WHITENING_WIDTH, *WIDTHS))
+        channels = [at_64 * width // 64 for at_64 in WIDTHS]
+        widths = itertools.pairwise((WHITENING_WIDTH, *channels))
         self.groups = nn.Sequential(*(ConvGroup(a, b) for a, b in widths))
         self.pool = nn.MaxPool2d(3)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(WIDTHS[-1], num_classes, bias=False)
+        self.fc = nn.Linear(channels[-1], num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(self.act(self.whiten(x)))

@@ -8,7 +8,8 @@
                 R2 = ResBlock(X); X + R2
     MaxPool 4 -> FC 512 -> 10 -> softmax
 
-6,573,130 parameters (convolutions without bias, BN with affine weights, FC with bias).
+6,573,130 parameters (convolutions without bias, BN with affine weights, FC with bias). The
+channels above are `width` 64 (TrainConfig.width); another width scales them all, 1:2:4:8.
 
 The network returns logits. Softmax is applied by `predict_proba` and, as log-softmax, inside the
 cross-entropy loss: feeding softmax outputs into CrossEntropyLoss (as the seed solution did) applies
@@ -55,16 +56,17 @@ class ResNet9(nn.Module):
     """Custom ResNet returning logits multiplied by `logit_scale`: by default Page's 0.125, the
     recipe's (TrainConfig.logit_scale), so that `fit(model=ResNet9())` trains the recipe."""
 
-    def __init__(self, num_classes: int = 10, logit_scale: float = 0.125) -> None:
+    def __init__(self, num_classes: int = 10, logit_scale: float = 0.125, width: int = 64) -> None:
         super().__init__()
         self.logit_scale = logit_scale
-        self.prep = conv_bn_relu(3, 64)
-        self.layer1 = nn.Sequential(conv_bn_relu(64, 128, pool=True), Residual(128))
-        self.layer2 = conv_bn_relu(128, 256, pool=True)
-        self.layer3 = nn.Sequential(conv_bn_relu(256, 512, pool=True), Residual(512))
+        w = width
+        self.prep = conv_bn_relu(3, w)
+        self.layer1 = nn.Sequential(conv_bn_relu(w, 2 * w, pool=True), Residual(2 * w))
+        self.layer2 = conv_bn_relu(2 * w, 4 * w, pool=True)
+        self.layer3 = nn.Sequential(conv_bn_relu(4 * w, 8 * w, pool=True), Residual(8 * w))
         self.pool = nn.MaxPool2d(4)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.prep(x))))
@@ -162,16 +164,22 @@ ModelChoice = nn.Module | Callable[..., nn.Module] | None
 
 
 def model_factory(
-    model: ModelChoice, num_classes: int, logit_scale: float, network: str = "resnet9"
+    model: ModelChoice,
+    num_classes: int,
+    logit_scale: float,
+    network: str = "resnet9",
+    width: int = 64,
 ) -> Callable[[], nn.Module]:
     """A function that returns a freshly initialised model, its draws from torch's global seed:
-    * None: the named `network` (TrainConfig.model: the ResNet9 of the recipe, or airbench's);
+    * None: the named `network` (TrainConfig.model: the ResNet9 of the recipe, or airbench's),
+      `width` channels in its first block;
     * a class or function: called (with `num_classes` when it takes a parameter);
     * a module: a copy, each layer re-drawn by its own reset_parameters(), so that seed k
       starts from the same weights in every process."""
     if model is None:
         kind = network_class(network)
-        return lambda: kind(num_classes, logit_scale)
+        return lambda: kind(num_classes, logit_scale, width)
+    check_width(model, width)
     if isinstance(model, nn.Module):
         template = copy.deepcopy(model).cpu()
         return lambda: _reset(copy.deepcopy(template))
@@ -182,6 +190,16 @@ def model_factory(
         "model must be an nn.Module, or a class or function returning one, "
         f"got {type(model).__name__}"
     )
+
+
+def check_width(model: ModelChoice, width: int) -> None:
+    """A width other than 64 with a model of one's own: one line, since it would be recorded and
+    not trained."""
+    if model is not None and width != 64:
+        raise ConfigError(
+            f"width {width} sets the channels of the named networks; a model of one's own sets "
+            "its own: leave width at 64"
+        )
 
 
 def network_class(name: str) -> type[nn.Module]:

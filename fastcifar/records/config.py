@@ -72,6 +72,10 @@ class TrainConfig:
     model: str = option(RECIPE, "resnet9", "the network: resnet9 (the assignment's custom "
         "ResNet, 6.57M parameters) or airbench (airbench94's, 1.97M; engine/airbench_net.py); "
         "from Python, fit(model=...) also takes a network of one's own", choices=NETWORK_NAMES)
+    width: int = option(RECIPE, 64, "channels of the network's first block (64 in both: the "
+        "custom ResNet's prep layer, airbench's first group); the later blocks keep their "
+        "ratios to it (ResNet-9 1:2:4:8, airbench 1:4:4). Narrower trains faster: width "
+        "sweeps, quick tries, tests", parse="count", metavar="CHANNELS")
     epochs: int = option(RECIPE, 24, "training epochs", parse="count")
     batch_size: int = option(RECIPE, 512, "global training batch, split evenly across torchrun "
         "ranks", parse="count")

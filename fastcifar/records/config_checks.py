@@ -29,9 +29,11 @@ MAX_BATCH_SIZE = max(spec.train_images for spec in SPECS.values())  # a whole tr
 MAX_RANGE_TEST_STEPS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 MAX_SEEDS = 1_000
+MAX_WIDTH = 512  # 8x the recipe's: the ResNet-9 then has 420M parameters
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 INTEGER_BOUNDS = {  # None: no upper bound
     "epochs": MAX_EPOCHS,
+    "width": MAX_WIDTH,
     "batch_size": MAX_BATCH_SIZE,
     "eval_batch_size": MAX_BATCH_SIZE,
     "range_test_steps": MAX_RANGE_TEST_STEPS,

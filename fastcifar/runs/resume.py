@@ -203,7 +203,7 @@ def check_checkpoint_file(checkpoint: Checkpoint, record: ConfigRecord, path: Pa
         return
     config = record.train_config
     with torch.device("meta"):  # shapes only: nothing allocated, nothing drawn
-        network = model_factory(None, classes, config.logit_scale, config.model)()
+        network = model_factory(None, classes, config.logit_scale, config.model, config.width)()
     _check_same_weights(network.state_dict(), checkpoint, path)
 
 

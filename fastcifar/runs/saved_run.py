@@ -82,7 +82,7 @@ def load_saved_run(
             f"{folder} trained a model of one's own ({record.model}): load it from Python with "
             "fastcifar.load_run(folder, model=...)"
         )
-    factory = model_factory(model, len(names), config.logit_scale, config.model)
+    factory = model_factory(model, len(names), config.logit_scale, config.model, config.width)
     network = build_model(device, config.logit_scale, config.channels_last, factory=factory)
     state, source = _weights(folder)
     misfit = load_weights(network, state)

@@ -158,7 +158,7 @@ def build(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = Precision.choose(device, config.amp)
-    factory = model_factory(model, data.num_classes, config.logit_scale, config.model)
+    factory = model_factory(model, data.num_classes, config.logit_scale, config.model, config.width)
     network = build_model(
         device, config.logit_scale, config.channels_last, config.seed, factory=factory
     )
