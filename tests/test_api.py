@@ -246,7 +246,7 @@ def test_the_gpu_loader_serves_a_training_loop_of_ones_own():
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(64) % 10
     loader = fastcifar.CifarTensorLoader.from_arrays(images, labels, batch_size=16, device="cpu")
-    model = fastcifar.ResNet9()
+    model = fastcifar.ResNet9(width=WIDTH)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     epochs = []
     for _ in range(2):
@@ -269,13 +269,14 @@ def test_the_gpu_loader_serves_a_training_loop_of_ones_own():
 def test_print_config_then_config_reproduces_the_run(tmp_path, capsys):
     flags = ["--epochs", "1", "--train-subset", "48", "--batch-size", "16", "--test-subset",
              "32", "--lr-max", "0.05", "--no-plots", "--device", "cpu",
-             "--label-smoothing", "0.1"]  # fmt: skip
+             "--label-smoothing", "0.1", "--width", str(WIDTH)]  # fmt: skip
     train_main([*flags, "--out", str(tmp_path / "flags")], data=DATA)
     capsys.readouterr()
     train_main([*flags, "--print-config"])
     toml = tmp_path / "run.toml"
     toml.write_text(capsys.readouterr().out)
-    assert "label_smoothing = 0.1" in toml.read_text()
+    written = toml.read_text()
+    assert "label_smoothing = 0.1" in written and f"\nwidth = {WIDTH}\n" in written
     train_main(["--config", str(toml), "--out", str(tmp_path / "file")], data=DATA)
     first = json.loads((tmp_path / "flags" / "config.json").read_text())
     second = json.loads((tmp_path / "file" / "config.json").read_text())
