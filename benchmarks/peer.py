@@ -50,6 +50,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastcifar.cli import count
+
 PEER = "airbench==0.1.8"
 PEER_EPOCHS = 9.9  # its published length
 PEER_BATCH = 1024
@@ -170,7 +172,7 @@ def run_fastcifar(
     summary = result.summary
     config = summary.config_of_run
     steps = (len(data.train) // config.batch_size) * config.epochs
-    gflop = step_gflop_of(config.model, steps * config.batch_size)
+    gflop = step_gflop_of(config.model, steps * config.batch_size, config.width)
     return Result(f"fastcifar --recipe {recipe}", seed,
                   100 * (summary.final_test_accuracy_tta or 0.0),
                   100 * (summary.final_test_accuracy or 0.0), summary.total_train_seconds or 0.0,
@@ -247,10 +249,10 @@ def step_pairs(data: Any, pairs: int, batch_size: int = PEER_BATCH) -> StepPairs
     return StepPairs(times["peer"], times["fastcifar"], batches[0][0].shape[0], "fp32")
 
 
-def step_gflop_of(network: str, images: int) -> float:
+def step_gflop_of(network: str, images: int, width: int = 64) -> float:
     from fastcifar.engine.model import network_class, step_gflop
 
-    return step_gflop(network_class(network)(), images, torch.device("cpu")) or 0.0
+    return step_gflop(network_class(network)(width=width), images, torch.device("cpu")) or 0.0
 
 
 @contextlib.contextmanager
@@ -263,18 +265,19 @@ def _working_directory(folder: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def table(results: list[Result]) -> str:
-    """The comparison as markdown: a row per run, then each side's mean."""
+def table(results: list[Result], slice_flags: str = "") -> str:
+    """The comparison as markdown: a row per run, then each side's mean; `slice_flags`, the
+    flags that made it a slice (whose times are no comparison)."""
     head = ("| side | seed | flip + translate TTA | plain | training | wall | images trained "
             "| training PFLOP | precision |\n" + "|---" + "|---:" * 7 + "|---|")  # fmt: skip
     rows = [f"| {r.side} | {r.seed} | {r.tta_accuracy:.2f}% | {r.accuracy:.2f}% | "
             f"{r.training_seconds:.0f} s | {r.wall_seconds:.0f} s | "
             f"{r.training_images:,} | {r.training_pflop:.3f} | {r.precision} |"
             for r in results]  # fmt: skip
-    return "\n".join([head, *rows, *_means(results)]) + "\n"
+    return "\n".join([head, *rows, *_means(results, slice_flags)]) + "\n"
 
 
-def _means(results: list[Result]) -> list[str]:
+def _means(results: list[Result], slice_flags: str) -> list[str]:
     lines = []
     for side in dict.fromkeys(r.side for r in results):
         mine = [r for r in results if r.side == side]
@@ -287,7 +290,9 @@ def _means(results: list[Result]) -> list[str]:
              for side in dict.fromkeys(r.side for r in results)]  # fmt: skip
     if len(sides) == 2:  # the peer first
         ratio = statistics.mean(sides[1]) / statistics.mean(sides[0])
-        lines.append(f"\nfastcifar's training time is {ratio:.2f}x the peer's.")
+        caveat = (f" (a slice, {slice_flags}: the times compare only at both sides' published "
+                  "lengths and batches)" if slice_flags else "")  # fmt: skip
+        lines.append(f"\nfastcifar's training time is {ratio:.2f}x the peer's{caveat}.")
     return lines
 
 
@@ -314,11 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fastcifar-amp", action="store_true",
                         help="on the CPU, fastcifar in bf16 where native (default: fp32, as "
                         "the peer)")  # fmt: skip
-    parser.add_argument("--train-subset", type=int, help="a slice, to try the benchmark")
-    parser.add_argument("--test-subset", type=int)
+    parser.add_argument("--train-subset", type=count, help="a slice, to try the benchmark")
+    parser.add_argument("--test-subset", type=count)
     parser.add_argument("--peer-epochs", type=float, default=PEER_EPOCHS)
-    parser.add_argument("--epochs", type=int, help="fastcifar's epochs (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, help="fastcifar's batch (default: the "
+    parser.add_argument("--epochs", type=count, help="fastcifar's epochs (default: the recipe's)")
+    parser.add_argument("--batch-size", type=count, help="fastcifar's batch (default: the "
                         "recipe's); for a slice's try: the peer's batch stays its 1024, so "
                         "the times compare only at the default")  # fmt: skip
     parser.add_argument(
@@ -359,8 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         print(table(results[-1:]), end="", flush=True)
     payload = {"machine": machine_facts(args.device), "results": [asdict(r) for r in results]}
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (args.out / "results.md").write_text(table(results))
-    print(table(results), end="")
+    sliced = [f"--{name.replace('_', '-')}" for name in ("train_subset", "epochs", "batch_size")
+              if getattr(args, name)]  # fmt: skip
+    sliced += ["--peer-epochs"] if args.peer_epochs != PEER_EPOCHS else []
+    (args.out / "results.md").write_text(table(results, " ".join(sliced)))
+    print(table(results, " ".join(sliced)), end="")
 
 
 if __name__ == "__main__":

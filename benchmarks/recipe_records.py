@@ -87,7 +87,7 @@ def variant_of(config: dict[str, Any]) -> list[str]:
             if RECIPE_SETTINGS.get(name) and name not in ("epochs", "seed", "seeds")]  # fmt: skip
 
 
-_IMAGE_GFLOP: dict[tuple[str, int], float] = {}
+_IMAGE_GFLOP: dict[tuple[str, int, int], float] = {}
 
 
 def training_pflop(summary: Summary) -> float | None:
@@ -98,15 +98,17 @@ def training_pflop(summary: Summary) -> float | None:
 
     classes = len(summary.class_names or ()) or 10
     network = summary.config.get("model", "resnet9")
+    width = summary.config.get("width", 64)  # runs recorded before the setting: 64
     if summary.train_examples_per_epoch is None or summary.epochs_completed is None:
         return None
-    if (network, classes) not in _IMAGE_GFLOP:
+    key = (network, classes, width)
+    if key not in _IMAGE_GFLOP:
         import torch
 
-        model = network_class(network)(classes)
-        _IMAGE_GFLOP[network, classes] = step_gflop(model, 1, torch.device("cpu")) or 0.0
+        model = network_class(network)(classes, width=width)
+        _IMAGE_GFLOP[key] = step_gflop(model, 1, torch.device("cpu")) or 0.0
     images = summary.train_examples_per_epoch * summary.epochs_completed
-    return _IMAGE_GFLOP[network, classes] * images / 1e6 or None
+    return _IMAGE_GFLOP[key] * images / 1e6 or None
 
 
 def row_of(folder: Path, name: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ def test_the_peer_trains_on_this_cpu_and_the_table_compares_it(tmp_path):
                         1.0, 1024, 0.001, "fp32")  # fmt: skip
     table = peer.table([result, other])
     assert "| airbench94 (peer) | 0 |" in table and "fastcifar's training time is 2.00x" in table
+    sliced = peer.table([result, other], "--train-subset --epochs")
+    assert "2.00x the peer's (a slice, --train-subset --epochs: the times compare only" in sliced
 
 
 def test_the_peer_runs_in_fp32_on_the_cpu_and_the_patches_are_undone():

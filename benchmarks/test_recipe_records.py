@@ -54,8 +54,9 @@ def test_complete_runs_are_recorded_with_a_table_and_one_curve_plot(runs, tmp_pa
     given = next(line for line in lines if line.startswith("| given |"))
     assert "(given)" in given and "--lr-max 0.05 " in given and "--eval-every 2 " in given
     assert "| given | 2 | " in given and "(flip TTA) |" in given  # epochs, the TTA's kind
-    pflop = float(given.split(" | ")[5])  # 2 epochs of 32 images of the ResNet9: 2.29 GFLOP each
-    assert pflop == pytest.approx(64 * 2.29e-6, rel=0.01)
+    # 2 epochs of 32 images of the ResNet9 at width 8: 0.0367 GFLOP each (2.28 at width 64).
+    pflop = float(given.split(" | ")[5])
+    assert pflop == pytest.approx(64 * 0.0367e-6, rel=0.01)
 
 
 def test_a_recipe_runs_command_is_its_name_and_what_differs_from_it():
@@ -96,14 +97,18 @@ def test_training_pflop_counts_the_network_the_run_trained():
     from fastcifar.records.config_record import RunKind, Status
     from fastcifar.records.summary import Summary
 
-    def pflop(model: str) -> float:
-        summary = Summary(RunKind.RUN, Status.COMPLETE, {"model": model},
+    def pflop(model: str, **width: int) -> float:
+        summary = Summary(RunKind.RUN, Status.COMPLETE, {"model": model, **width},
                           class_names=list("0123456789"), train_examples_per_epoch=1000,
                           epochs_completed=1)  # fmt: skip
         return training_pflop(summary)
 
+    # A config without "width" (recorded before the setting) is the network at 64.
     assert pflop("airbench") == pytest.approx(1000 * 3 * 0.2363e9 / 1e15, rel=0.01)
     assert pflop("resnet9") / pflop("airbench") == pytest.approx(3.2, rel=0.05)
+    assert pflop("resnet9", width=64) == pflop("resnet9")
+    # At 1/8 the width, ~1/64 of the convolutions' arithmetic (the first layer's input stays 3).
+    assert pflop("resnet9") / pflop("resnet9", width=8) == pytest.approx(62, rel=0.02)
 
 
 def test_nothing_complete_is_one_line(runs, tmp_path, capsys):

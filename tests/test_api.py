@@ -65,7 +65,7 @@ def test_fit_returns_the_result_and_writes_the_run_folder(tmp_path):
 
 def test_the_one_line_fit_works_as_a_new_user_types_it(tmp_path):
     if real_cifar_dir() is None:
-        pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10: this is the README's line")
+        pytest.skip("set FASTCIFAR_DATA to the real CIFAR-10: a new user's first line reads it")
     line = (
         "import fastcifar; r = fastcifar.fit(epochs=1, train_subset=192, test_subset=100, "
         "batch_size=64, device='cpu', lr_max=0.4, lr_min=0.04, plots=False); print(r.accuracy)"

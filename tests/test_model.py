@@ -9,6 +9,7 @@ from torch import nn
 
 from fastcifar.engine.model import ResNet9, parameter_count
 from fastcifar.errors import ConfigError
+from fastcifar.records.config import TrainConfig
 from fastcifar.summary import format_table, layer_table, main
 
 # (layer, output shape, parameters, receptive field, jump): conv weights are 3*3*in*out, BN has
@@ -97,6 +98,16 @@ def test_a_width_scales_every_layer_and_keeps_the_fields(width):
     assert ResNet9(width=w)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_a_run_recorded_before_the_width_setting_reads_back_at_64():
+    from fastcifar.records.config_record import ConfigRecord, RunKind
+
+    recorded = TrainConfig().to_dict()
+    del recorded["width"]  # fastcifar 0.2's config.json
+    assert ConfigRecord(RunKind.RUN, recorded).train_config.width == 64
+    with pytest.raises(ConfigError, match="width must be at most 512, got 1,024"):
+        TrainConfig(width=1024)
+
+
 def test_the_summary_command_describes_a_width_and_refuses_what_cannot_be_built(capsys):
     main(["--width", "8"])
     printed = capsys.readouterr().out
@@ -113,8 +124,6 @@ def test_the_summary_command_describes_a_width_and_refuses_what_cannot_be_built(
 
 def test_resnet9_defaults_to_the_recipes_logit_scale():
     """fit(model=ResNet9()) must train the recipe, not a run with 8x larger logits."""
-    from fastcifar.records.config import TrainConfig
-
     assert ResNet9().logit_scale == TrainConfig().logit_scale == 0.125
 
 

@@ -183,8 +183,8 @@ def bad_batch_size(payload):
     [
         ("parts.model", weights(**{"prep.0.weight": torch.zeros(3, 3)}),
          f"does not fit this run's model (shape prep.0.weight (3, 3) for ({WIDTH}, 3, 3, 3))"),
-        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 512)}),
-         "shape fc.weight (20, 512)"),
+        ("parts.model", weights(**{"fc.weight": torch.zeros(20, 8 * WIDTH)}),
+         f"shape fc.weight (20, {8 * WIDTH})"),
         ("parts.model", nan_fc, "the weights fc.weight are not finite"),
         ("config", bad_batch_size,
          "holds another config than the run's config.json (batch_size differ)"),

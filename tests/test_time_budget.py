@@ -100,6 +100,14 @@ def test_the_plan_quotes_the_recorded_runs_nearest_its_length():
     assert "at 10 epochs 92.84%" in recorded_accuracy("fast", 11)
 
 
+def test_the_plan_quotes_records_only_of_the_recipes_own_network():
+    from fastcifar.records.config import TrainConfig
+
+    plan = budget.BudgetPlan(3600, 24, 0.5, 1.0, 3000.0, 100.0, 60.0)
+    assert "; recorded at 24 epochs: 93.84%" in plan.line(TrainConfig())
+    assert "recorded" not in plan.line(TrainConfig(width=WIDTH))  # another network's run
+
+
 RESULTS = (
     Path(__file__).parent.parent
     / "benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07"

@@ -172,14 +172,14 @@ def model_factory(
 ) -> Callable[[], nn.Module]:
     """A function that returns a freshly initialised model, its draws from torch's global seed:
     * None: the named `network` (TrainConfig.model: the ResNet9 of the recipe, or airbench's),
-      `width` channels in its first block;
+      `width` channels in its first block (ignored otherwise: Request.check refuses a width
+      with a model of one's own before a run starts);
     * a class or function: called (with `num_classes` when it takes a parameter);
     * a module: a copy, each layer re-drawn by its own reset_parameters(), so that seed k
       starts from the same weights in every process."""
     if model is None:
         kind = network_class(network)
         return lambda: kind(num_classes, logit_scale, width)
-    check_width(model, width)
     if isinstance(model, nn.Module):
         template = copy.deepcopy(model).cpu()
         return lambda: _reset(copy.deepcopy(template))

@@ -38,8 +38,9 @@ class BudgetPlan:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "planned_seconds": self.planned_seconds}
 
-    def line(self, recipe: str) -> str:
-        recorded = recorded_accuracy(recipe, self.epochs)
+    def line(self, config: TrainConfig) -> str:
+        # The records are of the recipes' own networks: another width is another network.
+        recorded = recorded_accuracy(config.recipe, self.epochs) if config.width == 64 else ""
         known = f"; {recorded}" if recorded else ""
         return (
             f"time budget {duration(self.budget_seconds)}: {self.epochs} epoch(s) fit (~"
@@ -61,7 +62,7 @@ class TimeBudget:
         plan = plan_budget(trainer, self.seconds, started)
         trainer.config = replace(trainer.config, epochs=plan.epochs)
         trainer.budget_plan = plan.to_dict()
-        say(plan.line(config.recipe))
+        say(plan.line(config))
         return replace(config, epochs=plan.epochs)
 
 
