@@ -18,7 +18,7 @@ from fastcifar.engine.lr_range_test import lr_range_test
 from fastcifar.engine.step import StepContext
 from fastcifar.errors import ConfigError, RangeTestError
 from tests.cifar_files import synthetic_cifar
-from tests.runs import TWO_EPOCHS, exit_code
+from tests.runs import TWO_EPOCHS, WIDTH, exit_code
 
 DATA = synthetic_cifar(64, 32)
 
@@ -119,6 +119,14 @@ def small_run(tmp_path_factory):
     from tests.runs import finished_run
 
     return finished_run(tmp_path_factory, "checks", TWO_EPOCHS, DATA)
+
+
+def test_a_run_at_another_width_loads_with_its_network_passed_again(small_run):
+    """The width is the run's: its network, given to load_run, loads its weights."""
+    network = fastcifar.ResNet9(width=WIDTH)
+    loaded = fastcifar.load_run(small_run, model=network)
+    assert loaded.model.fc.in_features == 8 * WIDTH
+    assert torch.equal(loaded.model.fc.weight, fastcifar.load_run(small_run).model.fc.weight)
 
 
 @pytest.mark.parametrize(
