@@ -252,6 +252,7 @@ def test_one_epoch_trains_with_each_loader(loader, data_args, tmp_path):
     train_main(
         [
             *flags,
+            *NARROW,
             "--loader",
             loader,
             "--epochs",
