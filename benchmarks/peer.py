@@ -128,10 +128,17 @@ def write_peer_data(data: Any, folder: Path) -> Path:
 
 
 def run_peer(
-    folder: Path, seed: int, precision: str, epochs: float = PEER_EPOCHS, device: str = "cpu"
+    folder: Path,
+    seed: int,
+    precision: str,
+    epochs: float = PEER_EPOCHS,
+    device: str = "cpu",
+    batch: int = PEER_BATCH,
 ) -> Result:
     """airbench94's train94 and its flip + translate TTA evaluation, in `folder` (which holds
-    write_peer_data's files), on the CPU (patched, `precision`) or as published on CUDA."""
+    write_peer_data's files), on the CPU (patched, `precision`) or as published on CUDA; in
+    batches of `batch` (its published 1024 unless a slice asks: train94 scales its
+    hyperparameters by its loader's batch)."""
     from airbench import lib_airbench94 as peer
     from airbench import utils
 
@@ -143,7 +150,7 @@ def run_peer(
         utils.CifarLoader.__init__.__defaults__ = (*loader_defaults[:-1], place)
         try:
             torch.manual_seed(seed)
-            train = utils.CifarLoader("cifar10", train=True, batch_size=PEER_BATCH,
+            train = utils.CifarLoader("cifar10", train=True, batch_size=batch,
                                       aug=peer.hyp["aug"], altflip=True)  # fmt: skip
             started = time.perf_counter()
             model = peer.train94(train, epochs=epochs, verbose=False)
@@ -153,7 +160,7 @@ def run_peer(
             plain = utils.evaluate(model, test, tta_level=0)
             wall = time.perf_counter() - started
             steps = math.ceil(len(train) * epochs)  # as train94 counts them
-            images = steps * PEER_BATCH
+            images = steps * batch
         finally:
             utils.CifarLoader.__init__.__defaults__ = loader_defaults
     gflop = step_gflop_of("airbench", images)  # its network is fastcifar's airbench network
@@ -322,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-subset", type=count, help="a slice, to try the benchmark")
     parser.add_argument("--test-subset", type=count)
     parser.add_argument("--peer-epochs", type=float, default=PEER_EPOCHS)
+    parser.add_argument("--peer-batch", type=count, default=PEER_BATCH, help="the peer's batch "
+                        f"(default: its published {PEER_BATCH}); for a slice's try")  # fmt: skip
     parser.add_argument("--epochs", type=count, help="fastcifar's epochs (default: the recipe's)")
     parser.add_argument("--batch-size", type=count, help="fastcifar's batch (default: the "
                         "recipe's); for a slice's try: the peer's batch stays its 1024, so "
@@ -357,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         settings["amp"] = False
     results = []
     for seed in range(args.seeds):
-        results.append(run_peer(args.out / "peer", seed, precision, args.peer_epochs, args.device))
+        results.append(run_peer(args.out / "peer", seed, precision, args.peer_epochs, args.device,
+                                args.peer_batch))  # fmt: skip
         print(table(results[-1:]), end="", flush=True)
         run = args.out / f"fastcifar-seed-{seed}"
         results.append(run_fastcifar(data, run, seed, args.device, args.recipe, **settings))
@@ -367,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     sliced = [f"--{name.replace('_', '-')}" for name in ("train_subset", "epochs", "batch_size")
               if getattr(args, name)]  # fmt: skip
     sliced += ["--peer-epochs"] if args.peer_epochs != PEER_EPOCHS else []
+    sliced += ["--peer-batch"] if args.peer_batch != PEER_BATCH else []
     (args.out / "results.md").write_text(table(results, " ".join(sliced)))
     print(table(results, " ".join(sliced)), end="")
 

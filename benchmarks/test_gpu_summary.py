@@ -239,8 +239,8 @@ def test_the_prepared_gpu_command_dry_runs_on_the_cpu(tmp_path):
         "CONV_ARGS": "--batch-size 8 --repeats 1",
         "TRAIN_ARGS": "--device cpu --epochs 1 --train-subset 48 --batch-size 16 "
         "--test-subset 32 --range-test-steps 4 --width 8",
-        "PEER_ARGS": "--device cpu --train-subset 1024 --test-subset 200 --peer-epochs 1 "
-        "--epochs 1 --batch-size 256",
+        "PEER_ARGS": "--device cpu --train-subset 256 --test-subset 100 --peer-epochs 1 "
+        "--peer-batch 256 --epochs 1 --batch-size 64",
     }
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks/run_gpu.sh"), str(data), str(out)],
