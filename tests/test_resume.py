@@ -17,6 +17,7 @@ import torch
 from fastcifar.engine import step as engine
 from fastcifar.records.checkpoint import load_checkpoint
 from fastcifar.records.metrics_row import TIMING_COLUMNS
+from fastcifar.system.device import compute_kind
 from tests.cifar_files import synthetic_cifar
 from tests.runs import TWO_EPOCHS, exit_code, finished_run, signal_after
 
@@ -186,7 +187,9 @@ def test_a_resume_under_another_source_says_so_and_the_summary_keeps_both(interr
     assert run(["--resume", str(interrupted)]) == 0
     captured = capsys.readouterr()
     warning = [line for line in captured.err.splitlines() if "was trained with" in line]
-    assert len(warning) == 1 and "commit 0a1b2c3, torch 2.0.0 and this is commit " in warning[0]
+    here = compute_kind(torch.device("cpu"))
+    assert len(warning) == 1
+    assert f"commit 0a1b2c3, torch 2.0.0, on {here} and this is commit " in warning[0]
     assert "continues exactly only if both compute the same" in warning[0]
     summary = json.loads((interrupted / "summary.json").read_text())
     segments = summary["provenance"]["segments"]
@@ -194,7 +197,41 @@ def test_a_resume_under_another_source_says_so_and_the_summary_keeps_both(interr
     assert segments[1]["commit"] == summary["provenance"]["commit"] + (
         "+dirty" if summary["provenance"]["dirty"] else ""
     )
-    assert "resumed under another source: commit 0a1b2c3, torch 2.0.0 then commit " in captured.out
+    assert (
+        f"resumed under another source: commit 0a1b2c3, torch 2.0.0, on {here} then commit "
+        in captured.out
+    )
+
+
+def test_a_resume_on_another_kind_of_device_says_so_and_an_unrecorded_device_does_not(
+    interrupted, capsys
+):
+    """Each process records the kind of device it ran on (the CPU's kernels and its bf16, which
+    decide the numbers and Muon's Newton-Schulz precision); a checkpoint saved before devices
+    were recorded is compared on the commit and torch alone."""
+    here = compute_kind(torch.device("cpu"))
+    assert here.startswith("CPU ") and " kernels, bf16 " in here
+    payload = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    assert payload["segments"][0]["device"] == here
+    elsewhere = "CPU Another Processor, AVX2 kernels, bf16 not native"
+    payload["segments"][0]["device"] = elsewhere
+    torch.save(payload, interrupted / "checkpoint.pt")
+    capsys.readouterr()
+    assert run(["--resume", str(interrupted), "--max-steps", "3"]) == 0
+    captured = capsys.readouterr()
+    (warning,) = [line for line in captured.err.splitlines() if "was trained with" in line]
+    assert f", on {elsewhere} and this is commit " in warning and warning.endswith(
+        f", on {here}: the run continues exactly only if both compute the same; summary.json "
+        "records each (provenance: segments)"
+    )
+    payload = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    assert [s["device"] for s in payload["segments"]] == [elsewhere, here]
+    del payload["segments"][0]["device"], payload["segments"][1]["device"]  # as saved before
+    torch.save(payload, interrupted / "checkpoint.pt")
+    assert run(["--resume", str(interrupted)]) == 0
+    captured = capsys.readouterr()
+    assert "was trained with" not in captured.err
+    assert "resumed under another source" not in captured.out  # the same commit and torch
 
 
 @pytest.mark.parametrize("segments", ["one", [{"start": "after epoch 0"}]])

@@ -24,7 +24,7 @@ import torch
 
 from fastcifar.errors import CheckpointError
 from fastcifar.records.config_record import short
-from fastcifar.records.provenance import VERSION, describe_source
+from fastcifar.records.provenance import VERSION, describe_sources
 from fastcifar.records.values import is_integer, is_number
 
 CHECKPOINT_SCHEMA = 3
@@ -275,14 +275,15 @@ def check_fits(
 
 def check_source(checkpoint: Checkpoint, now: dict[str, Any], path: Path) -> list[str]:
     """A warning when the run continues under another source than the one that saved
-    `checkpoint` (`now`: provenance.training_source here): another commit or torch version
-    continues bit-identically only if it computes the same; summary.json keeps both."""
+    `checkpoint` (`now`: provenance.training_source here): another commit, torch version or
+    kind of device continues bit-identically only if it computes the same; summary.json keeps
+    both."""
     if not checkpoint.segments:
         return []  # saved before segments were recorded: nothing to compare with
-    last = checkpoint.segments[-1]
-    then_source, now_source = describe_source(last), describe_source(now)
-    if then_source == now_source:
+    described = describe_sources([checkpoint.segments[-1], now])
+    if len(described) == 1:
         return []
+    then_source, now_source = described
     return [
         f"warning: {path} was trained with {then_source} and this is {now_source}: the run "
         "continues exactly only if both compute the same; summary.json records each "

@@ -40,26 +40,39 @@ def source_commit(root: Path = PROVENANCE_FILE.parent) -> dict[str, Any]:
         return {"commit": "unknown", "dirty": None, "from": "nothing (no git, no stamp)"}
 
 
-def training_source() -> dict[str, str]:
-    """What decides a run's numbers besides its config and the machine: the commit (with
-    "+dirty") and the torch version (a plain str: a checkpoint loaded weights_only refuses
-    torch's TorchVersion)."""
+def training_source(device: str | None = None) -> dict[str, str]:
+    """What decides a run's numbers besides its config: the commit (with "+dirty"), the torch
+    version (a plain str: a checkpoint loaded weights_only refuses torch's TorchVersion) and,
+    when given, the kind of device (system.device.compute_kind: the CPU's kernels and whether
+    it runs bf16 natively, which picks Muon's Newton-Schulz precision, or the GPU)."""
     import torch
 
-    return {"commit": describe_commit(source_commit()), "torch": str(torch.__version__)}
+    source = {"commit": describe_commit(source_commit()), "torch": str(torch.__version__)}
+    return source if device is None else {**source, "device": device}
 
 
-def segment(start: str) -> dict[str, Any]:
+def segment(start: str, device: str | None = None) -> dict[str, Any]:
     """What one process that trains a run records: where it took the run up ("after epoch 0",
     "at step 12/97 of epoch 4") and its training_source. A resumed run is several segments; if
-    their sources differ, the run is not one version of the code."""
-    return {"start": start, **training_source()}
+    their sources differ, the run is not one version of the code, or not one kind of machine."""
+    return {"start": start, **training_source(device)}
 
 
 def describe_source(source: dict[str, Any]) -> str:
-    """ "commit abc1234, torch 2.14.1": one segment's (or training_source's) source, as warnings
-    and the run's last line name it."""
-    return f"commit {source.get('commit')}, torch {source.get('torch')}"
+    """ "commit abc1234, torch 2.14.1" (", on DEVICE" where recorded): one segment's (or
+    training_source's) source, as warnings and the run's last line name it."""
+    described = f"commit {source.get('commit')}, torch {source.get('torch')}"
+    return described + (f", on {source['device']}" if source.get("device") else "")
+
+
+def describe_sources(sources: list[dict[str, Any]]) -> list[str]:
+    """The distinct sources among `sources`, in order, each described by what all of them
+    record: a segment saved before devices were recorded (2026-12-07) has no device, and is
+    not another source for that."""
+    if not sources:
+        return []
+    shared = set.intersection(*(set(source) for source in sources)) - {"start"}
+    return list(dict.fromkeys(describe_source({k: s[k] for k in shared}) for s in sources))
 
 
 def _git(root: Path, *args: str) -> str | None:

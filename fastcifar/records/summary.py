@@ -213,12 +213,11 @@ def _environment(**provenance: Any) -> dict[str, Any]:
 
 
 def sources(summary: Summary) -> list[str]:
-    """The distinct sources (commit, torch) that trained a run, in order; one for a run that was
-    never resumed, or resumed under the same source."""
-    from fastcifar.records.provenance import describe_source
+    """The distinct sources (commit, torch, device) that trained a run, in order; one for a run
+    that was never resumed, or resumed under the same source."""
+    from fastcifar.records.provenance import describe_sources
 
-    segments = (summary.provenance or {}).get("segments") or []
-    return list(dict.fromkeys(describe_source(item) for item in segments))
+    return describe_sources((summary.provenance or {}).get("segments") or [])
 
 
 def tta_name(translate: bool) -> str:

@@ -21,6 +21,7 @@ from fastcifar.records.provenance import training_source
 from fastcifar.records.run_folder import CHECKPOINT, resume_command, run_status
 from fastcifar.records.summary import read_summary
 from fastcifar.runs.request import Request
+from fastcifar.system.device import compute_kind
 from fastcifar.system.distributed import restarted
 from fastcifar.system.progress import warn
 from fastcifar.training.loop import new_state
@@ -178,7 +179,7 @@ def check_continuable(
     for line in check_fits(checkpoint, now, path,
                            lambda world: resume_command(folder, world, data_parallel)):  # fmt: skip
         warn(line)
-    for line in check_source(checkpoint, training_source(), path):
+    for line in check_source(checkpoint, training_source(compute_kind(trainer.device)), path):
         warn(line)
 
 

@@ -62,6 +62,17 @@ def device_name(device: torch.device) -> str:
     return f"CPU {cpu_model_name()} ({threads} thread{'s' * (threads != 1)}, {cpu_capability()})"
 
 
+def compute_kind(device: torch.device) -> str:
+    """The kind of device a run's numbers depend on, for its provenance: the GPU's name, or the
+    CPU's model, the kernels ATen dispatches to (capped by ATEN_CPU_CAPABILITY) and whether it
+    runs bf16 natively (capped by ONEDNN_MAX_CPU_ISA too; it also picks Muon's Newton-Schulz
+    precision). Not the thread count, which the checkpoint keeps and warns about itself."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    bf16 = "native" if cpu_bf16_support()[0] else "not native"
+    return f"CPU {cpu_model_name()}, {torch.backends.cpu.get_cpu_capability()} kernels, bf16 {bf16}"
+
+
 def cpu_model_name() -> str:
     """The CPU's model name as `lscpu` prints it (from /proc/cpuinfo), else the platform's."""
     name = _cpuinfo_value(("model name",))

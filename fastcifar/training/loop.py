@@ -29,7 +29,7 @@ from fastcifar.records.provenance import segment
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary
 from fastcifar.system.caller import setting
-from fastcifar.system.device import synchronize
+from fastcifar.system.device import compute_kind, synchronize
 from fastcifar.system.progress import progress, say
 from fastcifar.system.signals import StopSignals
 from fastcifar.training.state import TrainingState, option_parts
@@ -112,7 +112,7 @@ class TrainingRun:
         self.reporter = Reporter(trainer, folder)
         self.elapsed_before = state.elapsed  # a resumed run counts its earlier processes too
         self.last_checkpoint = self.position() if state.started else None
-        state.segments.append(segment(self.position()))
+        state.segments.append(segment(self.position(), compute_kind(trainer.device)))
         self.last_checkpoint_time = time.monotonic()
         self.checkpoints_written = 0
         self.limit: str | None = None
