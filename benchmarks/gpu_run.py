@@ -298,9 +298,12 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
-def write_out(out: Path, work: Path, results: list[StageResult], meta: dict[str, Any]) -> None:
-    """OUT rewritten whole from what the stages left in `work` (see the module docstring).
-    Whatever fails in the summing up, the stages' outcomes and logs still come back."""
+def write_out(
+    out: Path, work: Path, results: list[StageResult], meta: dict[str, Any], records: str = ""
+) -> None:
+    """OUT rewritten whole from what the stages left in `work` (see the module docstring), with
+    `records` (recipe_records_of's table) below the summary. Whatever fails in the summing up,
+    the stages' outcomes and logs still come back."""
     try:
         markdown, payload = gpu_summary.collect(work, [asdict(r) for r in results], meta)
     except Exception as error:  # torch broken or missing is exactly when this must still work
@@ -313,7 +316,7 @@ def write_out(out: Path, work: Path, results: list[StageResult], meta: dict[str,
         ]
         markdown = "\n".join([*head, *rows]) + "\n"
         payload = {"meta": meta, "stages": [asdict(r) for r in results], "error": repr(error)}
-    (out / "summary.md").write_text(markdown + recipe_records_of(work, out))
+    (out / "summary.md").write_text(markdown + records)
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     logs = [
         work / "logs" / f"{r.name}.log"
@@ -388,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_gpu.sh: torch.compile fails here ({checked.compile_error}): {eager}")
     commands = stage_commands(args, work, checked.compiles)
     results: list[StageResult] = []
+    records = ""
     for name in args.stages:
         shutil.rmtree(work / name, ignore_errors=True)  # a run folder of an earlier try
         left = args.budget - (time.monotonic() - started)
@@ -398,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(StageResult(name, "skipped", note=note))
         else:
             results.append(run_stage(name, commands[name], left, work / "logs" / f"{name}.log"))
-        write_out(out, work, results, meta)  # what finished is on disk at once
+        if name in ("seeds", "sweep"):  # the records change only with these stages' runs
+            records = recipe_records_of(work, out)
+        write_out(out, work, results, meta, records)  # what finished is on disk at once
     print((out / "summary.md").read_text(), flush=True)
     return 0 if all(r.status in ("passed", "skipped") for r in results) else 1
 

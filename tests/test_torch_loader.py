@@ -34,7 +34,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     def broken(*args):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(torch_loader, "_compiled_augment_batch", broken)
+    monkeypatch.setattr(torch_loader, "compiled_augment_batch", lambda: broken)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler.*running it eagerly"):
         fallen_back = epoch(True)
     for got, expected in zip(fallen_back, epoch(False), strict=True):
@@ -50,7 +50,7 @@ def test_a_run_compiles_the_augmentation_where_it_pays():
         return _train_loader(TrainConfig(**settings), data, cpu, Distributed())._augment
 
     assert augment(epochs=24) is torch_loader.augment_batch  # 1,536 images
-    assert augment(epochs=6250) is torch_loader._compiled_augment_batch  # 400,000
-    assert augment(epochs=24, compile=True) is torch_loader._compiled_augment_batch
+    assert augment(epochs=6250) is torch_loader.compiled_augment_batch()  # 400,000
+    assert augment(epochs=24, compile=True) is torch_loader.compiled_augment_batch()
     assert compile_pays(torch.device("cuda"), 64, model_compiled=False)
     assert not compile_pays(cpu, base.COMPILE_PAYS_FROM - 1, model_compiled=False)

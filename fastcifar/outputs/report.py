@@ -18,7 +18,6 @@ from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.engine.step import EpochAccumulator, EpochTotals
-from fastcifar.outputs import plots
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.records.run_folder import RunFolder
@@ -183,6 +182,8 @@ def final_line(summary: Summary, folder: RunFolder) -> str:
 def save_range_test(result: RangeTestResult, folder: RunFolder, plot: bool = True) -> None:
     folder.write_json(RANGE_TEST_FILE, result.to_dict())
     if plot and folder.writes:
+        from fastcifar.outputs import plots  # here: matplotlib costs a run without plots 0.3 s
+
         plots.plot_range_test(result, folder / "lr_range_test.png")
 
 
@@ -306,6 +307,7 @@ def plot_run(
     """The schedule, the curves (every step's loss and each epoch's), the mistakes and the
     confusion matrix of a finished run."""
     from fastcifar.engine.schedule import schedule_points
+    from fastcifar.outputs import plots  # here: matplotlib costs a run without plots 0.3 s
 
     labels, predictions = evaluation.labels.numpy(), evaluation.headline().predictions.numpy()
     names = trainer.data.class_names

@@ -9,6 +9,7 @@ a GPU compiling fuses its ~20 small kernels into one or two.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -72,7 +73,11 @@ def _reflect(coordinate: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(coordinate < 0, -coordinate, mirrored)
 
 
-_compiled_augment_batch = torch.compile(augment_batch, dynamic=False)
+@functools.cache
+def compiled_augment_batch() -> Callable:
+    """`augment_batch` compiled, made on first use: creating it imports the inductor, a second
+    of start-up (2-core CPU) that a run which augments eagerly need not pay."""
+    return torch.compile(augment_batch, dynamic=False)
 
 
 class CifarTensorLoader:
@@ -88,7 +93,7 @@ class CifarTensorLoader:
         self.mean, self.inv_std = options.normalisation.on(device)
         self.counter = EpochCounter()
         self._augment: Callable = (
-            _compiled_augment_batch if options.compile_augmentation else augment_batch
+            compiled_augment_batch() if options.compile_augmentation else augment_batch
         )
 
     def __len__(self) -> int:
