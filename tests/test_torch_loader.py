@@ -3,6 +3,7 @@ fails costs speed, not the run, and a training run compiles it only where that p
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,3 +55,21 @@ def test_a_run_compiles_the_augmentation_where_it_pays():
     assert augment(epochs=24, compile=True) is torch_loader.compiled_augment_batch()
     assert compile_pays(torch.device("cuda"), 64, model_compiled=False)
     assert not compile_pays(cpu, base.COMPILE_PAYS_FROM - 1, model_compiled=False)
+
+
+def test_a_loader_of_ones_own_compiles_where_a_recipe_run_of_its_images_would_pay():
+    """On the CPU: a few images augment eagerly, CIFAR-10's size compiles (24 epochs of 16,667
+    images reach COMPILE_PAYS_FROM), and the caller's word wins either way."""
+
+    def augment(count: int, **settings):
+        images = np.zeros((count, 32, 32, 3), np.uint8)
+        loader = torch_loader.CifarTensorLoader.from_arrays(
+            images, np.arange(count) % 10, device="cpu", **settings
+        )
+        return loader._augment
+
+    compiled = torch_loader.compiled_augment_batch()
+    assert augment(64) is torch_loader.augment_batch
+    assert augment(16_667) is compiled and augment(16_666) is torch_loader.augment_batch
+    assert augment(64, compile_augmentation=True) is compiled
+    assert augment(16_667, compile_augmentation=False) is torch_loader.augment_batch

@@ -43,6 +43,9 @@ class BatchLoader(Protocol):
 # (8 or more epochs of 50,000) compiles, as its recorded runs did; slices and first tries, which
 # compiling made seconds slower, augment eagerly.
 COMPILE_PAYS_FROM = 400_000
+# A loader of one's own (CifarTensorLoader.from_arrays) does not know its epochs: it decides as
+# a run of the recipe's length would.
+ASSUMED_EPOCHS = 24
 
 
 def compile_pays(device: torch.device, images: int, model_compiled: bool) -> bool:

@@ -18,7 +18,7 @@ import torch
 
 from fastcifar.data.augmentation import DRAW_NAMES
 from fastcifar.data.dataset import CifarSplit, split_from_arrays
-from fastcifar.data.loaders.base import EpochCounter, LoaderOptions
+from fastcifar.data.loaders.base import ASSUMED_EPOCHS, EpochCounter, LoaderOptions, compile_pays
 from fastcifar.data.normalisation import Normalisation, normalise
 from fastcifar.system.device import pick_device
 
@@ -156,19 +156,27 @@ class CifarTensorLoader:
         drop_last: bool = True,
         seed: int = 0,
         normalisation: Normalisation | None = None,
+        compile_augmentation: bool | None = None,
     ) -> CifarTensorLoader:
         """The loader over images and labels of one's own (as `fastcifar.as_dataset` takes
         them), for a training loop of one's own: the augmentation spec, seeded per epoch;
         normalised with `normalisation`, by default the images' own statistics; on CUDA when
-        there is a GPU, unless `device` says otherwise."""
+        there is a GPU, unless `device` says otherwise. The augmentation is compiled where that
+        pays for the recipe's 24 epochs of these images (`compile_pays`: always on a GPU, on
+        the CPU from 16,667 images), unless `compile_augmentation` says otherwise."""
         split = split_from_arrays(images, labels)
+        picked = pick_device(None if device is None else str(device))
+        if compile_augmentation is None:
+            images_served = ASSUMED_EPOCHS * len(split.labels)
+            compile_augmentation = compile_pays(picked, images_served, model_compiled=False)
         options = LoaderOptions(
             batch_size=batch_size,
-            device=pick_device(None if device is None else str(device)),
+            device=picked,
             augment=augment,
             shuffle=shuffle,
             drop_last=drop_last,
             seed=seed,
             normalisation=normalisation or Normalisation.of_images(split.images),
+            compile_augmentation=compile_augmentation,
         )
         return cls(split, options)
