@@ -81,8 +81,11 @@ def cpu_model_name() -> str:
 
 def cpu_capability() -> str:
     """What the CPU offers this workload: AVX2, AVX512, AVX512_BF16 or AMX (ATen's dispatch
-    level, refined by the bf16 instructions that decide the precision)."""
+    level, refined by the bf16 instructions that decide the precision unless an ISA cap keeps
+    them out: an AMX CPU capped to AVX2 is named AVX2, as its kernels are)."""
     base = torch.backends.cpu.get_cpu_capability()
+    if _bf16_cap() is not None:
+        return base
     if _cpu_flag("amx_tile", "_is_amx_tile_supported"):
         return "AMX"
     if _cpu_flag("avx512_bf16", "_is_avx512_bf16_supported"):
@@ -98,12 +101,9 @@ def cpu_bf16_support() -> tuple[bool, str]:
     and the ISA caps of the environment (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) are honoured:
     a CPU capped below them runs bf16 emulated too.
     """
-    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if onednn_cap and not onednn_cap.startswith((*BF16_ISA_CAPS, "AVX10")):
-        return False, f"ONEDNN_MAX_CPU_ISA={onednn_cap} keeps oneDNN from native bf16"
-    aten_cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
-    if aten_cap in ("default", "avx2"):
-        return False, f"ATEN_CPU_CAPABILITY={aten_cap} keeps ATen from native bf16"
+    capped = _bf16_cap()
+    if capped is not None:
+        return False, capped
     if platform.machine().lower() in ("aarch64", "arm64"):
         native = _cpu_flag("bf16", None)
         return native, "Arm CPU with BF16" if native else "Arm CPU without BF16"
@@ -111,6 +111,17 @@ def cpu_bf16_support() -> tuple[bool, str]:
     if capability in ("AMX", "AVX512_BF16"):
         return True, f"this CPU runs bf16 natively ({capability})"
     return False, f"this CPU has no native bf16 ({capability})"
+
+
+def _bf16_cap() -> str | None:
+    """Which ISA cap of the environment keeps native bf16 out, in words; None if none does."""
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if onednn_cap and not onednn_cap.startswith((*BF16_ISA_CAPS, "AVX10")):
+        return f"ONEDNN_MAX_CPU_ISA={onednn_cap} keeps oneDNN from native bf16"
+    aten_cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if aten_cap in ("default", "avx2"):
+        return f"ATEN_CPU_CAPABILITY={aten_cap} keeps ATen from native bf16"
+    return None
 
 
 def _cpu_flag(linux_flag: str, torch_check: str | None) -> bool:
