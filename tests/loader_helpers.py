@@ -40,7 +40,10 @@ def import_backend(module: str):
 
 def build_loader(name: str, split: CifarSplit, device: str = "cpu", **options) -> BatchLoader:
     """`make_loader` (on CPU unless told); a missing FFCV/DALI skips (fails under
-    $FASTCIFAR_REQUIRE_BACKENDS); any other error fails."""
+    $FASTCIFAR_REQUIRE_BACKENDS); any other error fails. On the CPU the torch loader augments
+    eagerly, as a CPU slice does: its compiled form equals the eager one exactly, shown for
+    each kind of spec in tests/test_torch_loader.py (a compile is seconds a shape here)."""
+    options.setdefault("compile_augmentation", device != "cpu")
     loader_options = LoaderOptions(device=torch.device(device), **options)
     try:
         return make_loader(name, split, loader_options)

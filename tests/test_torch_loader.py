@@ -3,10 +3,13 @@ fails costs speed, not the run, and a training run compiles it only where that p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from fastcifar.data.augmentation import SPEC, AugmentationSpec
 from fastcifar.data.loaders import LoaderOptions, base, compile_pays, make_loader, torch_loader
 from fastcifar.records.config import TrainConfig
 from fastcifar.system.distributed import Distributed
@@ -14,7 +17,8 @@ from fastcifar.training.trainer import _train_loader
 from tests.cifar_files import random_split, synthetic_cifar
 
 
-def epoch(compile_augmentation: bool, seed: int = 5) -> list[torch.Tensor]:
+def epoch(compile_augmentation: bool, seed: int = 5, spec: AugmentationSpec = SPEC) -> list:
+    """An epoch of 200 random images in batches of 64: the last batch is a partial one."""
     options = LoaderOptions(
         batch_size=64,
         device=torch.device("cpu"),
@@ -22,12 +26,22 @@ def epoch(compile_augmentation: bool, seed: int = 5) -> list[torch.Tensor]:
         shuffle=True,
         seed=seed,
         compile_augmentation=compile_augmentation,
+        spec=spec,
     )
     return [images for images, _ in make_loader("torch", random_split(200, seed=1), options)]
 
 
-def test_compiled_augmentation_equals_the_eager_one():
-    for compiled, eager in zip(epoch(True), epoch(False), strict=True):
+SPECS = {
+    "recipe": SPEC,
+    "reflect": replace(SPEC, pad_mode="reflect"),
+    "pad-2-cutout-5-no-flip": AugmentationSpec(pad=2, cutout_size=5, flip_mode="none"),
+}
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_compiled_augmentation_equals_the_eager_one(spec):
+    """The kinds of spec tests/test_loaders.py checks the eager form against, compiled."""
+    for compiled, eager in zip(epoch(True, spec=spec), epoch(False, spec=spec), strict=True):
         torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
 
 
