@@ -77,7 +77,7 @@ def test_the_one_line_fit_works_as_a_new_user_types_it(tmp_path):
     accuracy = float(result.stdout.strip().splitlines()[-1])
     # An eager run without plots loads neither matplotlib nor the inductor: 1.4 s of its
     # start-up on a 2-core CPU.
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    imported = {row.rsplit("|", 1)[-1].strip() for row in result.stderr.splitlines()}
     assert not imported & {"matplotlib", "torch._inductor.compile_fx"}
     (folder,) = (tmp_path / "runs").iterdir()
     assert accuracy == json.loads((folder / "summary.json").read_text())["final_test_accuracy"]

@@ -118,9 +118,13 @@ def test_the_device_line_names_the_cpu_capability():
     assert device.cpu_capability() in device.device_name(CPU)
 
 
-def test_a_cpu_capped_below_bf16_is_named_by_the_kernels_it_runs(monkeypatch):
-    """On an AMX CPU capped to AVX2 the device line and the benchmarks' hardware name said
-    AMX; they name ATen's dispatch level then, as on a CPU that has no more."""
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+@pytest.mark.parametrize("cap", [("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2")])
+def test_a_cpu_capped_below_bf16_is_named_by_the_kernels_it_runs(monkeypatch, cap):
+    """On an AMX CPU (simulated) capped to AVX2 the device line and the benchmarks' hardware
+    name said AMX; they name ATen's dispatch level then, as on a CPU that has no more."""
+    monkeypatch.setattr(device, "_cpu_flag", lambda *_: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert device.cpu_capability() == "AMX"
+    monkeypatch.setenv(*cap)
     assert device.cpu_capability() == torch.backends.cpu.get_cpu_capability()
-    assert device.cpu_capability() not in ("AMX", "AVX512_BF16")

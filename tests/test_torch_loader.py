@@ -1,5 +1,6 @@
 """The torch loader's compiled augmentation is exactly its eager definition, a compiler that
-fails costs speed, not the run, and a training run compiles it only where that pays."""
+fails costs speed, not the run, and a training run, or a loader of one's own, compiles it only
+where that pays (and never without augmentation)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,15 @@ SPECS = {
     "recipe": SPEC,
     "reflect": replace(SPEC, pad_mode="reflect"),
     "pad-2-cutout-5-no-flip": AugmentationSpec(pad=2, cutout_size=5, flip_mode="none"),
+    "no-crop-no-cutout-no-flip": AugmentationSpec(pad=0, cutout_size=0, flip_mode="none"),
+    "pad-3-cutout-5-reflect": AugmentationSpec(pad=3, cutout_size=5, pad_mode="reflect"),
 }
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_compiled_augmentation_equals_the_eager_one(spec):
-    """The kinds of spec tests/test_loaders.py checks the eager form against, compiled."""
+    """Each spec tests/test_loaders.py checks the eager form against (which its CPU loaders
+    run), compiled: so the compiled form meets them too."""
     for compiled, eager in zip(epoch(True, spec=spec), epoch(False, spec=spec), strict=True):
         torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
 
@@ -87,3 +91,5 @@ def test_a_loader_of_ones_own_compiles_where_a_recipe_run_of_its_images_would_pa
     assert augment(16_667) is compiled and augment(16_666) is torch_loader.augment_batch
     assert augment(64, compile_augmentation=True) is compiled
     assert augment(16_667, compile_augmentation=False) is torch_loader.augment_batch
+    assert TrainConfig().epochs == base.ASSUMED_EPOCHS  # the recipe's length, as it says
+    assert augment(16_667, augment=False) is torch_loader.augment_batch  # nothing to compile

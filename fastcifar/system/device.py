@@ -82,7 +82,8 @@ def cpu_model_name() -> str:
 def cpu_capability() -> str:
     """What the CPU offers this workload: AVX2, AVX512, AVX512_BF16 or AMX (ATen's dispatch
     level, refined by the bf16 instructions that decide the precision unless an ISA cap keeps
-    them out: an AMX CPU capped to AVX2 is named AVX2, as its kernels are)."""
+    them out: an AMX CPU capped to AVX2 is named AVX2, as its kernels are; a cap that still
+    allows bf16 renames nothing)."""
     base = torch.backends.cpu.get_cpu_capability()
     if _bf16_cap() is not None:
         return base

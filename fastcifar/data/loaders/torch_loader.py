@@ -92,9 +92,8 @@ class CifarTensorLoader:
         self.labels = torch.from_numpy(split.labels).to(device)
         self.mean, self.inv_std = options.normalisation.on(device)
         self.counter = EpochCounter()
-        self._augment: Callable = (
-            compiled_augment_batch() if options.compile_augmentation else augment_batch
-        )
+        compiles = options.augment and options.compile_augmentation  # no augmentation: no compile
+        self._augment: Callable = compiled_augment_batch() if compiles else augment_batch
 
     def __len__(self) -> int:
         return self.options.batches_per_epoch(len(self.labels))
