@@ -124,6 +124,12 @@ def make_request(
             raise ConfigError(
                 f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
             )
+    also = sorted(name for name in ("dataset", "data_dir") if values.get(name) is not None)
+    if data is not None and also:  # else one of them would be recorded and not trained on
+        raise ConfigError(
+            f"data= gives the data itself, and {' and '.join(also)} name data to read: "
+            "pass one or the other"
+        )
     if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
         values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
         data = None
@@ -165,6 +171,10 @@ def _base_config(config: Any) -> dict[str, Any]:
 
 
 def _check_options(options: RunOptions) -> None:
+    for name in ("out", "resume"):
+        value = getattr(options, name)
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"{name} must be a folder's path, got {value!r}")
     if options.max_time is not None and not (
         isinstance(options.max_time, int | float) and options.max_time > 0
     ):
@@ -308,5 +318,5 @@ def load_run(
     from fastcifar.system.device import pick_device
 
     return load_saved_run(
-        Path(folder), pick_device(device), model=model, allow_incomplete=allow_incomplete
+        folder, pick_device(device), model=model, allow_incomplete=allow_incomplete
     )

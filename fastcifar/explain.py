@@ -1,7 +1,7 @@
 """`python -m fastcifar.explain RUN_DIR`: a Grad-CAM grid of the run's misclassified test images
 (true → predicted, heat = evidence for the predicted class), written to RUN_DIR/gradcam.png.
 
-Needs the optional extra: pip install '.[gradcam]'. Works on CPU and GPU; Grad-CAM runs on the
+Needs the optional extra: pip install -e '.[gradcam]'. Works on CPU and GPU; Grad-CAM runs on the
 plain model (never a compiled one), in fp32, over the test images the run was evaluated on.
 """
 

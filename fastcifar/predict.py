@@ -4,7 +4,8 @@ squashed whole, or with --resize crop, their central square; 16-bit, grayscale, 
 transparent images are converted to 8-bit RGB first. A folder stands for the images in it.
 
 A file that cannot be read is one line, and the others are still predicted; the exit status
-is then 2. --json prints one JSON document instead of lines. From Python: fastcifar.predict.
+is then 1 (2 when no image could be read). --json prints one JSON document instead of lines.
+From Python: fastcifar.predict.
 """
 
 from __future__ import annotations

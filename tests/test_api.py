@@ -139,6 +139,35 @@ def test_a_width_with_a_model_of_ones_own_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+class NoParameters(nn.Module):
+    """Logits straight from the pixels: nothing for an optimizer to train."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+
+    def forward(self, images):
+        return images.flatten(1)[:, :4]
+
+
+def test_a_model_with_nothing_to_train_is_one_config_error(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(ConfigError, match=r"^the model has no trainable parameters"):
+        fastcifar.fit(**OWN_MODEL, lr_max=0.05, model=NoParameters, data=four_classes(),
+                      out=str(out))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^the model has no trainable parameters"):
+        fastcifar.estimate(**OWN_MODEL, lr_max=0.05, model=NoParameters, data=four_classes())
+
+
+def test_data_given_and_a_data_set_named_too_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "r"
+    for also in ({"dataset": "cifar100"}, {"data_dir": str(tmp_path)}):
+        with pytest.raises(
+            ConfigError, match=r"^data= gives the data itself, and (dataset|data_dir)"
+        ):
+            fastcifar.fit(**QUICK, lr_max=0.05, data=four_classes(), out=str(out), **also)
+    assert not out.exists()
+
+
 def test_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
     run = stopped_in_epoch_2(monkeypatch, tmp_path / "b")
     with pytest.raises(DataError, match="trained on other data"):

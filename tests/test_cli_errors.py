@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import fastcifar
 from fastcifar import evaluate, find_lr, predict, train
 from fastcifar.records.config import ConfigError, TrainConfig
 
@@ -122,6 +123,14 @@ def test_evaluate_and_predict_refuse_a_folder_that_is_not_a_run(capsys, tmp_path
     )
 
 
+def test_evaluate_names_the_tta_settings_as_its_caller_writes_them(capsys, tmp_path):
+    """The command names flags; Python names keywords (checked before the run is read)."""
+    error = one_line_error(capsys, lambda: evaluate.main([str(tmp_path), "--tta-translate"]))
+    assert "--tta-translate adds shifted copies to the flip TTA: it needs --tta too" in error
+    with pytest.raises(ConfigError, match=r"^tta_translate adds .*: it needs tta too$"):
+        fastcifar.evaluate(tmp_path, tta_translate=True)
+
+
 def test_evaluate_refuses_a_batch_size_of_zero(capsys, tmp_path):
     error = one_line_error(capsys, lambda: evaluate.main([str(tmp_path), "--batch-size", "0"]))
     assert "--batch-size: must be a positive integer, got 0" in error
@@ -145,3 +154,31 @@ def test_help_never_imports_torch(module):
         line for line in result.stdout.splitlines() if line[:1].isalpha() and line[-1:] == ":"
     ]
     assert len(sections) == len(set(sections)), sections  # each group of flags once
+
+
+@pytest.mark.parametrize("key", ["data_dir", "beton_dir"])
+def test_a_path_setting_that_is_no_path_is_one_line(capsys, tmp_path, key):
+    config = tmp_path / "run.toml"
+    config.write_text(f"{key} = 5\n")
+    error = one_line_error(capsys, lambda: train.main(["--print-config", "--config", str(config)]))
+    assert f"--{key.replace('_', '-')} must be a folder's path, got 5" in error
+    with pytest.raises(ConfigError, match=f"^{key} must be a folder's path, got 5$"):
+        fastcifar.estimate(**{key: 5})
+
+
+def test_a_run_or_folder_named_by_a_number_is_a_config_error(tmp_path):
+    """From Python, a number where a folder's path belongs: one ConfigError, not a TypeError."""
+    import numpy as np
+    from PIL import Image
+
+    cat = tmp_path / "cat.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(cat)
+    for call, message in [
+        (lambda: fastcifar.fit(out=5), "out must be a folder's path, got 5"),
+        (lambda: fastcifar.fit(resume=5), "resume must be a folder's path, got 5"),
+        (lambda: fastcifar.evaluate(5), "a run is named by its folder's path, got 5"),
+        (lambda: fastcifar.predict(5, [cat]), "a run is named by its folder's path, got 5"),
+        (lambda: fastcifar.load_run(5), "a run is named by its folder's path, got 5"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            call()

@@ -56,9 +56,24 @@ def test_torchscript_is_checked_by_loading_it_back(trained, tmp_path):
     assert loaded(torch.from_numpy(DATA.test.images[:3])).shape == (3, 10)
 
 
+def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, capsys):
+    earlier = tmp_path / "net.pt"
+    fastcifar.export(trained, format="torchscript", out=earlier, data=DATA)
+    fastcifar.export(trained, format="torchscript", out=earlier, data=DATA)  # its check beside it
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    for out, message in [(mine, "exists and is no export of fastcifar (no notes.txt.check.json"),
+                         (tmp_path, "is a folder: --out names the file to write")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            export_main([str(trained), "--format", "torchscript", "--out", str(out)])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and error.count("\n") == 1
+    assert mine.read_text() == "mine"
+
+
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingBackendError, match=r"pip install '\.\[export\]'"):
+    with pytest.raises(MissingBackendError, match=r"pip install -e '\.\[export\]'"):
         exporting.import_onnx()
 
 

@@ -29,7 +29,7 @@ from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.conftest import real_cifar_dir
-from tests.runs import TWO_EPOCHS, exit_code, signal_after
+from tests.runs import NARROW, TWO_EPOCHS, exit_code, signal_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = synthetic_cifar(64, 48)
@@ -94,6 +94,19 @@ def test_estimate_says_what_the_run_costs_and_writes_nothing(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []  # no run folder
 
 
+def test_a_long_cpu_estimate_points_at_a_slice_unless_it_is_one(tmp_path, monkeypatch, capsys):
+    from fastcifar.runs import setup
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(setup, "measure_step", lambda trainer: 200.0)  # hours, as at width 64
+    whole = [*NARROW, "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--estimate"]
+    hint = "on a CPU try a slice first"
+    assert run(whole) == 0 and hint in capsys.readouterr().out
+    assert run([*whole, "--train-subset", "48"]) == 0
+    printed = capsys.readouterr().out
+    assert "estimated time: ~" in printed and hint not in printed
+
+
 def test_a_cpu_run_says_its_cost_before_the_range_test(tmp_path, capsys):
     assert run([*ARGS[:-5], "--device", "cpu", "--range-test-steps", "4",
                 "--out", str(tmp_path / "r")]) == 0  # fmt: skip
@@ -121,6 +134,62 @@ def test_a_range_test_interrupted_says_the_resume_starts_it_over(tmp_path, monke
     printed = capsys.readouterr().out
     assert "no checkpoint was saved, so the run starts over with the LR range test" in printed
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+
+
+def test_max_time_stops_the_range_test_at_a_step(tmp_path, monkeypatch, capsys):
+    from fastcifar.training.limits import Limits
+
+    original, done = lr_range_test.training_step, []
+
+    def counted_step(*args):
+        done.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(lr_range_test, "training_step", counted_step)
+    monkeypatch.setattr(Limits, "out_of_time", lambda self: len(done) >= 2)  # 3 h "passed"
+    out = tmp_path / "run"
+    argv = [*ARGS[:-5], "--range-test-steps", "8", "--max-time", "3h", "--out", str(out)]
+    assert run(argv) == 0  # a limit is a clean stop
+    printed = "".join(capsys.readouterr())
+    assert "stopped at --max-time 3.0 h during the LR range test: resume with" in printed
+    assert len(done) == 2 and not (out / "lr_range_test.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "during the LR range test" in summary["reason"]
+    monkeypatch.undo()
+    assert run(["--resume", str(out)]) == 0
+    assert "starts over with the LR range test" in capsys.readouterr().out
+
+
+def test_a_run_stopped_after_its_range_test_resumes_from_its_bounds_bit_identically(
+    tmp_path, monkeypatch, capsys
+):
+    """No checkpoint before the first step, but the range test's record stands: the resume
+    trains from its bounds, as the run would have gone on."""
+    from fastcifar.runs import single
+    from fastcifar.training.limits import Limits
+
+    argv = [*ARGS[:-5], "--range-test-steps", "4"]
+    assert run([*argv, "--out", str(tmp_path / "whole")]) == 0
+    saved, found = single.save_range_test, []
+    monkeypatch.setattr(single, "save_range_test", lambda *a: (saved(*a), found.append(1)))
+    monkeypatch.setattr(Limits, "out_of_time", lambda self: bool(found))
+    out = tmp_path / "stopped"
+    assert run([*argv, "--max-time", "3h", "--out", str(out)]) == 0
+    assert "stopped at --max-time 3.0 h after epoch 0" in "".join(capsys.readouterr())
+    assert not (out / "checkpoint.pt").exists() and (out / "lr_range_test.json").is_file()
+    monkeypatch.undo()
+    assert run(["--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "starts over from the bounds its LR range test found" in printed
+    assert "LR range test (" not in printed  # not run again
+    whole, resumed = (json.loads((tmp_path / name / "summary.json").read_text())
+                      for name in ("whole", "stopped"))  # fmt: skip
+    assert resumed["status"] == "complete"
+    assert (resumed["lr_min"], resumed["lr_max"]) == (whole["lr_min"], whole["lr_max"])
+    assert resumed["lr_source"]["found_by"] == "the range test before the run was stopped"
+    theirs = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    ours = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
 # Trains on synthetic data; the second step is one long C++ call (repeated squaring of a

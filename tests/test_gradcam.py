@@ -154,7 +154,7 @@ def test_a_missing_grad_cam_names_the_extra_to_install(resnet, monkeypatch):
     loaded = [name for name in sys.modules if name.startswith("pytorch_grad_cam.")]
     for name in ["pytorch_grad_cam", *loaded]:
         monkeypatch.setitem(sys.modules, name, None)  # None makes `import` fail
-    with pytest.raises(MissingBackendError, match=r"pip install '\.\[gradcam\]'"):
+    with pytest.raises(MissingBackendError, match=r"pip install -e '\.\[gradcam\]'"):
         gradcam_heatmaps(resnet, normalised_images(1), targets=[0])
 
 

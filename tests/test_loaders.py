@@ -234,5 +234,5 @@ def test_a_missing_backend_names_the_extra_to_install(name, package, monkeypatch
     for ours in (f"fastcifar.data.loaders.{name}_loader", "fastcifar.data.loaders.beton"):
         monkeypatch.delitem(sys.modules, ours, raising=False)  # import them afresh
     options = LoaderOptions(batch_size=8, device=torch.device("cpu"))
-    with pytest.raises(MissingBackendError, match=rf"pip install '\.\[{name}\]'"):
+    with pytest.raises(MissingBackendError, match=rf"pip install -e '\.\[{name}\]'"):
         make_loader(name, random_split(8), options)

@@ -191,6 +191,29 @@ def test_a_stop_request_ends_the_sweep_and_still_restores_the_weights():
         torch.testing.assert_close(value, before[key])
 
 
+@pytest.mark.parametrize("signalled", [False, True])
+def test_the_deadline_ends_the_sweep_and_a_signal_outranks_it(signalled):
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+
+    def late():
+        steps.append(1)
+        return len(steps) >= 2
+
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    expected = "a signal" if signalled else "time is up"
+    with pytest.raises(RuntimeError, match=expected):
+        sweep(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20,
+              stop_requested=lambda: signalled and len(steps) >= 1,  # asked before late()
+              interrupted=lambda: RuntimeError("a signal"),
+              out_of_time=late, time_is_up=lambda: RuntimeError("time is up"))  # fmt: skip
+    assert len(steps) == 2
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
 def test_a_sweep_that_diverges_at_once_is_one_clear_error():
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -281,6 +281,12 @@ def test_the_aggregate_refuses_to_mix_recipes_or_count_a_run_twice(two_seeds, tm
     with pytest.raises(SystemExit):
         aggregate.main([str(two_seeds / "seed-5"), str(two_seeds / "seed-5")])
     assert "named more than once" in capsys.readouterr().err
+    again = tmp_path / "seed-5-again"  # the same seed trained again: the same draw
+    shutil.copytree(two_seeds / "seed-5", again)
+    with pytest.raises(SystemExit):
+        aggregate.main([str(two_seeds), str(again)])
+    error = capsys.readouterr().err
+    assert f"seed-5 and {again} are both seed 5 at LRMAX 0.05: one seed is one sample" in error
     with pytest.raises(SystemExit):  # a finished run in --out: aggregate has no --overwrite
         aggregate.main([str(two_seeds / "seed-5"), "--out", str(two_seeds / "seed-6")])
     error = capsys.readouterr().err

@@ -17,6 +17,7 @@ betons: tests/test_write_beton.py):
 | one image changed inside a beton           | found: all records verified (test_write_beton)   |
 | --out a file/read-only, --data-dir a file  | one line                                         |
 | model.pt truncated, wrong shapes, a pickle | one line naming the file; no code runs           |
+| model.pt or checkpoint.pt bytes changed    | one line: its checksums no longer match          |
 | summary.json of wrong types, not JSON      | one line naming the file                         |
 | NaN weights in model.pt                    | evaluate and predict refuse                      |
 | an unfinished run                          | evaluate and predict refuse unless asked         |
@@ -171,6 +172,11 @@ def test_a_diverging_run_stops_with_exit_3_and_strict_json(tmp_path, capsys):
     assert "\n" not in error
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["reason"] == error
+    with pytest.raises(SystemExit):  # nothing to resume, no weights to read as they are
+        evaluate_main([str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert "it cannot be resumed (it would diverge again): train again with a lower" in error
+    assert "--resume" not in error and "--allow-incomplete" not in error
     assert not (out / "model.pt").exists()
     for path in out.glob("*.json"):
         assert "NaN" not in path.read_text() and "Infinity" not in path.read_text(), path
@@ -218,12 +224,43 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     assert error.count("\n") == 1 and str(file) in error
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong shapes", "code", "not a state dict"])
+def flip_bytes_inside(path: Path) -> str:
+    """XOR 16 bytes in the middle of the largest tensor's data of a torch zip file, as a bad
+    disk or copy would; the member's name."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda item: item.compress_size)
+    data = bytearray(path.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little")
+    start += int.from_bytes(data[header + 28 : header + 30], "little") + info.compress_size // 2
+    data[start : start + 16] = bytes(b ^ 0xFF for b in data[start : start + 16])
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_not_trained_on(tmp_path):
+    from fastcifar.errors import CheckpointError
+    from fastcifar.records.checkpoint import load_weights_file
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"weight": torch.randn(64, 64)}, "step": 3}, path)
+    member = flip_bytes_inside(path)
+    with pytest.raises(CheckpointError, match=f"is damaged: the bytes of {member} no longer"):
+        load_weights_file(path, "a checkpoint")
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", "flipped bytes", "wrong shapes", "code", "not a state dict"]
+)
 def test_a_damaged_model_file_is_one_line_naming_it(finished, tmp_path, capsys, damage):
     target = copy_run(finished, tmp_path / "run")
     weights = target / "model.pt"
     if damage == "truncated":
         weights.write_bytes(weights.read_bytes()[:6800])
+    elif damage == "flipped bytes":  # read as it was, it gave other predictions in silence
+        flip_bytes_inside(weights)
     elif damage == "wrong shapes":
         state = torch.load(weights, weights_only=True)
         state["fc.weight"] = torch.zeros(3, 3)
@@ -322,13 +359,18 @@ def test_predict_converts_high_depth_palette_and_alpha_images(tmp_path, mode, ma
     assert abs(float(pixels.mean()) - expected_mean) <= 1
 
 
-def test_predict_refuses_an_enormous_image_before_decoding_it(tmp_path):
+@pytest.mark.parametrize("side", [20000, 9000])  # beyond Pillow's refusal; where it only warns
+def test_predict_refuses_an_enormous_image_before_decoding_it(tmp_path, side):
+    import warnings
+
     from PIL import Image
 
     path = tmp_path / "huge.png"
-    Image.new("1", (20000, 20000)).save(path)
-    with pytest.raises(ImageInputError, match="larger than 50,000,000 pixels"):
-        images.read_image(str(path))
+    Image.new("1", (side, side)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Pillow warning leaks out
+        with pytest.raises(ImageInputError, match="larger than 50,000,000 pixels"):
+            images.read_image(str(path))
 
 
 def test_a_second_process_cannot_write_the_same_run(finished, tmp_path):

@@ -120,5 +120,5 @@ def test_a_missing_tensorboard_names_the_extra_to_install(tmp_path, monkeypatch)
     loaded = [name for name in sys.modules if name.startswith(prefixes)]
     for name in {*prefixes, *loaded}:
         monkeypatch.setitem(sys.modules, name, None)  # None makes `import` fail
-    with pytest.raises(MissingBackendError, match=r"pip install '\.\[tensorboard\]'"):
+    with pytest.raises(MissingBackendError, match=r"pip install -e '\.\[tensorboard\]'"):
         TensorBoardLog(tmp_path)

@@ -62,6 +62,24 @@ def test_a_stopped_budget_run_continues_its_plan(tmp_path, steady_step, capsys):
     assert summary["epochs_completed"] == planned["epochs"]
 
 
+def test_the_estimate_of_a_budget_run_is_of_the_epochs_it_plans(
+    tmp_path, steady_step, monkeypatch, capsys
+):
+    from fastcifar.runs import setup
+
+    monkeypatch.setattr(setup, "measure_step", lambda trainer: 0.5)
+    monkeypatch.chdir(tmp_path)
+    assert exit_code([*SLICE, "--time-budget", "20", "--estimate"], DATA) == 0
+    printed = capsys.readouterr().out
+    planned = int(printed.split("time budget 20.0 s: ")[1].split(" epoch(s) fit")[0])
+    assert 4 < planned <= 10  # as the run above plans it, not the configured 24 epochs
+    assert f"({planned * 3 * 0.5:.1f} s training, " in printed  # 3 steps an epoch
+    settings = dict(data=DATA, train_subset=48, batch_size=16, test_subset=32, lr_max=0.05)
+    estimate = fastcifar.estimate(**settings, device="cpu", time_budget=20, width=WIDTH)
+    assert 4 * 3 * 0.5 < estimate.training <= 10 * 3 * 0.5 and estimate.total <= 20
+    assert list(tmp_path.iterdir()) == []  # no run folder
+
+
 def test_python_takes_seconds_and_plans_the_same(tmp_path, steady_step):
     result = fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32,
                            lr_max=0.05, plots=False, device="cpu", time_budget=12,
@@ -100,12 +118,14 @@ def test_the_plan_quotes_the_recorded_runs_nearest_its_length():
     assert "at 10 epochs 92.84%" in recorded_accuracy("fast", 11)
 
 
-def test_the_plan_quotes_records_only_of_the_recipes_own_network():
+def test_the_plan_quotes_records_only_of_the_recipes_own_network_on_all_of_cifar10():
     from fastcifar.records.config import TrainConfig
 
     plan = budget.BudgetPlan(3600, 24, 0.5, 1.0, 3000.0, 100.0, 60.0)
     assert "; recorded at 24 epochs: 93.84%" in plan.line(TrainConfig())
     assert "recorded" not in plan.line(TrainConfig(width=WIDTH))  # another network's run
+    assert "recorded" not in plan.line(TrainConfig(train_subset=1024))  # a slice
+    assert "recorded" not in plan.line(TrainConfig(dataset="cifar100"))
 
 
 RESULTS = (

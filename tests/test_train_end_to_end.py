@@ -193,6 +193,21 @@ def test_predict_refuses_a_non_image_file(trained_run, tmp_path, capsys):
     assert "notes.txt is not an image file" in capsys.readouterr().err
 
 
+def test_predict_exits_1_when_some_images_fail_as_its_help_says(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    image_path = tmp_path / "frog.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image_path)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(trained_run), str(image_path), str(tmp_path / "gone.png")])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1 and out.startswith(f"{image_path}: ") and "gone.png" in err
+    with pytest.raises(SystemExit):
+        predict.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse rewraps it
+    assert "the exit status is then 1 (2 when no image could be read)" in help_text
+
+
 def test_training_learns_a_learnable_problem(tmp_path):
     """Synthetic classes are readable from the brightness: three epochs must find that."""
     train_main(

@@ -4,6 +4,7 @@ images converted to 8-bit RGB first; a folder stands for the image files in it."
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,15 @@ def read_image(path: str | Path, resize: str = "squash") -> np.ndarray:
         raise ImageInputError(f"{path}: no such file")
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(file) as image:
-            _check_size(image, str(path))
-            rgb = to_rgb8(image)
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # Pillow warns from 1x to 2x its limit and refuses beyond: both are ours to say.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                _check_size(image, str(path))
+                rgb = to_rgb8(image)
+    except ImageInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(f"{path} is larger than {MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageInputError(

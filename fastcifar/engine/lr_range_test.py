@@ -132,13 +132,16 @@ def lr_range_test(
     ranks: int = 1,
     stop_requested: Callable[[], bool] = lambda: False,
     interrupted: Callable[[], BaseException] = KeyboardInterrupt,
+    out_of_time: Callable[[], bool] = lambda: False,
+    time_is_up: Callable[[], BaseException] = TimeoutError,
 ) -> RangeTestResult:
     """Sweep the LR from `start_lr` to `end_lr` over `steps` training steps of `ctx`, then
     restore the weights and buffers of `restore` and the optimizer's state.
 
-    Each step's loss and this rank's stop request are summed over the `ranks` in one
-    collective (`sum_over_ranks`), so every rank sees the global batch's loss, decides alike,
-    and stops at the same step: `interrupted()` is raised on all of them together."""
+    Each step's loss, this rank's stop request and whether its time is up are summed over the
+    `ranks` in one collective (`sum_over_ranks`), so every rank sees the global batch's loss,
+    decides alike, and stops at the same step: `interrupted()` (a signal) or `time_is_up()`
+    (--max-time) is raised on all of them together, a signal first."""
     if steps < 2:
         raise ValueError(f"the LR range test needs at least 2 steps, got {steps}")
     if isinstance(ctx.forward, torch.nn.Module):
@@ -147,7 +150,8 @@ def lr_range_test(
         restore.train()
     sweep = _Sweep(ctx, lambda values: sum_over_ranks(values).tolist(), ranks)
     with state_restored(restore, ctx.optimizer):
-        reason = sweep.run(_repeat(batches), start_lr, end_lr, steps, stop_requested, interrupted)
+        stops = _Stops(stop_requested, interrupted, out_of_time, time_is_up)
+        reason = sweep.run(_repeat(batches), start_lr, end_lr, steps, stops)
     if len(sweep.lrs) < 2:
         raise RangeTestError(
             f"the LR range test diverged at its first step (LR {start_lr:g}): "
@@ -182,6 +186,16 @@ def lr_range_test(
     )
 
 
+@dataclass(frozen=True)
+class _Stops:
+    """What may end a sweep early: a signal, then the deadline (each asked, each raised)."""
+
+    requested: Callable[[], bool]
+    interrupted: Callable[[], BaseException]
+    out_of_time: Callable[[], bool]
+    time_is_up: Callable[[], BaseException]
+
+
 class _Sweep:
     def __init__(self, ctx: StepContext, reduce: Callable[[torch.Tensor], list], ranks: int):
         self.ctx, self.reduce, self.ranks = ctx, reduce, ranks
@@ -196,8 +210,7 @@ class _Sweep:
         start_lr: float,
         end_lr: float,
         steps: int,
-        stop_requested: Callable[[], bool],
-        interrupted: Callable[[], BaseException],
+        stops: _Stops,
     ) -> str:
         growth = (end_lr / start_lr) ** (1 / (steps - 1))
         average = 0.0
@@ -207,11 +220,15 @@ class _Sweep:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # BatchNorm biases' multiple
             loss, _ = training_step(self.ctx, *next(batches))
             # One host read per step is fine here: the range test is a few hundred steps, once.
-            local = torch.stack([loss.float(), loss.new_tensor(float(stop_requested()))])
-            loss_sum, stop = self.reduce(local)
+            flags = [float(stops.requested()), float(stops.out_of_time())]
+            loss_sum, signalled, late = self.reduce(
+                torch.stack([loss.float(), *map(loss.new_tensor, flags)])
+            )
             value = loss_sum / self.ranks
-            if stop:
-                raise interrupted()
+            if signalled:
+                raise stops.interrupted()
+            if late:
+                raise stops.time_is_up()
             if not math.isfinite(value):
                 self.blow_up_lr = lr
                 return f"loss not finite at LR {lr:.3g}"

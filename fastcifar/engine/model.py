@@ -222,8 +222,10 @@ def model_name(model: ModelChoice, network: str = "resnet9") -> str:
 
 
 def check_logits(model: nn.Module, num_classes: int, device: torch.device) -> None:
-    """One line, before any training, when `model` does not map N x 3 x 32 x 32 images to
-    N x num_classes logits."""
+    """One line, before any training, when `model` has nothing to train or does not map
+    N x 3 x 32 x 32 images to N x num_classes logits."""
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise ConfigError("the model has no trainable parameters: there is nothing to train")
     was_training = model.training
     try:
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """Grad-CAM (Selvaraju et al., 2017) of misclassified test images: where in each image the network
 found the evidence for the class it wrongly predicted.
 
-The maps come from the optional grad-cam package (`pip install '.[gradcam]'`, module
+The maps come from the optional grad-cam package (`pip install -e '.[gradcam]'`, module
 `pytorch_grad_cam`), imported only when a map is asked for, so the core install does not need it.
 """
 
@@ -97,7 +97,7 @@ def import_grad_cam():
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as error:  # also a cv2 that misses a system library such as libGL
         raise MissingBackendError(
-            f"grad-cam is not installed or cannot load ({error}): pip install '.[gradcam]'"
+            f"grad-cam is not installed or cannot load ({error}): pip install -e '.[gradcam]'"
         ) from error
     return GradCAM, ClassifierOutputTarget
 

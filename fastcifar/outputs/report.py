@@ -70,7 +70,7 @@ class Estimate:
     evaluation: float
     range_test: float
     gflop_per_step: float | None = None  # the model's FLOPs of one step (forward + backward)
-    on_cpu: bool = False  # then a long run points at the quick try
+    suggest_slice: bool = False  # a long run on a CPU and the whole data: point at the quick try
 
     @property
     def total(self) -> float:
@@ -91,7 +91,7 @@ class Estimate:
         tta_translate: bool = False,
         eval_every: int = 1,
         gflop_per_step: float | None = None,
-        on_cpu: bool = False,
+        suggest_slice: bool = False,
     ) -> Estimate:
         evaluated = epochs // eval_every + (epochs % eval_every > 0)  # the last epoch, always
         evaluation = seconds_per_step * FORWARD_SHARE_OF_STEP * test_images / batch * evaluated
@@ -101,7 +101,7 @@ class Estimate:
             evaluation=evaluation * (1 + (5 if tta_translate else 1) * tta) * runs,
             range_test=seconds_per_step * range_test_steps,
             gflop_per_step=gflop_per_step,
-            on_cpu=on_cpu,
+            suggest_slice=suggest_slice,
         )
 
     def line(self, where: str = "a measured step") -> str:
@@ -116,7 +116,7 @@ class Estimate:
             f"estimated time: ~{duration(self.total)} ({', '.join(parts)}) at {where}'s "
             f"{self.seconds_per_step:.3g} s/step{speed}"
         )
-        if self.on_cpu and self.total > 600:
+        if self.suggest_slice and self.total > 600:
             line += (
                 "; on a CPU try a slice first (README, The first five minutes: --epochs 2 "
                 "--train-subset 2048 --batch-size 128 --test-subset 1000)"

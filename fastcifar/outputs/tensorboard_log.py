@@ -1,7 +1,7 @@
 """An optional TensorBoard log of a run, in RUN_DIR/tensorboard/: the LR range test, the LR and
 loss of every step, the per-epoch metrics and the run's plots.
 
-TensorBoard is an extra (`pip install '.[tensorboard]'`), imported only when a log is opened. The
+TensorBoard is an extra (`pip install -e '.[tensorboard]'`), imported only when a log is opened. The
 run folder's CSV and JSON files stay the record of a run; this log is for browsing it. Its event
 files are the one exception to the run folder's atomic writes: they are append-only streams
 that TensorBoard reads up to the last complete record, so a crash loses only the unflushed tail.
@@ -33,7 +33,8 @@ def import_summary_writer() -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
         raise MissingBackendError(
-            f"TensorBoard is not installed or cannot load ({error}): pip install '.[tensorboard]'"
+            f"TensorBoard is not installed or cannot load ({error}): "
+            "pip install -e '.[tensorboard]'"
         ) from error
     return SummaryWriter
 

@@ -7,6 +7,7 @@ back."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -60,6 +61,12 @@ OPTIONAL = (
 
 
 def check_config(config: Any) -> None:
+    for name in ("data_dir", "beton_dir"):
+        value = getattr(config, name)
+        _require(
+            value is None or isinstance(value, str | os.PathLike),
+            f"{named(name)} must be a folder's path, got {value!r}",
+        )
     _require(
         config.dataset in DATASET_NAMES,
         f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASET_NAMES)}",

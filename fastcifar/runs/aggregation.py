@@ -133,6 +133,7 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
                 f"{folder} differs from {folders[0]} in {', '.join(differ)}: "
                 "an aggregate takes runs of one recipe"
             )
+    _refuse_a_seed_twice(folders, summaries)
     groups = aggregate_groups(summaries, None)
     say_groups(groups)
     lr_maxes = [group["lr_max"] for group in groups]
@@ -159,6 +160,21 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
         folder.release()
         say(f"aggregate: {folder.path / 'summary.json'}")
     return summary
+
+
+def _refuse_a_seed_twice(folders: list[Path], summaries: list[Summary]) -> None:
+    """A seed trained twice at one LRMAX is one draw, not two: counted twice it would narrow the
+    spread and the interval."""
+    seen: dict[tuple[Any, Any], Path] = {}
+    for folder, summary in zip(folders, summaries, strict=True):
+        key = (summary.config.get("seed"), summary.config.get("lr_max"))
+        if key in seen:
+            lr = f" at LRMAX {key[1]:g}" if key[1] is not None else ""
+            raise RunFolderError(
+                f"{seen[key]} and {folder} are both seed {key[0]}{lr}: one seed is one sample; "
+                "leave one of them out"
+            )
+        seen[key] = folder
 
 
 def _run_folders(paths: list[Path]) -> list[Path]:

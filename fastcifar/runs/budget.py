@@ -39,8 +39,10 @@ class BudgetPlan:
         return {**asdict(self), "planned_seconds": self.planned_seconds}
 
     def line(self, config: TrainConfig) -> str:
-        # The records are of the recipes' own networks: another width is another network.
-        recorded = recorded_accuracy(config.recipe, self.epochs) if config.width == 64 else ""
+        # The records are of the recipes' own networks on the whole of CIFAR-10: another width
+        # is another network, and a slice or another data set another problem.
+        comparable = config.width == 64 and config.dataset == "cifar10" and not config.train_subset
+        recorded = recorded_accuracy(config.recipe, self.epochs) if comparable else ""
         known = f"; {recorded}" if recorded else ""
         return (
             f"time budget {duration(self.budget_seconds)}: {self.epochs} epoch(s) fit (~"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from fastcifar.data.normalisation import Normalisation
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, MissingBackendError, UserError, first_line
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
+from fastcifar.system.caller import named
 from fastcifar.system.device import pick_device
 from fastcifar.system.files import atomic_write
 
@@ -87,9 +89,10 @@ def export_run(
     (`data` again for a run trained on data of one's own); see the module docstring."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    _check_out(out)
     started = time.perf_counter()
     saved = run if isinstance(run, SavedRun) else load_saved_run(
-        Path(run), pick_device(device), model=model, allow_incomplete=allow_incomplete
+        run, pick_device(device), model=model, allow_incomplete=allow_incomplete
     )  # fmt: skip
     deployable = Deployable(saved.model, saved.normalisation).cpu().eval()
     test, _which = test_split_of(saved, data_dir, test_subset, data)
@@ -102,6 +105,23 @@ def export_run(
     check = _compare(deployable, run_file, pixels, target, format, runtime, started)
     atomic_write(Path(f"{target}.check.json"), json.dumps(asdict(check), indent=2) + "\n")
     return check
+
+
+def _check_out(out: str | Path | None) -> None:
+    """`out` may be a new file or an earlier export (its FILE.check.json beside it), which is
+    replaced; anything else there is the user's, and is never written over."""
+    if out is None:
+        return
+    if not isinstance(out, str | os.PathLike):
+        raise ConfigError(f"{named('out')} must be a file's path, got {out!r}")
+    target = Path(out)
+    if target.is_dir():
+        raise ConfigError(f"{target} is a folder: {named('out')} names the file to write")
+    if target.exists() and not Path(f"{target}.check.json").is_file():
+        raise ConfigError(
+            f"{target} exists and is no export of fastcifar (no {target.name}.check.json beside "
+            f"it): choose another {named('out')}, or move it away"
+        )
 
 
 def _default_name(format: str) -> str:
@@ -194,6 +214,6 @@ def import_onnx() -> Any:
     except ImportError as error:
         raise MissingBackendError(
             f"ONNX export needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
-            "pip install '.[export]'"
+            "pip install -e '.[export]'"
         ) from None
     return onnxruntime

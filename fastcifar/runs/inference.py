@@ -99,16 +99,19 @@ def evaluate(
     `test_subset` says N or "all"; `data` (and `model`) again for a run trained on data (or a
     model) of one's own."""
     _check_switches(tta=tta, tta_translate=tta_translate, allow_incomplete=allow_incomplete)
+    if tta_translate and not tta:
+        raise ConfigError(
+            f"{named('tta_translate')} adds shifted copies to the flip TTA: it needs "
+            f"{named('tta')} too"
+        )
     _check_count("batch_size", batch_size)
     if test_subset is not None and test_subset != "all":
         _check_count("test_subset", test_subset, "or 'all'")
     saved = _saved(run, device, model, allow_incomplete)
-    if tta_translate and not tta:
-        raise ConfigError("tta_translate adds shifted copies to the flip TTA: it needs tta too")
     if tta and saved.config.flip == "none":
         raise ConfigError(
             f"{saved.folder} trained without flips (flip none): flip TTA would average its test "
-            "images with mirror images it never saw; evaluate without tta"
+            f"images with mirror images it never saw; evaluate without {named('tta')}"
         )
     test, which = test_split_of(saved, data_dir, test_subset, data)
     on = next(saved.model.parameters()).device
@@ -186,7 +189,8 @@ def predict(
     _check_switches(allow_incomplete=allow_incomplete)
     _check_count("top", top)
     if resize not in RESIZE_MODES:
-        raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        modes = ", ".join(RESIZE_MODES)
+        raise ConfigError(f"{named('resize')} must be one of {modes}, got {resize!r}")
     names, pixels, errors = _read(images, resize)
     saved = _saved(run, device, model, allow_incomplete)
     count = min(top, len(saved.class_names))
@@ -252,9 +256,7 @@ def _saved(
 ) -> SavedRun:
     if isinstance(run, SavedRun):
         return run
-    return load_saved_run(
-        Path(run), pick_device(device), model=model, allow_incomplete=allow_incomplete
-    )
+    return load_saved_run(run, pick_device(device), model=model, allow_incomplete=allow_incomplete)
 
 
 def _untrustworthy(accuracy: float | None, folder: Path) -> str | None:

@@ -23,7 +23,6 @@ import torch
 
 from fastcifar.engine.schedule import LrBounds, given_bounds
 from fastcifar.errors import ConfigError, Diverged, RunStopped, UserError
-from fastcifar.outputs.report import read_range_test
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status
 from fastcifar.records.run_folder import resume_command
@@ -33,10 +32,11 @@ from fastcifar.runs.lifecycle import Lifecycle
 from fastcifar.runs.request import Request
 from fastcifar.runs.resume import check_continuable, elastic_out, state_from
 from fastcifar.runs.setup import Setup, estimate_of, open_run
-from fastcifar.runs.single import range_test, training_run
+from fastcifar.runs.single import range_test, recorded_bounds, run_limits, training_run
 from fastcifar.system.distributed import Distributed, describe_error, rebuild_error
 from fastcifar.system.progress import say, warn
 from fastcifar.system.signals import StopSignals
+from fastcifar.training.limits import Limits
 from fastcifar.training.loop import Timings, new_state, running_summary
 from fastcifar.training.trainer import Trainer
 
@@ -122,7 +122,8 @@ def train_plan(
                     trainer, len(runs), config.needs_range_test and resume is None
                 )
                 say(estimate.line())
-            plan.found = _range_test(plan, stop, config.needs_range_test)
+            limits = run_limits(plan.request.options, timings)
+            plan.found = _range_test(plan, stop, config.needs_range_test, limits)
             _train_runs(plan, runs, stop, timings)
         except RunStopped as stopped:
             raise stopped.with_hint(plan.hint) from None
@@ -144,33 +145,22 @@ def _refuse_all_diverged(plan: Plan, summary: Summary) -> None:
     raise Diverged(reason)
 
 
-def _range_test(plan: Plan, stop: StopSignals, needed: bool) -> LrBounds | None:
+def _range_test(plan: Plan, stop: StopSignals, needed: bool, limits: Limits) -> LrBounds | None:
     """The plan's range test: read back when resumed (the runs keep the bounds they were
     trained with); in parallel runs rank 0's alone, its bounds sent to the others."""
     if not needed:
         return None
     dist = plan.dist
-    recorded = dist.from_rank_0(lambda: _recorded_bounds(plan.life.folder.path))
+    recorded = dist.from_rank_0(lambda: recorded_bounds(plan.life.folder.path))
     if recorded is not None:
         return recorded
+
+    def find() -> LrBounds:
+        return range_test(plan.trainer, plan.life.folder, stop, plan.hint, limits)[0]
+
     if plan.parallel:
-        return dist.from_rank_0(lambda: _find_bounds(plan, stop))
-    return _find_bounds(plan, stop)  # one process, or every rank of data-parallel runs
-
-
-def _recorded_bounds(folder: Path) -> LrBounds | None:
-    result = read_range_test(folder)
-    if result is None:
-        return None
-    return LrBounds(
-        result.lr_min,
-        result.lr_max,
-        {"lr_max": result.lr_max_method, "lr_min": result.lr_min_method},
-    )
-
-
-def _find_bounds(plan: Plan, stop: StopSignals) -> LrBounds:
-    return range_test(plan.trainer, plan.life.folder, stop, plan.hint)[0]
+        return dist.from_rank_0(find)
+    return find()  # one process, or every rank of data-parallel runs
 
 
 def _train_runs(plan: Plan, runs: list[PlannedRun], stop: StopSignals, timings: Timings) -> None:

@@ -5,6 +5,7 @@ run code is refused, never executed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,29 @@ class SavedRun:
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
+def _what_to_do(folder: Path, status: Status) -> str:
+    """The ways on from an unfinished run: a diverged one is not resumed (it would diverge
+    again), and only weights it holds can be read as they are."""
+    ways = [] if status == Status.DIVERGED else [f"resume it with {resume_command(folder)}"]
+    if any((folder / name).is_file() for name in ("model.pt", CHECKPOINT)):
+        ways.append(f"pass {switch('allow_incomplete')}")
+    if not ways:
+        return "it cannot be resumed (it would diverge again): train again with a lower LRMAX"
+    return ", or ".join(ways)
+
+
 def load_saved_run(
-    folder: Path, device: torch.device, *, model: ModelChoice = None, allow_incomplete: bool = False
+    folder: str | os.PathLike,
+    device: torch.device,
+    *,
+    model: ModelChoice = None,
+    allow_incomplete: bool = False,
 ) -> SavedRun:
     """The trained model (in eval mode) of a complete run (or, when asked, of an unfinished
     one: then the weights of its last checkpoint), with its records."""
+    if not isinstance(folder, str | os.PathLike):
+        raise ConfigError(f"a run is named by its folder's path, got {folder!r}")
+    folder = Path(folder)
     summary = read_summary(folder)
     if summary.kind == RunKind.MULTI:
         raise RunFolderError(
@@ -64,8 +83,7 @@ def load_saved_run(
         reason = (summary.reason or "").split(": resume with ")[0]
         raise RunFolderError(
             f"{folder} is not a complete run (status: {summary.status.value}"
-            f"{': ' + reason if reason else ''}); resume it with "
-            f"{resume_command(folder)}, or pass {switch('allow_incomplete')}"
+            f"{': ' + reason if reason else ''}); {_what_to_do(folder, summary.status)}"
         )
     if not (folder / "config.json").is_file():  # its data's statistics and class names are there
         raise RunFolderError(

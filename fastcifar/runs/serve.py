@@ -6,6 +6,7 @@ and the estimate. api.py only translates arguments into a Request.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from torch import nn
@@ -15,6 +16,7 @@ from fastcifar.engine.schedule import LrBounds
 from fastcifar.outputs.report import Estimate
 from fastcifar.records.summary import Summary
 from fastcifar.runs import multi, resume, single
+from fastcifar.runs.budget import TimeBudget
 from fastcifar.runs.request import Request
 from fastcifar.runs.setup import Setup, built, estimate_of
 from fastcifar.system.distributed import from_environment, started
@@ -49,11 +51,15 @@ def range_test_alone(request: Request) -> tuple[LrBounds, RangeTestResult, Path]
 
 def cost(request: Request) -> Estimate:
     """What the runs `request` asks for would cost here, from one measured step after the
-    warm-up; no run folder is written."""
+    warm-up; under --time-budget, of the epochs the run would plan (the plan said as the run
+    says it). No run folder is written."""
     request.check()
     config = request.config
     with started(config.device, config.batch_size, data_parallel=True) as (device, dist):
+        start = time.perf_counter()
         first_run = Setup(first_run=(config.seed, config.lr_maxes[0]))
-        trainer, _ = built(request, device, dist, first_run)
+        trainer, recorded = built(request, device, dist, first_run)
+        if request.options.time_budget is not None:  # planned as open_run plans it
+            TimeBudget(request.options.time_budget)(trainer, recorded, start)
         warm_up(trainer)
         return estimate_of(trainer, config.runs, config.needs_range_test)

@@ -13,7 +13,7 @@ import torch
 
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.schedule import LrBounds, given_bounds
-from fastcifar.outputs.report import save_range_test
+from fastcifar.outputs.report import read_range_test, save_range_test
 from fastcifar.records.checkpoint import Checkpoint
 from fastcifar.records.config import RunOptions, TrainConfig
 from fastcifar.records.config_record import RunKind, Status, read_config
@@ -35,26 +35,53 @@ from fastcifar.system.device import device_name
 from fastcifar.system.distributed import Distributed
 from fastcifar.system.progress import say
 from fastcifar.system.signals import StopSignals
-from fastcifar.training.loop import Limits, Timings, TrainingRun, new_state
+from fastcifar.training.limits import Limits
+from fastcifar.training.loop import Timings, TrainingRun, new_state
 from fastcifar.training.state import TrainingState
 from fastcifar.training.trainer import Trainer, find_bounds
 
 
-def bounds_for(trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str) -> LrBounds:
-    """The run's bounds: as given, or found by the range test (written into the folder, then
-    the time estimate from its speed)."""
+def bounds_for(
+    trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str, limits: Limits
+) -> LrBounds:
+    """The run's bounds: as given, found by a range test the folder holds already (a run
+    stopped after it, before its first checkpoint), or found by the range test now (written
+    into the folder)."""
     given = given_bounds(trainer.config)
     if given is not None:
         return given
-    return range_test(trainer, folder, stop, hint)[0]
+    recorded = trainer.dist.from_rank_0(lambda: recorded_bounds(folder.path))
+    if recorded is not None:
+        source = {**recorded.source, "found_by": "the range test before the run was stopped"}
+        return LrBounds(recorded.lr_min, recorded.lr_max, source)
+    return range_test(trainer, folder, stop, hint, limits)[0]
+
+
+def recorded_bounds(folder: Path) -> LrBounds | None:
+    """The bounds of the range test written to `folder` (lr_range_test.json), if it holds one:
+    a resumed run keeps the bounds it was started with."""
+    result = read_range_test(folder)
+    if result is None:
+        return None
+    source = {
+        "lr_max": result.lr_max_method,
+        "lr_min": result.lr_min_method,
+        "range_test_steps": len(result.lrs),
+        "range_test_stop": result.stop_reason,
+    }
+    return LrBounds(result.lr_min, result.lr_max, source)
 
 
 def range_test(
-    trainer: Trainer, folder: RunFolder, stop: StopSignals, hint: str = ""
+    trainer: Trainer,
+    folder: RunFolder,
+    stop: StopSignals,
+    hint: str = "",
+    limits: Limits | None = None,
 ) -> tuple[LrBounds, RangeTestResult]:
     """The LR range test, written into `folder` (curve and plot) and said in one line; its
-    bounds and its whole curve."""
-    bounds, result = find_bounds(trainer, stop, hint)
+    bounds and its whole curve. A signal, or --max-time in `limits`, stops it."""
+    bounds, result = find_bounds(trainer, stop, hint, limits)
     save_range_test(result, folder, trainer.config.plots)
     say(
         f"LR range test ({len(result.lrs)} steps, {bounds.source['range_test_seconds']:.1f} s): "
@@ -102,7 +129,9 @@ def _trained(
         if checkpoint is None:
             if setup.record and device.type == "cpu":  # a new run: what it will cost
                 say(estimate_of(trainer, 1, opened.config.needs_range_test).line())
-            state = new_state(trainer, bounds_for(trainer, folder, stop, resume_hint(folder.final)))
+            limits = run_limits(request.options, opened.timings)
+            hint = resume_hint(folder.final)
+            state = new_state(trainer, bounds_for(trainer, folder, stop, hint, limits))
         else:
             state = state_from(trainer, checkpoint, folder.checkpoint_path)
         run = training_run(trainer, folder, stop, state, request.options, opened.timings,
@@ -127,9 +156,11 @@ def _reopened(
         check_checkpoint_file(checkpoint, record, folder.checkpoint_path)
     life = Lifecycle.reopen(path, dist)
     if checkpoint is None:  # said at once, before any data is read
+        found = config.needs_range_test and read_range_test(path) is not None
+        how = " with the LR range test" if config.needs_range_test else ""
         say(
             f"resuming {path}: no checkpoint was saved, so the run starts over"
-            + (" with the LR range test" if config.needs_range_test else "")
+            + (" from the bounds its LR range test found (lr_range_test.json)" if found else how)
         )
     return life, checkpoint, Request(config, request.options, request.data, request.model)
 
@@ -160,10 +191,15 @@ def training_run(
     """The epochs of one run (new, resumed, or one of a plan): its limits (--max-time,
     --max-steps) counted from the process's start (`timings`); `own_timings`: the run times
     itself afresh (a run of a plan), else it shares the process's."""
-    started = time.monotonic() - (time.perf_counter() - timings.started)
-    limits = Limits.of(options.max_time, options.max_steps, started)
+    limits = run_limits(options, timings)
     return TrainingRun(trainer, folder, stop, state, resumed=resumed, limits=limits,
                        timings=Timings() if own_timings else timings)  # fmt: skip
+
+
+def run_limits(options: RunOptions, timings: Timings) -> Limits:
+    """--max-time and --max-steps, the time counted from the process's start (`timings`)."""
+    started = time.monotonic() - (time.perf_counter() - timings.started)
+    return Limits.of(options.max_time, options.max_steps, started)
 
 
 def range_test_only(

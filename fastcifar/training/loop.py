@@ -20,7 +20,7 @@ from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.schedule import LrBounds, one_cycle_lr, one_cycle_schedule
 from fastcifar.engine.step import EpochAccumulator, EpochTotals, run_steps
 from fastcifar.errors import Diverged, LimitReached
-from fastcifar.outputs.report import Reporter, duration, epoch_line, final_line, metrics_row
+from fastcifar.outputs.report import Reporter, epoch_line, final_line, metrics_row
 from fastcifar.records import summary as run_summary
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import RunKind, Status
@@ -28,40 +28,12 @@ from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.records.provenance import segment
 from fastcifar.records.run_folder import RunFolder, resume_hint
 from fastcifar.records.summary import Summary
-from fastcifar.system.caller import setting
 from fastcifar.system.device import compute_kind, synchronize
 from fastcifar.system.progress import progress, say
 from fastcifar.system.signals import StopSignals
+from fastcifar.training.limits import Limits
 from fastcifar.training.state import TrainingState, option_parts
 from fastcifar.training.trainer import Trainer
-
-
-@dataclass(frozen=True)
-class Limits:
-    """--max-time (a deadline on time.monotonic()) and --max-steps (global step of a run)."""
-
-    deadline: float | None = None
-    max_steps: int | None = None
-    max_time: float | None = None  # seconds
-
-    @classmethod
-    def of(cls, max_time: float | None, max_steps: int | None, started: float) -> Limits:
-        deadline = started + max_time if max_time is not None else None
-        return cls(deadline, max_steps, max_time)
-
-    @property
-    def time_limit(self) -> str:
-        """--max-time as its caller wrote it: a duration on the command line, seconds in Python."""
-        seconds = self.max_time or 0.0
-        return setting("max_time", duration(seconds), f"{seconds:g}")
-
-    def reached(self, step: int) -> str | None:
-        """Why the run must stop before `step` (0-based global step), or None."""
-        if self.max_steps is not None and step >= self.max_steps:
-            return setting("max_steps", str(self.max_steps), str(self.max_steps))
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return self.time_limit
-        return None
 
 
 @dataclass
@@ -102,12 +74,12 @@ class TrainingRun:
         state: TrainingState,
         *,
         resumed: bool = False,
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
         timings: Timings | None = None,
     ) -> None:
         self.trainer, self.folder, self.stop, self.state = trainer, folder, stop, state
         self.config: TrainConfig = trainer.config
-        self.resumed, self.limits = resumed, limits
+        self.resumed, self.limits = resumed, limits or Limits()
         self.timings = timings or Timings()
         self.reporter = Reporter(trainer, folder)
         self.elapsed_before = state.elapsed  # a resumed run counts its earlier processes too

@@ -50,11 +50,12 @@ from fastcifar.engine.step import (
     state_restored,
     training_step,
 )
-from fastcifar.errors import ConfigError
+from fastcifar.errors import ConfigError, LimitReached
 from fastcifar.records.config import TrainConfig
 from fastcifar.system.device import Precision, device_name, synchronize
 from fastcifar.system.distributed import Distributed, compile_mode_for, data_parallel_forward
 from fastcifar.system.signals import StopSignals
+from fastcifar.training.limits import Limits
 
 WARM_UP_STEPS = 3
 
@@ -344,11 +345,14 @@ def measure_step(trainer: Trainer, steps: int = 2) -> float:
 
 
 def find_bounds(
-    trainer: Trainer, stop: StopSignals, resume_hint: str = ""
+    trainer: Trainer, stop: StopSignals, resume_hint: str = "", limits: Limits | None = None
 ) -> tuple[LrBounds, RangeTestResult]:
     """The LR range test, on the loader's epoch 0 (whether or not a warm-up ran before it, so
-    that the bounds never depend on compilation)."""
+    that the bounds never depend on compilation); a signal, or --max-time in `limits`, stops
+    it at a step."""
     config, dist = trainer.config, trainer.dist
+    limits = limits or Limits()
+    where = " during the LR range test"
     steps = config.resolved_range_test_steps(trainer.total_steps)
     trainer.train_loader.set_epoch(0)
     start = time.perf_counter()
@@ -363,7 +367,9 @@ def find_bounds(
         sum_over_ranks=dist.all_reduce_sum,
         ranks=dist.world_size,
         stop_requested=lambda: stop.requested,
-        interrupted=lambda: stop.interrupted(" during the LR range test", resume_hint),
+        interrupted=lambda: stop.interrupted(where, resume_hint),
+        out_of_time=limits.out_of_time,
+        time_is_up=lambda: LimitReached(f"stopped at {limits.time_limit}{where}", hint=resume_hint),
     )
     seconds = time.perf_counter() - start
     source = {

@@ -33,7 +33,7 @@ try:
     from ffcv.writer import DatasetWriter
 except (ImportError, OSError) as error:  # OSError: ffcv's C extension misses libturbojpeg/opencv
     raise MissingBackendError(
-        f"FFCV is not importable ({error}): pip install '.[ffcv]' "
+        f"FFCV is not importable ({error}): pip install -e '.[ffcv]' "
         "(after apt-get install libopencv-dev libturbojpeg0-dev)"
     ) from error
 finally:

@@ -37,7 +37,7 @@ try:
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 except ImportError as error:
     raise MissingBackendError(
-        f"NVIDIA DALI is not importable ({error}): pip install '.[dali]'"
+        f"NVIDIA DALI is not importable ({error}): pip install -e '.[dali]'"
     ) from error
 
 # Batches DALI prepares ahead of the consumer; an abandoned epoch costs at most this many.

@@ -1,0 +1,50 @@
+"""The project's Markdown: every relative link and anchor points at something that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = sorted([*ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md")])
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def anchors(document: Path) -> set[str]:
+    """GitHub's anchors of a document's headings: lower case, punctuation dropped, spaces as -."""
+    headings = re.findall(r"^#+\s+(.+?)\s*$", FENCE.sub("", document.read_text()), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def broken_links(document: Path, root: Path = ROOT) -> list[str]:
+    broken = []
+    for target in LINK.findall(FENCE.sub("", document.read_text())):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            broken.append(f"{target} (no {linked.relative_to(root)})")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target} (no heading for #{anchor})")
+    return broken
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_and_anchor_resolves(document):
+    assert broken_links(document) == []
+
+
+def test_the_check_sees_a_broken_link_and_a_broken_anchor(tmp_path):
+    (tmp_path / "other.md").write_text("# A heading, with punctuation\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](other.md#a-heading-with-punctuation) [gone](BENCHMARKS.md) "
+        "[bad anchor](other.md#nothing) [web](https://example.org)\n"
+        "```\n[in code](nowhere.md)\n```\n"
+    )
+    found = [line.split(" ")[0] for line in broken_links(page, tmp_path)]
+    assert found == ["BENCHMARKS.md", "other.md#nothing"]
