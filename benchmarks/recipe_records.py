@@ -114,7 +114,9 @@ def training_pflop(summary: Summary) -> float | None:
 def row_of(folder: Path, name: str) -> dict[str, Any]:
     """One complete run as the table shows it."""
     summary = read_summary(folder)
-    found = "range_test_seconds" in (summary.lr_source or {})
+    # The config says it: a resumed run's bounds read back from lr_range_test.json record no
+    # range-test seconds, and a plan's runs had theirs found once, before the first.
+    found = summary.config.get("lr_max") is None
     return {
         "run": name,
         "recipe": summary.config.get("recipe", "assignment"),

@@ -4,11 +4,12 @@ recipe runs and run_gpu.sh's seeds and sweep stages leave in benchmarks/results/
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks.recipe_records import command_of, main, write_records
+from benchmarks.recipe_records import command_of, main, row_of, write_records
 from fastcifar.train import main as train_main
 from tests.cifar_files import synthetic_cifar
 from tests.runs import NARROW, exit_code
@@ -51,6 +52,12 @@ def test_complete_runs_are_recorded_with_a_table_and_one_curve_plot(runs, tmp_pa
     assert len(lines) == 2 + len(names) and (out / "recipe.md").read_text() == table
     found = next(line for line in lines if line.startswith("| found |"))
     assert "(found by the range test)" in found and "%" in found
+    resumed = tmp_path / "resumed"  # its bounds read back from the range test's file
+    shutil.copytree(runs / "found", resumed)
+    summary = json.loads((resumed / "summary.json").read_text())
+    summary["lr_source"] = {k: v for k, v in summary["lr_source"].items() if "seconds" not in k}
+    (resumed / "summary.json").write_text(json.dumps(summary))
+    assert row_of(resumed, "resumed")["bounds"] == "found by the range test"
     given = next(line for line in lines if line.startswith("| given |"))
     assert "(given)" in given and "--lr-max 0.05 " in given and "--eval-every 2 " in given
     assert "| given | 2 | " in given and "(flip TTA) |" in given  # epochs, the TTA's kind
