@@ -124,16 +124,12 @@ def make_request(
             raise ConfigError(
                 f"unknown setting {name!r}{suggestion(name, CONFIG_NAMES + OPTION_NAMES)}"
             )
-    also = sorted(name for name in ("dataset", "data_dir") if values.get(name) is not None)
-    if data is not None and also:  # else one of them would be recorded and not trained on
-        raise ConfigError(
-            f"data= gives the data itself, and {' and '.join(also)} name data to read: "
-            "pass one or the other"
-        )
+    base = _base_config(config)
+    if data is not None:
+        _refuse_data_named_twice({**base, **values})
     if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
         values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
         data = None
-    base = _base_config(config)
     settings = {k: v for k, v in values.items() if k in CONFIG_NAMES}
     train = TrainConfig.from_dict({**base, **settings}, where="the settings")
     options = RunOptions(**{k: v for k, v in values.items() if k in OPTION_NAMES})
@@ -168,6 +164,18 @@ def _base_config(config: Any) -> dict[str, Any]:
     raise ConfigError(
         f"config must be a TrainConfig, a dict or a TOML file, got {type(config).__name__}"
     )
+
+
+def _refuse_data_named_twice(settings: dict[str, Any]) -> None:
+    """data= with a data set named too (by keyword or config): one would be recorded and the
+    other trained on."""
+    defaults = {"dataset": TrainConfig().dataset, "data_dir": None}
+    also = sorted(name for name, plain in defaults.items() if settings.get(name, plain) != plain)
+    if also:
+        raise ConfigError(
+            f"data= gives the data itself, and {' and '.join(also)} name data to read: "
+            "pass one or the other"
+        )
 
 
 def _check_options(options: RunOptions) -> None:

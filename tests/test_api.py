@@ -160,7 +160,12 @@ def test_a_model_with_nothing_to_train_is_one_config_error(tmp_path):
 
 def test_data_given_and_a_data_set_named_too_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "r"
-    for also in ({"dataset": "cifar100"}, {"data_dir": str(tmp_path)}):
+    for also in (
+        {"dataset": "cifar100"},
+        {"data_dir": str(tmp_path)},
+        {"config": {"dataset": "cifar100"}},
+        {"config": {"data_dir": str(tmp_path)}},
+    ):
         with pytest.raises(
             ConfigError, match=r"^data= gives the data itself, and (dataset|data_dir)"
         ):

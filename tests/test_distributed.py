@@ -320,7 +320,8 @@ def test_max_steps_stops_at_its_step_even_between_the_votes_of_a_gpu():
     every rank, so it stops at its step, off the votes' rhythm (every rank agrees on why)."""
     from types import SimpleNamespace
 
-    from fastcifar.training.loop import Limits, TrainingRun
+    from fastcifar.training.limits import Limits
+    from fastcifar.training.loop import TrainingRun
 
     votes = []
     dist = SimpleNamespace(

@@ -56,10 +56,24 @@ def test_torchscript_is_checked_by_loading_it_back(trained, tmp_path):
     assert loaded(torch.from_numpy(DATA.test.images[:3])).shape == (3, 10)
 
 
-def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, capsys):
+def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, capsys, monkeypatch):
     earlier = tmp_path / "net.pt"
     fastcifar.export(trained, format="torchscript", out=earlier, data=DATA)
     fastcifar.export(trained, format="torchscript", out=earlier, data=DATA)  # its check beside it
+
+    def files():
+        return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+
+    before = files()
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:  # stopped while it is checked: nothing changes
+        patched.setattr(exporting, "_compare", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            fastcifar.export(trained, format="torchscript", out=earlier, data=DATA)
+    assert files() == before  # not even rewritten alike
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     for out, message in [(mine, "exists and is no export of fastcifar (no notes.txt.check.json"),

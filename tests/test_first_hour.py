@@ -186,7 +186,9 @@ def test_a_run_stopped_after_its_range_test_resumes_from_its_bounds_bit_identica
                       for name in ("whole", "stopped"))  # fmt: skip
     assert resumed["status"] == "complete"
     assert (resumed["lr_min"], resumed["lr_max"]) == (whole["lr_min"], whole["lr_max"])
-    assert resumed["lr_source"]["found_by"] == "the range test before the run was stopped"
+    earlier = "the range test of an earlier process of this run (lr_range_test.json)"
+    assert resumed["lr_source"]["found_by"] == earlier
+    assert f"LRMAX {whole['lr_max']:.4g}: found by {earlier}" in printed
     theirs = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
     ours = torch.load(out / "model.pt", weights_only=True)
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
@@ -260,7 +262,7 @@ def test_max_steps_stops_cleanly_with_a_checkpoint_and_the_resume_ends_the_same(
 
 def test_max_time_reads_as_people_write_durations():
     from fastcifar.cli import duration
-    from fastcifar.training.loop import Limits
+    from fastcifar.training.limits import Limits
 
     assert [duration(text) for text in ("90", "90s", "15m", "1h30m", "1:30:00")] == [
         90.0, 90.0, 900.0, 5400.0, 5400.0

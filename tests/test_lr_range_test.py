@@ -214,6 +214,26 @@ def test_the_deadline_ends_the_sweep_and_a_signal_outranks_it(signalled):
         torch.testing.assert_close(value, before[key])
 
 
+def test_another_ranks_deadline_stops_this_rank_at_the_same_step():
+    """Two ranks: the other one's clock passes --max-time at step 3, this one's never does;
+    the summed vote stops both there, as a limit (not a signal)."""
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    votes = []
+
+    def with_the_other_rank(values):  # its loss equal to ours, its flags: late from step 3
+        votes.append(values.tolist())
+        other = torch.stack([values[0], values.new_zeros(()), values.new_tensor(len(votes) >= 3)])
+        return values + other
+
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    with pytest.raises(RuntimeError, match="time is up"):
+        sweep(model, optimizer, batches, torch.nn.functional.cross_entropy, steps=20, ranks=2,
+              sum_over_ranks=with_the_other_rank, interrupted=lambda: RuntimeError("a signal"),
+              time_is_up=lambda: RuntimeError("time is up"))  # fmt: skip
+    assert len(votes) == 3 and all(vote[1:] == [0.0, 0.0] for vote in votes)  # ours: neither
+
+
 def test_a_sweep_that_diverges_at_once_is_one_clear_error():
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -19,6 +19,7 @@ betons: tests/test_write_beton.py):
 | model.pt truncated, wrong shapes, a pickle | one line naming the file; no code runs           |
 | model.pt or checkpoint.pt bytes changed    | one line: its checksums no longer match          |
 | summary.json of wrong types, not JSON      | one line naming the file                         |
+| lr_range_test.json malformed, on a resume  | one line naming the file                         |
 | NaN weights in model.pt                    | evaluate and predict refuse                      |
 | an unfinished run                          | evaluate and predict refuse unless asked         |
 | a 16-bit, palette or alpha PNG to predict  | converted correctly                              |
@@ -240,15 +241,23 @@ def flip_bytes_inside(path: Path) -> str:
     return info.filename
 
 
-def test_a_checkpoint_with_flipped_bytes_is_refused_not_trained_on(tmp_path):
+def test_a_checkpoint_with_flipped_bytes_is_refused_when_read(tmp_path):
+    from torch.utils.serialization import config as serialization
+
     from fastcifar.errors import CheckpointError
     from fastcifar.records.checkpoint import load_weights_file
 
     path = tmp_path / "checkpoint.pt"
-    torch.save({"model": {"weight": torch.randn(64, 64)}, "step": 3}, path)
+    state = {"model": {"weight": torch.randn(64, 64)}, "step": 3}
+    torch.save(state, path)
     member = flip_bytes_inside(path)
     with pytest.raises(CheckpointError, match=f"is damaged: the bytes of {member} no longer"):
         load_weights_file(path, "a checkpoint")
+    # Saved without checksums (torch's setting, off): nothing to compare, and read as it is.
+    with serialization.patch({"save.compute_crc32": False}):
+        torch.save(state, path)
+    assert torch.equal(load_weights_file(path, "a checkpoint")["model"]["weight"],
+                       state["model"]["weight"])  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -284,6 +293,17 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+@pytest.mark.parametrize("curve", ["not json", '{"lrs": 3}', '{"lrs": [], "lr_max": 1.0}', "[]"])
+def test_a_malformed_range_test_record_is_one_line_naming_it(tmp_path, curve):
+    """A resume reads it back (a run stopped after its range test): never a traceback."""
+    from fastcifar.errors import RunFolderError
+    from fastcifar.outputs.report import read_range_test
+
+    (tmp_path / "lr_range_test.json").write_text(curve)
+    with pytest.raises(RunFolderError, match=r"lr_range_test\.json is no LR range test that"):
+        read_range_test(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,11 @@ def test_the_plan_quotes_records_only_of_the_recipes_own_network_on_all_of_cifar
     assert "recorded" not in plan.line(TrainConfig(width=WIDTH))  # another network's run
     assert "recorded" not in plan.line(TrainConfig(train_subset=1024))  # a slice
     assert "recorded" not in plan.line(TrainConfig(dataset="cifar100"))
+    assert "recorded" not in plan.line(TrainConfig(model="airbench", whitening_init=True))
+    assert "recorded" not in plan.line(TrainConfig(), "tests.test_api.TinyNet")  # one's own
+    airbench = TrainConfig.from_dict({"recipe": "airbench"})  # its network: its records
+    ten = budget.BudgetPlan(3600, 10, 0.5, 1.0, 3000.0, 100.0, 60.0)
+    assert "; recorded at 10 epochs: 93.39%" in ten.line(airbench, "AirbenchNet")
 
 
 RESULTS = (

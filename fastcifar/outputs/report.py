@@ -18,6 +18,7 @@ from fastcifar.engine.evaluation import Evaluation
 from fastcifar.engine.lr_range_test import RangeTestResult
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.engine.step import EpochAccumulator, EpochTotals
+from fastcifar.errors import RunFolderError
 from fastcifar.records.config import TrainConfig
 from fastcifar.records.metrics_row import MetricsRow
 from fastcifar.records.run_folder import RunFolder
@@ -70,7 +71,8 @@ class Estimate:
     evaluation: float
     range_test: float
     gflop_per_step: float | None = None  # the model's FLOPs of one step (forward + backward)
-    suggest_slice: bool = False  # a long run on a CPU and the whole data: point at the quick try
+    on_cpu: bool = False  # then a long run points at the quick try,
+    sliced: bool = False  # unless it is a slice already (--train-subset)
 
     @property
     def total(self) -> float:
@@ -91,7 +93,8 @@ class Estimate:
         tta_translate: bool = False,
         eval_every: int = 1,
         gflop_per_step: float | None = None,
-        suggest_slice: bool = False,
+        on_cpu: bool = False,
+        sliced: bool = False,
     ) -> Estimate:
         evaluated = epochs // eval_every + (epochs % eval_every > 0)  # the last epoch, always
         evaluation = seconds_per_step * FORWARD_SHARE_OF_STEP * test_images / batch * evaluated
@@ -101,7 +104,8 @@ class Estimate:
             evaluation=evaluation * (1 + (5 if tta_translate else 1) * tta) * runs,
             range_test=seconds_per_step * range_test_steps,
             gflop_per_step=gflop_per_step,
-            suggest_slice=suggest_slice,
+            on_cpu=on_cpu,
+            sliced=sliced,
         )
 
     def line(self, where: str = "a measured step") -> str:
@@ -116,7 +120,7 @@ class Estimate:
             f"estimated time: ~{duration(self.total)} ({', '.join(parts)}) at {where}'s "
             f"{self.seconds_per_step:.3g} s/step{speed}"
         )
-        if self.suggest_slice and self.total > 600:
+        if self.on_cpu and not self.sliced and self.total > 600:
             line += (
                 "; on a CPU try a slice first (README, The first five minutes: --epochs 2 "
                 "--train-subset 2048 --batch-size 128 --test-subset 1000)"
@@ -195,9 +199,18 @@ def read_range_test(folder: Path) -> RangeTestResult | None:
     path = folder / RANGE_TEST_FILE
     if not path.is_file():
         return None
-    values = json.loads(path.read_text())
     names = {item.name for item in dataclasses.fields(RangeTestResult)}
-    return RangeTestResult(**{key: value for key, value in values.items() if key in names})
+    try:
+        values = json.loads(path.read_text())
+        result = RangeTestResult(**{key: value for key, value in values.items() if key in names})
+        if not (result.lrs and isinstance(result.lr_max, float | int)):
+            raise ValueError("no curve or no LRMAX")
+    except (ValueError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+        raise RunFolderError(
+            f"{path} is no LR range test that fastcifar wrote ({type(error).__name__}: "
+            f"{str(error)[:120]}): remove it, and the resume runs the range test again"
+        ) from None
+    return result
 
 
 class ReportedTrainer(Protocol):

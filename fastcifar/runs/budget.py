@@ -38,12 +38,12 @@ class BudgetPlan:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "planned_seconds": self.planned_seconds}
 
-    def line(self, config: TrainConfig) -> str:
-        # The records are of the recipes' own networks on the whole of CIFAR-10: another width
-        # is another network, and a slice or another data set another problem.
-        comparable = config.width == 64 and config.dataset == "cifar10" and not config.train_subset
-        recorded = recorded_accuracy(config.recipe, self.epochs) if comparable else ""
-        known = f"; {recorded}" if recorded else ""
+    def line(self, config: TrainConfig, model_name: str = "") -> str:
+        """The plan in a line, with what recorded runs of the recipe reached at its length
+        where they are comparable; `model_name` the trainer's (a model of one's own has a
+        dot in it)."""
+        recorded = recorded_accuracy(config.recipe, self.epochs)
+        known = f"; {recorded}" if recorded and _comparable(config, model_name) else ""
         return (
             f"time budget {duration(self.budget_seconds)}: {self.epochs} epoch(s) fit (~"
             f"{duration(self.planned_seconds)}: {duration(self.training_seconds)} training at "
@@ -51,6 +51,15 @@ class BudgetPlan:
             f"{duration(self.range_test_seconds)} LR range test, {duration(self.set_up_seconds)} "
             f"set-up){known}"
         )
+
+
+def _comparable(config: TrainConfig, model_name: str) -> bool:
+    """The records are of the recipes' own networks on the whole of CIFAR-10: another network
+    (another width, --model, a model of one's own) or data (a slice, another set) is another
+    problem."""
+    network = TrainConfig.from_dict({"recipe": config.recipe}).model
+    same_network = config.model == network and config.width == 64 and "." not in model_name
+    return same_network and config.dataset == "cifar10" and not config.train_subset
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ class TimeBudget:
         plan = plan_budget(trainer, self.seconds, started)
         trainer.config = replace(trainer.config, epochs=plan.epochs)
         trainer.budget_plan = plan.to_dict()
-        say(plan.line(config))
+        say(plan.line(config, trainer.model_name))
         return replace(config, epochs=plan.epochs)
 
 

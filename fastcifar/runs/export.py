@@ -98,12 +98,18 @@ def export_run(
     test, _which = test_split_of(saved, data_dir, test_subset, data)
     pixels = torch.from_numpy(np.ascontiguousarray(test.images))
     target = Path(out) if out is not None else saved.folder / _default_name(format)
-    if format == "onnx":
-        runtime, run_file = _export_onnx(deployable, pixels[:2], target)
-    else:
-        runtime, run_file = _export_torchscript(deployable, pixels[:2], target)
-    check = _compare(deployable, run_file, pixels, target, format, runtime, started)
-    atomic_write(Path(f"{target}.check.json"), json.dumps(asdict(check), indent=2) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written and checked under a name of its own, then moved in: a stopped or failed export
+    # leaves the earlier one and its check as they were.
+    unchecked = target.with_name(f".unchecked-{os.getpid()}-{target.name}")
+    try:
+        export = _export_onnx if format == "onnx" else _export_torchscript
+        runtime, run_file = export(deployable, pixels[:2], unchecked)
+        check = _compare(deployable, run_file, pixels, target, format, runtime, started)
+        atomic_write(Path(f"{target}.check.json"), json.dumps(asdict(check), indent=2) + "\n")
+        os.replace(unchecked, target)
+    finally:
+        unchecked.unlink(missing_ok=True)
     return check
 
 
@@ -148,7 +154,6 @@ def _export_onnx(deployable: nn.Module, example: torch.Tensor, target: Path) -> 
             f"this model cannot be exported to ONNX ({type(error).__name__}: "
             f"{first_line(error)[:300]})"
         ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(target))
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
 
@@ -171,7 +176,6 @@ def _export_torchscript(
             f"this model cannot be traced to TorchScript ({type(error).__name__}: "
             f"{first_line(error)[:300]})"
         ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(traced, str(target))
     loaded = torch.jit.load(str(target), map_location="cpu")
 

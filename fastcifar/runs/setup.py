@@ -135,5 +135,6 @@ def estimate_of(trainer: Trainer, runs: int, range_test: bool) -> Estimate:
         eval_every=config.eval_every,
         range_test_steps=config.resolved_range_test_steps(trainer.total_steps) if range_test else 0,
         gflop_per_step=step_gflop(trainer.model, trainer.train_loader.batch_size, trainer.device),
-        suggest_slice=trainer.device.type == "cpu" and config.train_subset is None,
+        on_cpu=trainer.device.type == "cpu",
+        sliced=config.train_subset is not None,
     )

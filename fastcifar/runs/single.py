@@ -52,8 +52,9 @@ def bounds_for(
         return given
     recorded = trainer.dist.from_rank_0(lambda: recorded_bounds(folder.path))
     if recorded is not None:
-        source = {**recorded.source, "found_by": "the range test before the run was stopped"}
-        return LrBounds(recorded.lr_min, recorded.lr_max, source)
+        found_by = "the range test of an earlier process of this run (lr_range_test.json)"
+        say(f"LRMIN {recorded.lr_min:.4g}, LRMAX {recorded.lr_max:.4g}: found by {found_by}")
+        return LrBounds(recorded.lr_min, recorded.lr_max, {**recorded.source, "found_by": found_by})
     return range_test(trainer, folder, stop, hint, limits)[0]
 
 
