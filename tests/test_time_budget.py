@@ -144,7 +144,7 @@ RESULTS = (
     [
         ("fast", 12, "fast-init-12ep-seeds-summary.json"),
         ("airbench", 10, "airbench-reflect-10ep-5seeds-summary.json"),
-        ("airbench-muon", 8, "airbench-muon-8ep-3seeds-summary.json"),
+        ("airbench-muon", 8, "airbench-muon-8ep-5seeds-summary.json"),
     ],
 )
 def test_the_quoted_seed_statistics_are_the_recorded_aggregates(recipe, epochs, aggregate):

@@ -165,7 +165,7 @@ RECORDED: dict[tuple[str, int], str] = {
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
     ("airbench", 10): "93.39% ± 0.14% (flip + translate TTA 94.03% ± 0.14%), 5 seeds "
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
-    ("airbench-muon", 8): "93.26% ± 0.14% (flip + translate TTA 94.07% ± 0.07%), 3 seeds "
+    ("airbench-muon", 8): "93.25% ± 0.17% (flip + translate TTA 94.01% ± 0.11%), 5 seeds "
     "(benchmarks/results/cpu-time-to-94-intel-xeon-amx-2-cores-2026-12-07)",
 }
 
