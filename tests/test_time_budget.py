@@ -80,6 +80,25 @@ def test_the_estimate_of_a_budget_run_is_of_the_epochs_it_plans(
     assert list(tmp_path.iterdir()) == []  # no run folder
 
 
+def test_every_rank_plans_from_rank_0s_figures(steady_step):
+    """This rank measured 0.5 s a step; rank 0 measured 1.5 s and took 2 s to set up: the plan
+    is rank 0's, so that no rank trains epochs the others do not."""
+    from types import SimpleNamespace
+
+    from fastcifar.records.config import TrainConfig
+
+    class Ranks:
+        def from_rank_0(self, work):
+            work()  # this rank's own figures, sent nowhere
+            return (1.5, 2.0)
+
+    trainer = SimpleNamespace(config=TrainConfig(lr_max=0.05, test_subset=32), steps_per_epoch=3,
+                              data=SimpleNamespace(test=[0] * 32), dist=Ranks())  # fmt: skip
+    plan = budget.plan_budget(trainer, 30, started=0.0)
+    assert (plan.seconds_per_step, plan.set_up_seconds) == (1.5, 2.0)
+    assert plan.planned_seconds <= 30 < plan.planned_seconds + 3 * 1.5 * 1.5
+
+
 def test_python_takes_seconds_and_plans_the_same(tmp_path, steady_step):
     result = fastcifar.fit(data=DATA, train_subset=48, batch_size=16, test_subset=32,
                            lr_max=0.05, plots=False, device="cpu", time_budget=12,

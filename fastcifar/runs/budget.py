@@ -91,9 +91,11 @@ class KeptPlan:
 
 def plan_budget(trainer: Trainer, budget: float, started: float) -> BudgetPlan:
     """The most epochs whose estimate, after the set-up since `started` (time.perf_counter),
-    fits `budget` seconds; ConfigError when not even a One Cycle of 3 steps does."""
-    seconds = measure_step(trainer)
-    set_up = time.perf_counter() - started
+    fits `budget` seconds; ConfigError when not even a One Cycle of 3 steps does. Under
+    torchrun every rank plans from rank 0's figures: each rank's own clock could plan other
+    epochs, and ranks training different epochs would wait on each other's collectives."""
+    here = (measure_step(trainer), time.perf_counter() - started)  # every rank steps
+    seconds, set_up = trainer.dist.from_rank_0(lambda: here)
     per_epoch = trainer.steps_per_epoch
     most = min(int(budget / max(seconds * per_epoch, 1e-9)) + 1, MAX_EPOCHS)
     for epochs in range(most, 0, -1):
