@@ -51,6 +51,13 @@ class TinyNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class NeedsDepth(TinyNet):
+    """A constructor that needs more than the class count."""
+
+    def __init__(self, depth: int, num_classes: int = 4) -> None:
+        super().__init__(num_classes)
+
+
 def test_fit_returns_the_result_and_writes_the_run_folder(tmp_path):
     result = fastcifar.fit(**QUICK, lr_max=0.4, lr_min=0.04, data=DATA, out=str(tmp_path / "r"))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -114,6 +121,8 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     assert resumed.summary.resumed
     ours, theirs = resumed.model.state_dict(), whole.model.state_dict()
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs arguments \(depth\)"):
+        fastcifar.load_run(tmp_path / "b", model=NeedsDepth)
     loaded = fastcifar.load_run(tmp_path / "b", model=TinyNet)
     assert loaded.class_names == ("0", "1", "2", "3")
     probabilities = loaded.predict_proba(four_classes().test.images[:5])
@@ -147,6 +156,14 @@ class NoParameters(nn.Module):
 
     def forward(self, images):
         return images.flatten(1)[:, :4]
+
+
+def test_a_model_class_that_needs_more_than_the_class_count_is_refused_before_a_run(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs arguments \(depth\)"):
+        fastcifar.fit(**OWN_MODEL, lr_max=0.05, model=NeedsDepth, data=four_classes(),
+                      out=str(out))  # fmt: skip
+    assert not out.exists()
 
 
 def test_a_model_with_nothing_to_train_is_one_config_error(tmp_path):

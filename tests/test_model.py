@@ -208,3 +208,63 @@ def test_an_op_that_resizes_by_unknown_rules_is_refused_not_guessed():
 
     with pytest.raises(ConfigError, match="cannot follow interpolate"):
         layer_table(nn.Sequential(nn.Conv2d(3, 3, 3), Upsample()))
+
+
+class Counted(nn.Module):
+    """Records the arguments its constructor got."""
+
+    def __init__(self, *given: object, **named: object) -> None:
+        super().__init__()
+        self.given, self.named = given, named
+        self.fc = nn.Linear(3, 2)
+
+
+class ByName(Counted):
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__(width=width, num_classes=num_classes)
+
+
+class OnePositional(Counted):
+    def __init__(self, classes: int, width: int = 16) -> None:
+        super().__init__(classes, width)
+
+
+class NoInit(nn.Module):
+    """Inherits nn.Module's (*args, **kwargs), which takes no argument."""
+
+
+class DepthFirst(Counted):
+    def __init__(self, depth: int, num_classes: int = 10) -> None:
+        super().__init__(depth, num_classes)
+
+
+class TwoNeeded(Counted):
+    def __init__(self, depth: int, dropout: float) -> None:
+        super().__init__(depth, dropout)
+
+
+def test_a_model_class_gets_the_class_count_by_name_else_as_its_one_argument():
+    from fastcifar.engine.model import model_factory
+
+    assert model_factory(ByName, 4, 1.0)().named == {"width": 16, "num_classes": 4}
+    assert model_factory(OnePositional, 4, 1.0)().given == (4, 16)
+    assert isinstance(model_factory(NoInit, 4, 1.0)(), NoInit)
+    assert model_factory(lambda: ByName(8), 4, 1.0)().named == {"width": 8, "num_classes": 10}
+
+
+@pytest.mark.parametrize(
+    "model, needs", [(DepthFirst, "(depth)"), (TwoNeeded, "(depth, dropout)"), (3, None)]
+)
+def test_a_model_fit_cannot_build_is_one_line_before_a_run(model, needs):
+    """DepthFirst(4) would have built a network of depth 4 with 10 classes, in silence."""
+    from fastcifar.engine.model import check_model
+
+    with pytest.raises(ConfigError) as refused:
+        check_model(model)
+    message = str(refused.value)
+    if needs is None:
+        assert message.startswith("model must be an nn.Module, or a class or function returning")
+        assert message.endswith("got int")
+    else:
+        assert message.startswith(f"model {model.__name__} needs arguments {needs} that fit")
+        assert message.endswith(f"e.g. model=lambda: {model.__name__}(...)")

@@ -183,13 +183,14 @@ def model_factory(
     if isinstance(model, nn.Module):
         template = copy.deepcopy(model).cpu()
         return lambda: _reset(copy.deepcopy(template))
-    if callable(model):
-        takes_classes = _takes_a_parameter(model)
-        return lambda: _checked(model(num_classes) if takes_classes else model(), model)
-    raise ConfigError(
-        "model must be an nn.Module, or a class or function returning one, "
-        f"got {type(model).__name__}"
-    )
+    build = _builder(model)
+    return lambda: _checked(build(num_classes), model)
+
+
+def check_model(model: ModelChoice) -> None:
+    """A model of one's own that fit could not build, refused before a run starts."""
+    if model is not None and not isinstance(model, nn.Module):
+        _builder(model)
 
 
 def check_width(model: ModelChoice, width: int) -> None:
@@ -253,14 +254,37 @@ def _reset(model: nn.Module) -> nn.Module:
     return model
 
 
-def _takes_a_parameter(function: Callable) -> bool:
+def _builder(model: Callable[..., object]) -> Callable[[int], object]:
+    """How a class or function is called: with the class count as `num_classes=` where it names
+    that parameter, else as its one positional parameter, else with nothing. A constructor that
+    needs more is refused before anything runs: it would get the class count in another
+    parameter's place (nn.Module's own `*args` takes none, so it counts as no parameter)."""
+    if not callable(model):
+        raise ConfigError(
+            "model must be an nn.Module, or a class or function returning one, "
+            f"got {type(model).__name__}"
+        )
     try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
-    )
+        parameters = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C extension: no signature to read
+        return lambda _: model()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in parameters if p.default is p.empty and p.kind not in _VARIADIC]
+    named = any(p.name == "num_classes" and p.kind != p.POSITIONAL_ONLY for p in parameters)
+    given = ["num_classes"] if named else [p.name for p in positional[:1]]
+    if [name for name in required if name not in given]:
+        name = getattr(model, "__qualname__", repr(model))
+        raise ConfigError(
+            f"model {name} needs arguments ({', '.join(required)}) that fit cannot give (it "
+            f"passes only the class count, as num_classes or the one positional argument): "
+            f"pass a function that builds it, e.g. model=lambda: {name}(...)"
+        )
+    if named:
+        return lambda classes: model(num_classes=classes)
+    return (lambda classes: model(classes)) if positional else (lambda _: model())
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def _checked(model: object, source: Callable) -> nn.Module:

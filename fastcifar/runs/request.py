@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastcifar.data.dataset import Dataset
 from fastcifar.data.spec import SPECS
-from fastcifar.engine.model import ModelChoice, check_width
+from fastcifar.engine.model import ModelChoice, check_model, check_width
 from fastcifar.errors import ConfigError
 from fastcifar.records.config import RunOptions, TrainConfig
 
@@ -34,6 +34,7 @@ class Request:
         )
         if images is not None:
             self.config.training_steps(images)
+        check_model(self.model)
         check_width(self.model, self.config.width)
         if self.config.gradcam:
             if self.model is not None:
