@@ -242,6 +242,28 @@ def test_bad_settings_from_python_are_one_config_error(values, message):
         fastcifar.fit(**values, data=DATA)
 
 
+def test_settings_from_a_numpy_sweep_are_the_numbers_they_hold():
+    from fastcifar.api import make_request
+
+    request = make_request(
+        epochs=np.int64(3), amp=np.bool_(False), lr_max=np.linspace(0.1, 0.4, 4)[[0, 3]],
+        max_steps=np.int32(7), batch_size=np.int64(32), train_subset=np.arange(64).size, data=DATA,
+    )  # fmt: skip
+    config, options = request.config, request.options
+    assert (config.epochs, config.amp, config.lr_max, options.max_steps) == (
+        3,
+        False,
+        (0.1, 0.4),
+        7,
+    )
+    assert all(type(v) in (int, bool) for v in (config.epochs, config.amp, options.max_steps))
+    assert all(type(lr) is float for lr in config.lr_max)
+    assert json.loads(json.dumps(config.to_dict()))["lr_max"] == [0.1, 0.4]  # recorded plainly
+    assert TrainConfig(lr_max=np.array([0.3])).lr_max == 0.3  # an array of one: that LRMAX
+    with pytest.raises(ConfigError, match=r"epochs must be a positive integer, got 0$"):
+        fastcifar.fit(epochs=np.int64(0), data=DATA)
+
+
 def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
     cost = fastcifar.estimate(**QUICK, lr_max=[0.05], data=DATA)
     assert cost.range_test == 0

@@ -24,6 +24,7 @@ from fastcifar.records.config_checks import (
     check_config,
 )
 from fastcifar.records.recipes import RECIPE_NAMES, RECIPES, with_recipe
+from fastcifar.records.values import with_plain_values
 
 # The range test's default length: as many steps as the training run has, within these bounds.
 RANGE_TEST_MIN_STEPS, RANGE_TEST_MAX_STEPS = 10, 100
@@ -209,6 +210,7 @@ class TrainConfig:
     # fmt: on
 
     def __post_init__(self) -> None:
+        with_plain_values(self)
         if isinstance(self.lr_max, list | tuple):  # a list from JSON, TOML or Python
             lr_max = tuple(self.lr_max)
             object.__setattr__(self, "lr_max", lr_max[0] if len(lr_max) == 1 else lr_max)
@@ -313,3 +315,6 @@ class RunOptions:
 
     # Options that may accompany --resume (they do not change what is trained).
     BESIDE_RESUME = ("max_time", "max_steps", "parallel", "quiet")
+
+    def __post_init__(self) -> None:
+        with_plain_values(self)
