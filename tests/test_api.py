@@ -264,6 +264,20 @@ def test_settings_from_a_numpy_sweep_are_the_numbers_they_hold():
         fastcifar.fit(epochs=np.int64(0), data=DATA)
 
 
+@pytest.mark.parametrize(
+    ("seeds", "instead"),
+    [
+        ([0, 1, 2], "for [0, 1, 2] give seed=0 and seeds=3"),
+        (np.arange(3, 5), "for [3, 4] give seed=3 and seeds=2"),
+        ((1, 5), "seeds that do not follow each other are runs of their own seed"),
+    ],
+)
+def test_a_list_of_seeds_is_told_how_to_say_it(seeds, instead):
+    with pytest.raises(ConfigError) as refused:
+        fastcifar.fit(seeds=seeds, data=DATA)
+    assert str(refused.value) == f"seeds is how many seeds to train, from seed on: {instead}"
+
+
 def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
     cost = fastcifar.estimate(**QUICK, lr_max=[0.05], data=DATA)
     assert cost.range_test == 0

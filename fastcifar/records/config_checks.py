@@ -167,6 +167,7 @@ def check_config(config: Any) -> None:
 
 
 def _check_integers(config: Any) -> None:
+    _check_seeds_is_a_count(config.seeds)
     for name, high in INTEGER_BOUNDS.items():
         value = getattr(config, name)
         if value is None and name in OPTIONAL:
@@ -201,6 +202,23 @@ def _check_integers(config: Any) -> None:
             f"{named('batch_size')} "
             f"({config.batch_size}): training drops the last partial batch",
         )
+
+
+def _check_seeds_is_a_count(seeds: object) -> None:
+    """A list of seeds (`seeds=[0, 1, 2]`, a range) is the natural guess: say what stands for it."""
+    if not isinstance(seeds, list | tuple | range) or not all(map(is_integer, seeds)) or not seeds:
+        return
+    first, count = seeds[0], len(seeds)
+    if list(seeds) == list(range(first, first + count)):
+        instead = (
+            f"for {list(seeds)} give {setting('seed', str(first), str(first))} and "
+            f"{setting('seeds', str(count), str(count))}"
+        )
+    else:
+        instead = f"seeds that do not follow each other are runs of their own {named('seed')}"
+    raise ConfigError(
+        f"{named('seeds')} is how many seeds to train, from {named('seed')} on: {instead}"
+    )
 
 
 def _finite_positive(value: object) -> bool:
