@@ -293,6 +293,70 @@ def test_the_aggregate_refuses_to_mix_recipes_or_count_a_run_twice(two_seeds, tm
     assert "choose another --out" in error and "--overwrite" not in error
 
 
+def edited_copy(run: Path, to: Path, settings=None, record=None, summary=None) -> Path:
+    """A copy of `run` with its recorded settings (config.json and summary.json alike), its
+    config.json's other fields and its summary.json's fields changed."""
+    shutil.copytree(run, to)
+    config, recorded = json.loads((to / "config.json").read_text()), None
+    config["config"].update(settings or {})
+    config.update(record or {})
+    (to / "config.json").write_text(json.dumps(config))
+    recorded = json.loads((to / "summary.json").read_text())
+    recorded["config"].update(settings or {})
+    recorded.update(summary or {})
+    (to / "summary.json").write_text(json.dumps(recorded))
+    return to
+
+
+def test_the_aggregate_takes_runs_run_apart_and_refuses_other_data_or_networks(
+    two_seeds, tmp_path, capsys
+):
+    """One process per GPU: other devices, outputs, checkpoints and data folders are one recipe;
+    other images or another network are not, whatever the settings say."""
+    from fastcifar import aggregate
+
+    seed_5 = two_seeds / "seed-5"
+    elsewhere = dict(device="cuda:1", plots=False, checkpoint_every=1, eval_every=2)
+    data = json.loads((seed_5 / "config.json").read_text())["data"]
+    moved = edited_copy(two_seeds / "seed-6", tmp_path / "moved", elsewhere,
+                        {"data": {**data, "folder": "/elsewhere"}})  # fmt: skip
+    out = tmp_path / "together"
+    aggregate.main([str(seed_5), str(moved), "--out", str(out)])
+    record = json.loads((out / "config.json").read_text())
+    assert record["data"] == data and record["model"] == "ResNet9"
+    other_images = edited_copy(two_seeds / "seed-6", tmp_path / "images",
+                               record={"data": {**data, "train_images": 40}})  # fmt: skip
+    other_net = edited_copy(two_seeds / "seed-6", tmp_path / "net", record={"model": "my.Net"})
+    capsys.readouterr()
+    for other, why in ((other_images, "data (its train images)"),
+                       (other_net, "model (my.Net, not ResNet9)")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            aggregate.main([str(seed_5), str(other)])
+        assert f"differs from {seed_5} in {why}: an aggregate takes" in capsys.readouterr().err
+
+
+def test_an_aggregate_says_which_seeds_and_that_none_completed(two_seeds, tmp_path, capsys):
+    from fastcifar import aggregate
+
+    nine = edited_copy(two_seeds / "seed-6", tmp_path / "nine", {"seed": 9})
+    out = tmp_path / "apart"
+    aggregate.main([str(two_seeds / "seed-5"), str(nine), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["reason"] == "aggregated from 2 run folders (seeds 5, 9)"
+    diverged = {"status": "diverged", "reason": "diverged: loss nan at epoch 1"}
+    runs = [edited_copy(two_seeds / f"seed-{k}", tmp_path / f"d{k}", summary=diverged)
+            for k in (5, 6)]  # fmt: skip
+    aggregate.main([*map(str, runs), "--out", str(tmp_path / "none")])
+    summary = json.loads((tmp_path / "none" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["reason"].startswith("diverged: every run")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # an occupied --out: refused before any result is printed
+        aggregate.main([*map(str, runs), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert "choose another --out" in printed.err and printed.out == ""
+
+
 def test_the_aggregate_of_found_and_given_lrmax_plots_both_without_an_lr_for_the_found(
     two_seeds, tmp_path
 ):

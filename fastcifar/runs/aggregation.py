@@ -11,7 +11,7 @@ from typing import Any
 from fastcifar.engine.schedule import LrBounds
 from fastcifar.errors import RunFolderError
 from fastcifar.outputs.statistics import aggregate
-from fastcifar.records.config_record import ConfigRecord, RunKind, Status
+from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.run_folder import RunFolder
 from fastcifar.records.summary import Summary, read_summary
 from fastcifar.system.progress import say
@@ -106,10 +106,13 @@ def _lr_label(lr_max: float | None) -> str:
     return "found" if lr_max is None else f"{lr_max:g}"
 
 
-# Settings in which the runs of one aggregate may differ (LRMAX may, and so may how it was
-# found); any other difference would mix recipes in one mean.
+# Settings in which the runs of one aggregate may differ: the seed, LRMAX and how it was found,
+# and how a run was run rather than what it trained (its device: one process per GPU; its
+# outputs; its checkpoints; where its data lay). Any other difference would mix recipes.
 VARYING = {"seed", "seeds", "lr_max", "lr_min", "range_test", "data_dir", "range_test_steps",
-           "range_test_start_lr", "range_test_end_lr"}  # fmt: skip
+           "range_test_start_lr", "range_test_end_lr", "device", "plots", "gradcam",
+           "tensorboard", "checkpoint_every", "checkpoint_seconds", "eval_batch_size",
+           "eval_every", "channels_last"}  # fmt: skip
 
 
 def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> Summary:
@@ -125,41 +128,74 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
         raise RunFolderError(
             f"not finished: {', '.join(unfinished)}: resume them first, or leave them out"
         )
+    records = [read_config(folder) for folder in folders]
+    _refuse_other_recipes(folders, summaries, records)
+    _refuse_a_seed_twice(folders, summaries)
+    taken = "choose another --out"  # aggregate has no --overwrite, no --resume
+    claimed = RunFolder.claim(out, occupied=taken, occupied_complete=taken) if out else None
+    groups = aggregate_groups(summaries, None)
+    say_groups(groups)
+    summary, record = _aggregate_records(folders, summaries, records[0], groups)
+    if claimed is not None:
+        claimed.create()
+        claimed.write_config(record)
+        claimed.write_summary(summary)
+        if plot:
+            plot_aggregate(claimed, groups, None)
+        claimed.release()
+        say(f"aggregate: {claimed.path / 'summary.json'}")
+    return summary
+
+
+def _refuse_other_recipes(
+    folders: list[Path], summaries: list[Summary], records: list[ConfigRecord]
+) -> None:
+    """One line when a run differs from the first in a setting, its network or its data."""
     first = summaries[0].config
-    for folder, summary in zip(folders, summaries, strict=True):
+    for folder, summary, record in zip(folders, summaries, records, strict=True):
         differ = sorted(k for k in first if k not in VARYING and summary.config.get(k) != first[k])
+        if record.model != records[0].model:
+            differ.append(f"model ({record.model}, not {records[0].model})")
+        if _data_identity(record) != _data_identity(records[0]):
+            differ.append("data (" + _data_difference(record, records[0]) + ")")
         if differ:
             raise RunFolderError(
                 f"{folder} differs from {folders[0]} in {', '.join(differ)}: "
                 "an aggregate takes runs of one recipe"
             )
-    _refuse_a_seed_twice(folders, summaries)
-    groups = aggregate_groups(summaries, None)
-    say_groups(groups)
+
+
+def _data_identity(record: ConfigRecord) -> dict[str, Any] | None:
+    """What the data was, not where it lay: CIFAR-10 in two folders is the same data."""
+    return {k: v for k, v in record.data.items() if k != "folder"} if record.data else None
+
+
+def _data_difference(record: ConfigRecord, first: ConfigRecord) -> str:
+    ours, theirs = _data_identity(record) or {}, _data_identity(first) or {}
+    keys = sorted(k for k in {*ours, *theirs} if ours.get(k) != theirs.get(k))
+    return "its " + ", ".join("SHA-256" if k == "sha256" else k.replace("_", " ") for k in keys)
+
+
+def _aggregate_records(
+    folders: list[Path], summaries: list[Summary], first: ConfigRecord, groups: list[dict]
+) -> tuple[Summary, ConfigRecord]:
+    """The aggregate's summary and config.json: diverged when no run completed, as a plan of
+    the same runs would be; the seeds named, since they need not follow each other."""
     lr_maxes = [group["lr_max"] for group in groups]
+    seeds = sorted({s.config["seed"] for s in summaries})
     config = {
-        **first,
-        "seeds": len({s.config["seed"] for s in summaries}),
+        **first.config,
+        "seed": seeds[0],
+        "seeds": len(seeds),
         "lr_max": lr_maxes if len(lr_maxes) > 1 else lr_maxes[0],
     }
-    summary = Summary(
-        RunKind.MULTI,
-        Status.COMPLETE,
-        config,
-        groups=groups,
-        reason=f"aggregated from {len(folders)} run folders",
-    )
-    if out is not None:
-        taken = "choose another --out"  # aggregate has no --overwrite, no --resume
-        folder = RunFolder.claim(out, occupied=taken, occupied_complete=taken)
-        folder.create()
-        folder.write_config(ConfigRecord(RunKind.MULTI, config))
-        folder.write_summary(summary)
-        if plot:
-            plot_aggregate(folder, groups, None)
-        folder.release()
-        say(f"aggregate: {folder.path / 'summary.json'}")
-    return summary
+    completed = any(group["runs"] for group in groups)
+    reason = f"aggregated from {len(folders)} run folders (seeds {', '.join(map(str, seeds))})"
+    if not completed:
+        reason = f"diverged: every run diverged; {reason}"
+    status = Status.COMPLETE if completed else Status.DIVERGED
+    summary = Summary(RunKind.MULTI, status, config, groups=groups, reason=reason)
+    return summary, ConfigRecord(RunKind.MULTI, config, first.data, first.model)
 
 
 def _refuse_a_seed_twice(folders: list[Path], summaries: list[Summary]) -> None:
