@@ -299,6 +299,12 @@ def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
           [9, 10]), "test label.s. 10 never occur in the training split"),
         ((np.zeros((4, 32, 32, 3), np.uint8), [0] * 4, np.zeros((2, 32, 32, 3), np.uint8), [0, 0]),
          "every training label is 0: one class leaves nothing to classify"),
+        ((np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 10**6, 1], np.zeros((2, 32, 32, 3), np.uint8),
+          [0, 1]), r"1,000,001 classes, and 999,998 classes have no training image \(2, 3, 4, 5, "
+         r"6, ...\)"),
+        ((np.zeros((4, 32, 32, 3), np.uint8), [1, 2, 3, 1], np.zeros((2, 32, 32, 3), np.uint8),
+          [1, 2]), r"4 classes, and 1 class has no training image \(0\): labels must be 0 to K-1, "
+         r"each with training images \(labels counted from 1\? subtract 1\)$"),
         ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 3]),
           "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": ["a", "b"]},
          "labels go up to 3 but 2 class name.s. were given"),

@@ -155,6 +155,25 @@ def _check_classes(train: CifarSplit, test: CifarSplit, classes: int) -> None:
             f"test label(s) {shown}{more} never occur in the training split: a model cannot "
             "learn a class it is never shown"
         )
+    _check_every_class_trained(np.unique(train.labels), classes)
+
+
+def _check_every_class_trained(present: np.ndarray, classes: int) -> None:
+    """Labels 0..K-1, each with training images: a label of 10**6 among 0 and 1 would build a
+    classifier of a million classes, labels counted from 1 one of a class never shown."""
+    if len(present) == classes:
+        return
+    # The smallest labels missing lie below len(present) + 5: no need to list 0..K-1.
+    absent = np.setdiff1d(np.arange(min(classes, len(present) + 5)), present)[:5]
+    shown = ", ".join(str(int(label)) for label in absent)
+    hint = " (labels counted from 1? subtract 1)" if present[0] == 1 else ""
+    lacking = classes - len(present)
+    have = "class has" if lacking == 1 else "classes have"
+    raise DataError(
+        f"labels go up to {classes - 1}, so there are {classes:,} classes, and {lacking:,} "
+        f"{have} no training image ({shown}{', ...' if lacking > len(absent) else ''}): labels "
+        f"must be 0 to K-1, each with training images{hint}"
+    )
 
 
 def split_from_arrays(images: Any, labels: Any, name: str = "train") -> CifarSplit:
