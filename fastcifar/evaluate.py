@@ -58,7 +58,8 @@ def format_report(matrix: np.ndarray, class_names: list[str], title: str = "test
         "per-class accuracy:",
     ]
     for name, row, correct in zip(class_names, matrix, np.diag(matrix), strict=True):
-        lines.append(f"  {name:<12}{100 * correct / max(row.sum(), 1):6.2f}%")
+        share = f"{100 * correct / row.sum():6.2f}%" if row.sum() else "    n/a (no test image)"
+        lines.append(f"  {name:<12}{share}")
     lines += [
         "",
         "confusion matrix (rows: true, columns: predicted):",

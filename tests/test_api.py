@@ -125,6 +125,11 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
         fastcifar.load_run(tmp_path / "b", model=NeedsDepth)
     loaded = fastcifar.load_run(tmp_path / "b", model=TinyNet)
     assert loaded.class_names == ("0", "1", "2", "3")
+    same = fastcifar.evaluate(loaded, data=four_classes())
+    other = fastcifar.evaluate(loaded, data=synthetic_cifar(96, 40, seed=1, classes=4))
+    assert "SHA-256" not in same.which  # other images are said to be other
+    assert other.which.endswith("(not the images the run was trained on: their SHA-256 differs "
+                                "from its record)")  # fmt: skip
     probabilities = loaded.predict_proba(four_classes().test.images[:5])
     assert probabilities.shape == (5, 4) and torch.allclose(probabilities.sum(1), torch.ones(5))
     one = four_classes().test.images[0]

@@ -146,6 +146,25 @@ def test_weights_load_with_weights_only_and_reproduce_the_accuracy(trained_run, 
     assert np.array(report["confusion_matrix"]).sum() == 100
 
 
+def test_evaluate_says_what_it_evaluated_and_refuses_labels_past_the_runs_classes(trained_run):
+    from fastcifar.errors import DataError
+
+    images = np.zeros((22, 32, 32, 3), np.uint8)
+    eleven = (images, np.arange(22) % 11, images, np.arange(22) % 11)
+    with pytest.raises(DataError, match=r"^the test labels go up to 10, and .* classifies 10 "
+                       r"classes \(0 to 9\): give it data of its own classes$"):  # fmt: skip
+        evaluate(trained_run, data=eleven, device="cpu")
+    two = (images[:20], np.arange(20) % 10, images[:4], np.array([0, 1, 0, 1]))
+    result = evaluate(trained_run, data=two, device="cpu", tta=True, test_subset="all")
+    report = result.to_dict()
+    assert (report["test_examples"], report["tta"]) == (4, "flip")
+    assert report["test_images"].startswith("all 4 test images")
+    shown = list(report["per_class_accuracy"].values())
+    assert None not in shown[:2] and shown[2:] == [None] * 8  # no images: no accuracy, not 0%
+    text = evaluate.format_report(result.plain.confusion, list(result.plain.class_names))
+    assert text.count("n/a (no test image)") == 8
+
+
 def test_predict_prints_top_classes(trained_run, tmp_path, capsys):
     from PIL import Image
 

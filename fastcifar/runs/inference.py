@@ -45,9 +45,14 @@ class ClassReport:
         return cls(scores.accuracy, scores.loss, matrix, names)
 
     @property
-    def per_class(self) -> dict[str, float]:
-        correct = np.diag(self.confusion) / np.maximum(self.confusion.sum(1), 1)
-        return dict(zip(self.class_names, correct.tolist(), strict=True))
+    def per_class(self) -> dict[str, float | None]:
+        """Each class's accuracy; None for a class without test images (not 0%)."""
+        shown = self.confusion.sum(1)
+        correct = np.diag(self.confusion) / np.maximum(shown, 1)
+        return {
+            name: (value if count else None)
+            for name, value, count in zip(self.class_names, correct.tolist(), shown, strict=True)
+        }
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class RunEvaluation:
     plain: ClassReport
     tta: ClassReport | None
     note: str | None  # why the figure may differ from the run's own (its precision)
+    tta_kind: str | None = None  # "flip", or "flip + translate"; None without TTA
 
     @property
     def accuracy(self) -> float:
@@ -70,7 +76,13 @@ class RunEvaluation:
         return self.tta.accuracy if self.tta else None
 
     def to_dict(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"run": str(self.run), "test_examples": self.test_examples}
+        report: dict[str, Any] = {
+            "run": str(self.run),
+            "test_examples": self.test_examples,
+            "test_images": self.which,
+            "tta": self.tta_kind,
+            "note": self.note,
+        }
         for key, scores in (("", self.plain), ("_tta", self.tta)):
             if scores is not None:
                 report |= {
@@ -127,6 +139,7 @@ def evaluate(
         ClassReport.of(result.plain, result.labels, names),
         ClassReport.of(result.tta, result.labels, names) if result.tta else None,
         _precision_note(saved),
+        ("flip + translate" if tta_translate else "flip") if tta else None,
     )
 
 

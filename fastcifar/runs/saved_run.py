@@ -163,6 +163,7 @@ def test_split_of(
         )
     else:
         dataset = load_dataset(saved.config.dataset, data_dir or saved.config.data_dir)
+    _check_fits_the_run(saved, dataset)
     own = saved.config.test_subset
     if subset == "all" or (subset is None and own is None):
         count, which = None, f"all {len(dataset.test):,} test images"
@@ -172,4 +173,17 @@ def test_split_of(
         which = f"the {own:,} test images the run was evaluated on ({every} for all of them)"
     else:
         count, which = int(subset), f"the first {int(subset):,} test images"
+    recorded = (saved.record.data or {}).get("sha256") if saved.record is not None else None
+    if recorded and dataset.fingerprint and dataset.fingerprint != recorded:
+        which += " (not the images the run was trained on: their SHA-256 differs from its record)"
     return dataset.test.subset(count, named("test_subset")), which
+
+
+def _check_fits_the_run(saved: SavedRun, dataset: Any) -> None:
+    """Test labels the run's model can name: a label past its last class is no accuracy."""
+    classes = len(saved.class_names)
+    if len(dataset.test) and int(dataset.test.labels.max()) >= classes:
+        raise DataError(
+            f"the test labels go up to {int(dataset.test.labels.max())}, and {saved.folder} "
+            f"classifies {classes} classes (0 to {classes - 1}): give it data of its own classes"
+        )
