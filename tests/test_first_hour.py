@@ -305,14 +305,17 @@ def images_in(folder: Path, count: int) -> list[Path]:
 def test_predict_takes_a_folder_skips_what_it_cannot_read_and_says_so(trained, tmp_path, capsys):
     images_in(tmp_path / "photos", 3)
     (tmp_path / "photos" / "broken.png").write_text("not a picture")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([str(trained), str(tmp_path / "photos")])
-    assert exit_info.value.code == 1  # one file was unreadable: a partial success
+        predict.main([str(trained), str(tmp_path / "photos"), str(tmp_path / "empty")])
+    assert exit_info.value.code == 1  # unreadable inputs: a partial success
     captured = capsys.readouterr()
     assert captured.out.count("%") == 9 and captured.out.count("\n") == 3  # 3 images, top 3
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path / 'photos' / 'broken.png'} is not an image file that "
-                      "Pillow can read (use PNG, JPEG, BMP, ...)"]  # fmt: skip
+                      "Pillow can read (use PNG, JPEG, BMP, ...)",
+                      f"error: {tmp_path / 'empty'} holds no image files "
+                      "(.bmp, .gif, .jpeg, .jpg, .png, .ppm, .tif, .tiff, .webp)"]  # fmt: skip
     assert "reached only" in captured.err and "(a smoke run?)" in captured.err
 
 
@@ -332,6 +335,21 @@ def test_predict_json_and_the_crop_option(trained, tmp_path, capsys):
     Image.fromarray(pixels).save(wide)
     assert images.read_image(wide, "crop").mean() == 255
     assert images.read_image(wide, "squash").mean() < 200
+
+
+def test_predict_takes_bfloat16_tensors_and_refuses_paths_mixed_with_arrays(trained, tmp_path):
+    import fastcifar
+    from fastcifar.errors import ImageInputError
+
+    pixels = torch.rand(2, 3, 32, 32)
+    ours = fastcifar.predict(trained, pixels.bfloat16()).predictions
+    assert [p.label for p in ours] == [
+        p.label for p in fastcifar.predict(trained, pixels.bfloat16().float()).predictions
+    ]
+    (path,) = images_in(tmp_path / "one", 1)
+    with pytest.raises(ImageInputError, match=r"^images is a list of file or folder paths, or of"):
+        fastcifar.predict(trained, [str(path), np.zeros((32, 32, 3), np.uint8)])
+    assert fastcifar.evaluate(trained, test_subset="ALL", data=DATA).which.startswith("all ")
 
 
 def test_the_confidence_interval_of_an_accuracy_stays_within_0_and_100_percent():

@@ -146,6 +146,16 @@ def test_a_run_at_another_width_loads_with_its_network_passed_again(small_run):
          "resize must be one of squash, crop, got 'zoom'"),
         (lambda run: fastcifar.export(run, fromat="onnx"),
          "export() has no setting 'fromat'; did you mean 'format'?"),
+        (lambda run: fastcifar.export(run, test_subset=-1, data=DATA),
+         "test_subset must be a positive integer or 'all', got -1"),
+        (lambda run: fastcifar.export(run, test_subset=5.5, data=DATA),
+         "test_subset must be a positive integer or 'all', got 5.5"),
+        (lambda run: fastcifar.export(run, allow_incomplete="no", data=DATA),
+         "allow_incomplete must be True or False, got 'no'"),
+        (lambda run: fastcifar.evaluate(run, data_dir=5),
+         "data_dir must be a folder's path, got 5"),
+        (lambda run: fastcifar.export(run, data_dir=3),
+         "data_dir must be a folder's path, got 3"),
     ],
 )  # fmt: skip
 def test_evaluate_and_predict_refuse_what_their_commands_refuse(small_run, call, message):

@@ -188,7 +188,10 @@ def split_from_arrays(images: Any, labels: Any, name: str = "train") -> CifarSpl
 
 def _as_numpy(values: Any) -> np.ndarray:
     if hasattr(values, "detach"):  # a torch tensor, anywhere
-        values = values.detach().cpu().numpy()
+        values = values.detach().cpu()
+        if str(values.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it
+            values = values.float()
+        values = values.numpy()
     return np.asarray(values)
 
 

@@ -24,11 +24,7 @@ def image_paths(arguments: list[str | Path]) -> list[Path]:
         path = Path(argument)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ImageInputError(
-                    f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
-                )
-            paths += found
+            paths += found or [path]  # an empty folder: one unreadable entry, as a missing file
         else:
             paths.append(path)
     return paths
@@ -40,6 +36,10 @@ def read_image(path: str | Path, resize: str = "squash") -> np.ndarray:
 
     file = Path(path)
     if file.is_dir():
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in file.iterdir()):
+            raise ImageInputError(
+                f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         raise ImageInputError(f"{path} is a directory, not an image file")
     if not file.is_file():
         raise ImageInputError(f"{path}: no such file")

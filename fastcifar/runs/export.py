@@ -27,6 +27,7 @@ from torch import nn
 from fastcifar.data.normalisation import Normalisation
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, MissingBackendError, UserError, first_line
+from fastcifar.runs.inference import check_switches, checked_test_options
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
 from fastcifar.system.caller import named
 from fastcifar.system.device import pick_device
@@ -90,6 +91,8 @@ def export_run(
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
     _check_out(out)
+    check_switches(allow_incomplete=allow_incomplete)
+    test_subset = checked_test_options(test_subset, data_dir)
     started = time.perf_counter()
     saved = run if isinstance(run, SavedRun) else load_saved_run(
         run, pick_device(device), model=model, allow_incomplete=allow_incomplete

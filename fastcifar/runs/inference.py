@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,14 @@ def evaluate(
     """A trained run on a test split, in fp32: the images the run was evaluated on unless
     `test_subset` says N or "all"; `data` (and `model`) again for a run trained on data (or a
     model) of one's own."""
-    _check_switches(tta=tta, tta_translate=tta_translate, allow_incomplete=allow_incomplete)
+    check_switches(tta=tta, tta_translate=tta_translate, allow_incomplete=allow_incomplete)
     if tta_translate and not tta:
         raise ConfigError(
             f"{named('tta_translate')} adds shifted copies to the flip TTA: it needs "
             f"{named('tta')} too"
         )
     _check_count("batch_size", batch_size)
-    if test_subset is not None and test_subset != "all":
-        _check_count("test_subset", test_subset, "or 'all'")
+    test_subset = checked_test_options(test_subset, data_dir)
     saved = _saved(run, device, model, allow_incomplete)
     if tta and saved.config.flip == "none":
         raise ConfigError(
@@ -199,7 +199,7 @@ def predict(
     """The `top` classes of each image: `images` image files or folders (a path or a list of
     them; unreadable files are listed in `.errors`, the others predicted), or an array of
     images (N, 32, 32, 3) or one image, as `SavedRun.predict_proba` takes them."""
-    _check_switches(allow_incomplete=allow_incomplete)
+    check_switches(allow_incomplete=allow_incomplete)
     _check_count("top", top)
     if resize not in RESIZE_MODES:
         modes = ", ".join(RESIZE_MODES)
@@ -220,7 +220,19 @@ def predict(
     return Predictions(saved.folder.resolve(), predictions, errors, warning)
 
 
-def _check_switches(**switches: Any) -> None:
+def checked_test_options(test_subset: Any, data_dir: Any) -> int | str | None:
+    """evaluate's and export's test images, checked as their flags are: a count or "all" (in
+    any case, as the flag takes it), and a folder's path."""
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise ConfigError(f"{named('data_dir')} must be a folder's path, got {data_dir!r}")
+    if isinstance(test_subset, str) and test_subset.lower() == "all":
+        return "all"
+    if test_subset is not None:
+        _check_count("test_subset", test_subset, "or 'all'")
+    return test_subset
+
+
+def check_switches(**switches: Any) -> None:
     """The on/off settings of evaluate and predict, true or false as their flags are."""
     for name, value in switches.items():
         if not isinstance(value, bool):
@@ -257,11 +269,15 @@ def _read(images: Any, resize: str) -> tuple[list[str], np.ndarray, list[str]]:
 def _are_paths(images: Any) -> bool:
     if isinstance(images, str | Path):
         return True
-    return (
-        isinstance(images, Sequence)
-        and bool(images)
-        and all(isinstance(item, str | Path) for item in images)
-    )
+    if not isinstance(images, Sequence) or not images:
+        return False
+    paths = [isinstance(item, str | Path) for item in images]
+    if any(paths) and not all(paths):
+        raise ImageInputError(
+            "images is a list of file or folder paths, or of images (arrays): not both; "
+            "predict them in two calls"
+        )
+    return all(paths)
 
 
 def _saved(
