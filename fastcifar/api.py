@@ -126,7 +126,7 @@ def make_request(
             )
     base = _base_config(config)
     if data is not None:
-        _refuse_data_named_twice({**base, **values})
+        _refuse_data_named_twice({**base, **values}, values)
     if isinstance(data, str | os.PathLike):  # a folder of images: as --dataset folder reads it
         values = {**values, "dataset": FOLDER, "data_dir": os.fspath(data)}
         data = None
@@ -166,11 +166,15 @@ def _base_config(config: Any) -> dict[str, Any]:
     )
 
 
-def _refuse_data_named_twice(settings: dict[str, Any]) -> None:
-    """data= with a data set named too (by keyword or config): one would be recorded and the
-    other trained on."""
+def _refuse_data_named_twice(settings: dict[str, Any], keywords: dict[str, Any]) -> None:
+    """data= with a data set named too (by keyword, even its default, or config): one would be
+    recorded and the other trained on."""
     defaults = {"dataset": TrainConfig().dataset, "data_dir": None}
-    also = sorted(name for name, plain in defaults.items() if settings.get(name, plain) != plain)
+    also = sorted(
+        name
+        for name, plain in defaults.items()
+        if settings.get(name, plain) != plain or (name == "dataset" and name in keywords)
+    )
     if also:
         raise ConfigError(
             f"data= gives the data itself, and {' and '.join(also)} name data to read: "

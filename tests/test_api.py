@@ -184,6 +184,7 @@ def test_data_given_and_a_data_set_named_too_is_refused_before_anything_is_writt
     out = tmp_path / "r"
     for also in (
         {"dataset": "cifar100"},
+        {"dataset": "cifar10"},  # the default, named: still a second source
         {"data_dir": str(tmp_path)},
         {"config": {"dataset": "cifar100"}},
         {"config": {"data_dir": str(tmp_path)}},

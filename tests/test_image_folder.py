@@ -148,6 +148,9 @@ def test_a_layout_that_is_not_one_is_refused(tmp_path, capsys):
         load_image_folder(root)
     with pytest.raises(DataSourceError, match=r"holding train/<class>/ and test/<class>/"):
         load_image_folder(tmp_path / "nowhere")
+    with pytest.raises(DataSourceError) as refused:  # data= a path: no flag was given
+        fastcifar.fit(data=str(tmp_path / "nowhere"), out=str(tmp_path / "never"))
+    assert "--" not in str(refused.value) and not (tmp_path / "never").exists()
     assert exit_code([*SETTINGS, "--dataset", "folder", "--out", str(tmp_path / "run")]) == 2
     assert "--dataset folder reads the folder --data-dir names" in capsys.readouterr().err
 

@@ -30,7 +30,6 @@ from fastcifar.data.images import IMAGE_SUFFIXES, read_image
 from fastcifar.data.normalisation import Normalisation
 from fastcifar.data.source import cache_dir
 from fastcifar.errors import DataSourceError, ImageInputError
-from fastcifar.system.caller import named
 from fastcifar.system.progress import say
 
 SOURCE = "folder"
@@ -69,8 +68,8 @@ def _split_files(folder: Path, split: str) -> dict[str, list[Path]]:
     where = folder / split
     if not where.is_dir():
         raise DataSourceError(
-            f"{where} is not a folder: {named('data_dir')} with --dataset folder names a folder "
-            f"holding train/<class>/ and test/<class>/ folders of 32x32 images"
+            f"{where} is not a folder: a data set of image files is a folder holding "
+            "train/<class>/ and test/<class>/ folders of 32x32 images"
         )
     classes = {}
     for entry in sorted(where.iterdir()):
