@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
     args = build_parser().parse_args(argv)
 
     def run() -> None:
-        from fastcifar.records.run_folder import strict_json
+        from fastcifar.records.run_folder import EVALUATION, strict_json
         from fastcifar.records.summary import tta_name
         from fastcifar.runs.inference import evaluate as evaluate_run
         from fastcifar.system.files import atomic_write
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
             if scores is not None:
                 print(format_report(scores.confusion, list(scores.class_names), title))
         written = atomic_write(
-            Path(args.run_dir) / "evaluation.json", strict_json(result.to_dict())
+            Path(args.run_dir) / EVALUATION, strict_json(result.to_dict())
         )
         say(f"wrote {written}")
 

@@ -252,8 +252,16 @@ def test_max_steps_stops_cleanly_with_a_checkpoint_and_the_resume_ends_the_same(
     assert error.startswith("stopped at --max-steps 4 at step 1/3 of epoch 2: resume with ")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "--max-steps 4" in summary["reason"]
+    evaluate.main([str(out), "--allow-incomplete"], data=DATA)  # evaluation.json, of step 4
+    for name in ("model.onnx", "model.onnx.check.json", "notes.txt"):
+        (out / name).write_text("made before the resume")
+    capsys.readouterr()
     assert run(["--resume", str(out), "--max-steps", "5"]) == 0  # a limit may come along
-    assert "stopped at --max-steps 5 at step 2/3 of epoch 2" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "stopped at --max-steps 5 at step 2/3 of epoch 2" in printed.err
+    assert (f"removed evaluation.json, model.onnx, model.onnx.check.json of {out}: made of its "
+            "weights before this resume") in printed.out  # fmt: skip
+    assert not (out / "evaluation.json").exists() and (out / "notes.txt").is_file()
     assert run(["--resume", str(out)]) == 0
     ours = torch.load(out / "model.pt", weights_only=True)
     theirs = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)

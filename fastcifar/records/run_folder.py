@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.pt"  # an unfinished run's; model.pt is a finished one's result
 RUN_MARKERS = ("config.json", "summary.json", CHECKPOINT, "model.pt")
 LOCK_NAME = ".lock"  # held (flock) while a process writes the run
+EVALUATION = "evaluation.json"  # python -m fastcifar.evaluate's
+EXPORTS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # export's own names
+# What evaluate and export made of the weights: a resume changes them, so these would describe
+# weights the folder no longer holds.
+OF_THE_WEIGHTS = (EVALUATION, *(f"{n}{e}" for n in EXPORTS.values() for e in ("", ".check.json")))
 
 
 def resume_command(folder: Path, world_size: int | None = None, data_parallel: bool = False) -> str:
@@ -261,6 +266,15 @@ class RunFolder:
 
         path = self.checkpoint_path
         return load_checkpoint(path) if path.exists() else None
+
+    def drop_made_of_the_weights(self) -> list[str]:
+        """Remove what evaluate and export made of the weights a resume is about to change;
+        the names removed."""
+        gone = [name for name in OF_THE_WEIGHTS if (self.path / name).is_file()]
+        if self.writes:
+            for name in gone:
+                (self.path / name).unlink()
+        return gone
 
     def drop_checkpoint(self) -> None:
         """A complete run's checkpoint: model.pt is its result."""

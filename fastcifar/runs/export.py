@@ -27,6 +27,7 @@ from torch import nn
 from fastcifar.data.normalisation import Normalisation
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, MissingBackendError, UserError, first_line
+from fastcifar.records.run_folder import EXPORTS
 from fastcifar.runs.inference import check_switches, checked_test_options
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
 from fastcifar.system.caller import named
@@ -100,7 +101,7 @@ def export_run(
     deployable = Deployable(saved.model, saved.normalisation).cpu().eval()
     test, _which = test_split_of(saved, data_dir, test_subset, data)
     pixels = torch.from_numpy(np.ascontiguousarray(test.images))
-    target = Path(out) if out is not None else saved.folder / _default_name(format)
+    target = Path(out) if out is not None else saved.folder / EXPORTS[format]
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written and checked under a name of its own, then moved in: a stopped or failed export
     # leaves the earlier one and its check as they were.
@@ -133,8 +134,6 @@ def _check_out(out: str | Path | None) -> None:
         )
 
 
-def _default_name(format: str) -> str:
-    return "model.onnx" if format == "onnx" else "model.torchscript.pt"
 
 
 def _export_onnx(deployable: nn.Module, example: torch.Tensor, target: Path) -> tuple[str, Any]:

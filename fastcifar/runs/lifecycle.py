@@ -16,6 +16,7 @@ from fastcifar.records.config_record import ConfigRecord, Status
 from fastcifar.records.run_folder import RunFolder, resume_command
 from fastcifar.records.summary import Summary
 from fastcifar.system.distributed import Distributed
+from fastcifar.system.progress import say
 from fastcifar.system.signals import StopSignals
 
 
@@ -44,6 +45,12 @@ class Lifecycle:
         dist.from_rank_0(lambda: RunFolder.reopen(path).release())
         return cls(RunFolder(path, writes=dist.is_main), dist)
 
+    def _drop_made_of_the_weights(self) -> None:
+        gone = self.folder.drop_made_of_the_weights()
+        if gone and self.dist.is_main:
+            say(f"removed {', '.join(gone)} of {self.folder.path}: made of its weights before "
+                "this resume")  # fmt: skip
+
     def child(self, name: str, writes: bool | None = None) -> Lifecycle:
         return Lifecycle(self.folder.child(name, writes), self.dist)
 
@@ -60,6 +67,8 @@ class Lifecycle:
             if record is not None:
                 self.folder.write_config(record)
             self.folder.write_summary(summary)
+            if record is None:  # resumed: what evaluate and export made of the old weights goes
+                self._drop_made_of_the_weights()
             signals = contextlib.nullcontext(stop) if stop is not None else StopSignals()
             force_stopped = self._force_stopped(summary)
             with signals as held, self._recorded(summary), held.on_force_stop(force_stopped):
