@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
         for title, scores in (("test accuracy", result.plain), (tta_title, result.tta)):
             if scores is not None:
                 print(format_report(scores.confusion, list(scores.class_names), title))
-        written = atomic_write(
-            Path(args.run_dir) / EVALUATION, strict_json(result.to_dict())
-        )
+        written = atomic_write(Path(args.run_dir) / EVALUATION, strict_json(result.to_dict()))
         say(f"wrote {written}")
 
     run_main(run)

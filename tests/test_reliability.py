@@ -318,7 +318,15 @@ def test_a_malformed_summary_is_one_line_naming_it(finished, tmp_path, capsys, s
     assert error.count("\n") == 1 and "summary.json" in error
 
 
-@pytest.mark.parametrize("data", ["cifar", {"source": "arrays"}, {"normalisation": {"mean": 1}}])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "cifar",
+        {"source": "arrays"},
+        {"normalisation": {"mean": 1}},
+        {"normalisation": {"mean": [125, 123, 114], "std": [0, 0, 0]}},  # would divide by 0
+    ],
+)
 def test_a_malformed_data_record_is_one_line_naming_config_json(finished, tmp_path, capsys, data):
     target = copy_run(finished, tmp_path / "run")
     record = json.loads((target / "config.json").read_text())

@@ -47,7 +47,17 @@ class Normalisation:
 
     @classmethod
     def from_dict(cls, values: dict) -> Normalisation:
-        return cls(tuple(map(float, values["mean"])), tuple(map(float, values["std"])))
+        """As to_dict wrote it; ValueError unless three means in 0..255 and three stds above 0
+        (a std of 0 would divide every pixel by zero)."""
+        try:
+            mean, std = tuple(map(float, values["mean"])), tuple(map(float, values["std"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a mean and std per channel ({error})") from None
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"needs 3 means and 3 stds, got {len(mean)} and {len(std)}")
+        if not all(0.0 <= m <= 255.0 for m in mean) or not all(0.0 < v <= 255.0 for v in std):
+            raise ValueError(f"mean {list(mean)}, std {list(std)}: not pixel statistics")
+        return cls(mean, std)  # type: ignore[arg-type]
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, 1 / std) per channel on `device`, for `normalise`."""

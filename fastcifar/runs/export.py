@@ -134,8 +134,6 @@ def _check_out(out: str | Path | None) -> None:
         )
 
 
-
-
 def _export_onnx(deployable: nn.Module, example: torch.Tensor, target: Path) -> tuple[str, Any]:
     onnxruntime = import_onnx()
     batch = torch.export.Dim("batch", min=1)

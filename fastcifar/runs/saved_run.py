@@ -111,7 +111,10 @@ def load_saved_run(
     _check_finite(network, source)
     normalisation = CIFAR10
     if record is not None and record.data:
-        normalisation = Normalisation.from_dict(record.data["normalisation"])
+        try:
+            normalisation = Normalisation.from_dict(record.data["normalisation"])
+        except ValueError as error:  # config_record checked its shape, not its values
+            raise RunFolderError(f"{folder / 'config.json'}: data.normalisation {error}") from None
     return SavedRun(folder, network.eval(), config, summary, record, names, normalisation)
 
 
