@@ -314,6 +314,12 @@ def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
         ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 3]),
           "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": ["a", "b"]},
          "labels go up to 3 but 2 class name.s. were given"),
+        ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 0]),
+          "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": "cat"},
+         "class_names must be a list of names, got 'cat'"),
+        ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 0]),
+          "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": ["a", "b", "a"]},
+         "class_names names 'a' more than once"),
     ],
 )  # fmt: skip
 def test_data_of_ones_own_that_cannot_work_is_one_data_error(data, message):

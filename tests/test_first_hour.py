@@ -287,6 +287,20 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
+def test_a_run_on_data_of_ones_own_is_looked_at_with_that_data_as_its_caller_can(trained, capsys):
+    from fastcifar.errors import DataError
+
+    with pytest.raises(SystemExit):
+        evaluate.main([str(trained)])  # the command cannot pass arrays: Python can
+    error = capsys.readouterr().err
+    assert error.strip().endswith(
+        "trained on data of one's own: look at it from Python, with "
+        "that data (fastcifar.evaluate or fastcifar.export, data=...)"
+    )
+    with pytest.raises(DataError, match=r"own: pass that data again as data=$"):
+        evaluate(trained)
+
+
 def test_evaluate_takes_the_runs_own_test_images_unless_asked_for_all(trained, capsys):
     evaluate.main([str(trained)], data=DATA)
     own = "evaluating the 32 test images the run was evaluated on"

@@ -125,11 +125,18 @@ def from_arrays(
     _check_classes(train, test, classes)
     if class_names is None:
         class_names = [str(index) for index in range(classes)]
-    elif len(class_names) < classes:
+    elif isinstance(class_names, str | bytes) or not hasattr(class_names, "__iter__"):
+        raise DataError(f"class_names must be a list of names, got {class_names!r}"[:200])
+    else:
+        class_names = list(class_names)  # a tuple, a NumPy array, dict keys: names in order
+    if len(class_names) < classes:
         raise DataError(
             f"labels go up to {classes - 1} but {len(class_names)} class name(s) were given"
         )
     class_names = tuple(str(name) for name in class_names)
+    twice = sorted({name for name in class_names if class_names.count(name) > 1})
+    if twice:  # predict could not tell those classes apart
+        raise DataError(f"class_names names {', '.join(map(repr, twice))} more than once")
     return Dataset(
         train,
         test,

@@ -21,7 +21,7 @@ from fastcifar.records.config import TrainConfig
 from fastcifar.records.config_record import ConfigRecord, RunKind, Status, read_config
 from fastcifar.records.run_folder import CHECKPOINT, RunFolder, resume_command
 from fastcifar.records.summary import Summary, read_summary
-from fastcifar.system.caller import named, setting, switch
+from fastcifar.system.caller import in_python, named, setting, switch
 
 
 @dataclass(frozen=True)
@@ -160,10 +160,13 @@ def test_split_of(
     if data is not None:
         dataset = as_dataset(data)
     elif saved.record is not None and saved.record.own_data:
-        raise DataError(
-            f"{saved.folder} was trained on data of one's own: look at it from Python "
-            "(fastcifar.load_run), or pass that data"
+        again = (
+            "pass that data again as data="
+            if in_python()
+            else "look at it from Python, with that data (fastcifar.evaluate or fastcifar.export, "
+            "data=...)"
         )
+        raise DataError(f"{saved.folder} was trained on data of one's own: {again}")
     else:
         dataset = load_dataset(saved.config.dataset, data_dir or saved.config.data_dir)
     _check_fits_the_run(saved, dataset)

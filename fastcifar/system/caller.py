@@ -39,7 +39,7 @@ def called_from_command_line() -> Iterator[None]:
         _COMMAND_LINE.reset(token)
 
 
-def _in_python() -> bool:
+def in_python() -> bool:
     # A command that calls a Python entry point on its way still speaks in flags.
     return python_call() is not None and not _COMMAND_LINE.get()
 
@@ -79,19 +79,19 @@ def python_call() -> PythonCall | None:
 def named(name: str) -> str:
     """The setting `name` (a field name: batch_size) as its caller writes it: --batch-size on the
     command line, batch_size in Python."""
-    return name if _in_python() else _flag(name)
+    return name if in_python() else _flag(name)
 
 
 def switch(name: str) -> str:
     """The on/off setting `name` (a field name: overwrite) turned on, as its caller writes it:
     --overwrite on the command line, overwrite=True in Python."""
-    return f"{name}=True" if _in_python() else _flag(name)
+    return f"{name}=True" if in_python() else _flag(name)
 
 
 def switch_off(name: str) -> str:
     """The on/off setting `name` turned off, as its caller writes it: --no-tta on the command
     line, tta=False in Python."""
-    return f"{name}=False" if _in_python() else f"--no-{name.replace('_', '-')}"
+    return f"{name}=False" if in_python() else f"--no-{name.replace('_', '-')}"
 
 
 def _flag(name: str) -> str:
@@ -101,7 +101,7 @@ def _flag(name: str) -> str:
 def setting(name: str, flag_value: str, python_value: str) -> str:
     """The setting `name` (a field name: max_time) as its caller wrote it: `--max-time 2h`
     (`flag_value`) on the command line, `max_time=7200` (`python_value`) in Python."""
-    if _in_python():
+    if in_python():
         return f"{name}={python_value}"
     return f"{_flag(name)} {flag_value}"
 
