@@ -362,6 +362,21 @@ def test_an_unfinished_run_is_refused_unless_asked(finished, tmp_path, capsys):
     assert predict(target, np.zeros((32, 32, 3), np.uint8), allow_incomplete=True).predictions
 
 
+def test_a_photo_is_read_upright_as_its_camera_recorded_the_turn(tmp_path):
+    from PIL import Image
+
+    from fastcifar.data.images import read_image
+
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32] = 255  # stored lying down: the left half white
+    photo = Image.fromarray(pixels)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # EXIF orientation: shown turned 90 degrees clockwise, the white on top
+    photo.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    upright = read_image(tmp_path / "portrait.jpg")
+    assert upright[:16].mean() > 240 and upright[16:].mean() < 15
+
+
 @pytest.mark.parametrize(
     ("mode", "make", "expected_mean"),
     [

@@ -32,7 +32,7 @@ def image_paths(arguments: list[str | Path]) -> list[Path]:
 
 def read_image(path: str | Path, resize: str = "squash") -> np.ndarray:
     """RGB uint8 (32, 32, 3); anything that is not a readable image raises ImageInputError."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     file = Path(path)
     if file.is_dir():
@@ -50,7 +50,9 @@ def read_image(path: str | Path, resize: str = "squash") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:
                 _check_size(image, str(path))
-                rgb = to_rgb8(image)
+                # A camera stores a photo as its sensor saw it and the turn in EXIF: turned
+                # upright here, or a portrait photo is classified lying on its side.
+                rgb = to_rgb8(ImageOps.exif_transpose(image))
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
