@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import fastcifar
-from fastcifar.errors import MissingBackendError
+from fastcifar.errors import ConfigError, MissingBackendError
 from fastcifar.export import main as export_main
 from fastcifar.runs import export as exporting
 from tests.cifar_files import synthetic_cifar
@@ -77,12 +78,17 @@ def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, caps
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     for out, message in [(mine, "exists and is no export of fastcifar (no notes.txt.check.json"),
-                         (tmp_path, "is a folder: --out names the file to write")]:  # fmt: skip
+                         (tmp_path, "is a folder: --out names the file to write"),
+                         (mine / "net.pt", f"{mine} is a file: --out {mine / 'net.pt'} cannot")
+                         ]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             export_main([str(trained), "--format", "torchscript", "--out", str(out)])
         error = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in error and error.count("\n") == 1
     assert mine.read_text() == "mine"
+    if Path("/proc").is_dir():  # a folder no file can be made in: the error names out, not ours
+        with pytest.raises(ConfigError, match=r"^cannot write /proc/net\.pt \("):
+            fastcifar.export(trained, format="torchscript", out="/proc/net.pt", data=DATA)
 
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):

@@ -11,6 +11,7 @@ difference) are printed and written next to the file as FILE.check.json.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -102,16 +103,21 @@ def export_run(
     test, _which = test_split_of(saved, data_dir, test_subset, data)
     pixels = torch.from_numpy(np.ascontiguousarray(test.images))
     target = Path(out) if out is not None else saved.folder / EXPORTS[format]
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Written and checked under a name of its own, then moved in: a stopped or failed export
     # leaves the earlier one and its check as they were.
     unchecked = target.with_name(f".unchecked-{os.getpid()}-{target.name}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        unchecked.touch()  # an OSError here, where torch's writers raise their C++ RuntimeError
         export = _export_onnx if format == "onnx" else _export_torchscript
         runtime, run_file = export(deployable, pixels[:2], unchecked)
         check = _compare(deployable, run_file, pixels, target, format, runtime, started)
         atomic_write(Path(f"{target}.check.json"), json.dumps(asdict(check), indent=2) + "\n")
         os.replace(unchecked, target)
+    except OSError as error:  # where `out` cannot be written: named as given, not our temporary
+        if error.errno == errno.ENOSPC or error.filename not in (str(unchecked), str(target)):
+            raise
+        raise ConfigError(f"cannot write {target} ({error.strerror})") from None
     finally:
         unchecked.unlink(missing_ok=True)
     return check
@@ -127,6 +133,9 @@ def _check_out(out: str | Path | None) -> None:
     target = Path(out)
     if target.is_dir():
         raise ConfigError(f"{target} is a folder: {named('out')} names the file to write")
+    above = next(folder for folder in target.absolute().parents if folder.exists())
+    if not above.is_dir():
+        raise ConfigError(f"{above} is a file: {named('out')} {target} cannot be written in it")
     if target.exists() and not Path(f"{target}.check.json").is_file():
         raise ConfigError(
             f"{target} exists and is no export of fastcifar (no {target.name}.check.json beside "
