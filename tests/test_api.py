@@ -121,7 +121,7 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     assert resumed.summary.resumed
     ours, theirs = resumed.model.state_dict(), whole.model.state_dict()
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
-    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs arguments \(depth\)"):
+    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs depth, which fastcifar"):
         fastcifar.load_run(tmp_path / "b", model=NeedsDepth)
     loaded = fastcifar.load_run(tmp_path / "b", model=TinyNet)
     assert loaded.class_names == ("0", "1", "2", "3")
@@ -165,7 +165,7 @@ class NoParameters(nn.Module):
 
 def test_a_model_class_that_needs_more_than_the_class_count_is_refused_before_a_run(tmp_path):
     out = tmp_path / "r"
-    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs arguments \(depth\)"):
+    with pytest.raises(ConfigError, match=r"^model NeedsDepth needs depth, which fastcifar"):
         fastcifar.fit(**OWN_MODEL, lr_max=0.05, model=NeedsDepth, data=four_classes(),
                       out=str(out))  # fmt: skip
     assert not out.exists()

@@ -251,10 +251,13 @@ def test_a_model_class_gets_the_class_count_by_name_else_as_its_one_argument():
     assert isinstance(model_factory(NoInit, 4, 1.0)(), NoInit)
     assert model_factory(lambda: ByName(8), 4, 1.0)().named == {"width": 8, "num_classes": 10}
 
+    def wrapped(*given, **named):  # a decorator without functools.wraps: the count through *args
+        return OnePositional(*given, **named)
 
-@pytest.mark.parametrize(
-    "model, needs", [(DepthFirst, "(depth)"), (TwoNeeded, "(depth, dropout)"), (3, None)]
-)
+    assert model_factory(wrapped, 4, 1.0)().given == (4, 16)
+
+
+@pytest.mark.parametrize("model, needs", [(DepthFirst, "depth"), (TwoNeeded, "dropout"), (3, None)])
 def test_a_model_fit_cannot_build_is_one_line_before_a_run(model, needs):
     """DepthFirst(4) would have built a network of depth 4 with 10 classes, in silence."""
     from fastcifar.engine.model import check_model
@@ -266,5 +269,5 @@ def test_a_model_fit_cannot_build_is_one_line_before_a_run(model, needs):
         assert message.startswith("model must be an nn.Module, or a class or function returning")
         assert message.endswith("got int")
     else:
-        assert message.startswith(f"model {model.__name__} needs arguments {needs} that fit")
+        assert message.startswith(f"model {model.__name__} needs {needs}, which fastcifar")
         assert message.endswith(f"e.g. model=lambda: {model.__name__}(...)")

@@ -256,9 +256,10 @@ def _reset(model: nn.Module) -> nn.Module:
 
 def _builder(model: Callable[..., object]) -> Callable[[int], object]:
     """How a class or function is called: with the class count as `num_classes=` where it names
-    that parameter, else as its one positional parameter, else with nothing. A constructor that
-    needs more is refused before anything runs: it would get the class count in another
-    parameter's place (nn.Module's own `*args` takes none, so it counts as no parameter)."""
+    that parameter, else as its first positional one (or its `*args`), else with nothing. A
+    constructor that needs more is refused before anything runs: it would get the class count
+    in another parameter's place. nn.Module's own `(*args, **kwargs)`, which a subclass without
+    an __init__ shows, takes nothing."""
     if not callable(model):
         raise ConfigError(
             "model must be an nn.Module, or a class or function returning one, "
@@ -268,20 +269,24 @@ def _builder(model: Callable[..., object]) -> Callable[[int], object]:
         parameters = list(inspect.signature(model).parameters.values())
     except (TypeError, ValueError):  # a builtin or C extension: no signature to read
         return lambda _: model()
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(model, type) and model.__init__ is nn.Module.__init__:
+        parameters = []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes = [p for p in parameters if p.kind in (*kinds, inspect.Parameter.VAR_POSITIONAL)]
     required = [p.name for p in parameters if p.default is p.empty and p.kind not in _VARIADIC]
     named = any(p.name == "num_classes" and p.kind != p.POSITIONAL_ONLY for p in parameters)
-    given = ["num_classes"] if named else [p.name for p in positional[:1]]
-    if [name for name in required if name not in given]:
+    given = ["num_classes"] if named else [p.name for p in takes[:1]]
+    missing = [name for name in required if name not in given]
+    if missing:
         name = getattr(model, "__qualname__", repr(model))
         raise ConfigError(
-            f"model {name} needs arguments ({', '.join(required)}) that fit cannot give (it "
-            f"passes only the class count, as num_classes or the one positional argument): "
-            f"pass a function that builds it, e.g. model=lambda: {name}(...)"
+            f"model {name} needs {', '.join(missing)}, which fastcifar cannot give (it passes "
+            f"the class count alone): pass a function that builds it, e.g. "
+            f"model=lambda: {name}(...)"
         )
     if named:
         return lambda classes: model(num_classes=classes)
-    return (lambda classes: model(classes)) if positional else (lambda _: model())
+    return (lambda classes: model(classes)) if takes else (lambda _: model())
 
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
