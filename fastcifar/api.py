@@ -167,8 +167,8 @@ def _base_config(config: Any) -> dict[str, Any]:
 
 
 def _refuse_data_named_twice(settings: dict[str, Any], keywords: dict[str, Any]) -> None:
-    """data= with a data set named too (by keyword, even its default, or config): one would be
-    recorded and the other trained on."""
+    """data= with a data set named too (by a keyword, even the default's, or by a config that
+    names another): one would be recorded and the other trained on."""
     defaults = {"dataset": TrainConfig().dataset, "data_dir": None}
     also = sorted(
         name
@@ -177,7 +177,8 @@ def _refuse_data_named_twice(settings: dict[str, Any], keywords: dict[str, Any])
     )
     if also:
         raise ConfigError(
-            f"data= gives the data itself, and {' and '.join(also)} name data to read: "
+            f"data= gives the data itself, and {' and '.join(also)} "
+            f"{'name' if len(also) > 1 else 'names'} data to read: "
             "pass one or the other"
         )
 

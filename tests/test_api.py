@@ -320,6 +320,12 @@ def test_a_list_of_one_lrmax_is_that_lrmax_given(tmp_path):
         ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 2, 0]),
           "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": ["a", "b", "a"]},
          "class_names names 'a' more than once"),
+        ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 0, 1]),
+          "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": list("abcd")},
+         "labels go up to 1 but 4 class name.s. were given: one name per class"),
+        ({"train": (np.zeros((4, 32, 32, 3), np.uint8), [0, 1, 0, 1]),
+          "test": (np.zeros((2, 32, 32, 3), np.uint8), [0, 1]), "class_names": {"a", "b"}},
+         "class_names must be a list of names, got"),
     ],
 )  # fmt: skip
 def test_data_of_ones_own_that_cannot_work_is_one_data_error(data, message):

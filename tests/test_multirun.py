@@ -324,6 +324,10 @@ def test_the_aggregate_takes_runs_run_apart_and_refuses_other_data_or_networks(
     aggregate.main([str(seed_5), str(moved), "--out", str(out)])
     record = json.loads((out / "config.json").read_text())
     assert record["data"] == data and record["model"] == "ResNet9"
+    old = edited_copy(
+        two_seeds / "seed-6", tmp_path / "old", record={"data": None}
+    )  # fastcifar 0.1
+    aggregate.main([str(seed_5), str(old)])  # its data not recorded: not told apart
     other_images = edited_copy(two_seeds / "seed-6", tmp_path / "images",
                                record={"data": {**data, "train_images": 40}})  # fmt: skip
     other_net = edited_copy(two_seeds / "seed-6", tmp_path / "net", record={"model": "my.Net"})

@@ -6,6 +6,7 @@ one's own comes from arrays or tensors (`as_dataset`), with any number of classe
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,16 +126,19 @@ def from_arrays(
     _check_classes(train, test, classes)
     if class_names is None:
         class_names = [str(index) for index in range(classes)]
-    elif isinstance(class_names, str | bytes) or not hasattr(class_names, "__iter__"):
+    elif isinstance(class_names, str | bytes | set | frozenset) or not hasattr(
+        class_names, "__iter__"
+    ):  # a set's order changes from one process to the next: names need one
         raise DataError(f"class_names must be a list of names, got {class_names!r}"[:200])
     else:
         class_names = list(class_names)  # a tuple, a NumPy array, dict keys: names in order
-    if len(class_names) < classes:
+    if len(class_names) != classes:  # more names than labels: classes never trained
         raise DataError(
-            f"labels go up to {classes - 1} but {len(class_names)} class name(s) were given"
+            f"labels go up to {classes - 1} but {len(class_names)} class name(s) were given: "
+            "one name per class"
         )
     class_names = tuple(str(name) for name in class_names)
-    twice = sorted({name for name in class_names if class_names.count(name) > 1})
+    twice = sorted(name for name, count in Counter(class_names).items() if count > 1)
     if twice:  # predict could not tell those classes apart
         raise DataError(f"class_names names {', '.join(map(repr, twice))} more than once")
     return Dataset(

@@ -156,7 +156,8 @@ def _refuse_other_recipes(
         differ = sorted(k for k in first if k not in VARYING and summary.config.get(k) != first[k])
         if record.model != records[0].model:
             differ.append(f"model ({record.model}, not {records[0].model})")
-        if _data_identity(record) != _data_identity(records[0]):
+        known = record.data is not None and records[0].data is not None  # 0.1 recorded none
+        if known and _data_identity(record) != _data_identity(records[0]):
             differ.append("data (" + _data_difference(record, records[0]) + ")")
         if differ:
             raise RunFolderError(

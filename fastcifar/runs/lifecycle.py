@@ -47,7 +47,7 @@ class Lifecycle:
 
     def _drop_made_of_the_weights(self) -> None:
         gone = self.folder.drop_made_of_the_weights()
-        if gone and self.dist.is_main:
+        if gone and self.folder.writes:  # each writer its own folder (--parallel runs)
             say(f"removed {', '.join(gone)} of {self.folder.path}: made of its weights before "
                 "this resume")  # fmt: skip
 
