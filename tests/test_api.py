@@ -253,9 +253,11 @@ def test_settings_from_a_numpy_sweep_are_the_numbers_they_hold():
 
     request = make_request(
         epochs=np.int64(3), amp=np.bool_(False), lr_max=np.linspace(0.1, 0.4, 4)[[0, 3]],
-        max_steps=np.int32(7), batch_size=np.int64(32), train_subset=np.arange(64).size, data=DATA,
+        max_steps=np.int32(7), batch_size=np.int64(32), train_subset=np.int64(64), data=DATA,
     )  # fmt: skip
     config, options = request.config, request.options
+    assert (config.batch_size, config.train_subset) == (32, 64)
+    assert type(config.batch_size) is int and type(config.train_subset) is int
     assert (config.epochs, config.amp, config.lr_max, options.max_steps) == (
         3,
         False,

@@ -359,7 +359,9 @@ def test_predict_json_and_the_crop_option(trained, tmp_path, capsys):
     assert images.read_image(wide, "squash").mean() < 200
 
 
-def test_predict_takes_bfloat16_tensors_and_refuses_paths_mixed_with_arrays(trained, tmp_path):
+def test_predict_takes_bfloat16_and_refuses_paths_mixed_with_arrays_numpy_counts_do(
+    trained, tmp_path
+):
     import fastcifar
     from fastcifar.errors import ImageInputError
 
@@ -372,6 +374,10 @@ def test_predict_takes_bfloat16_tensors_and_refuses_paths_mixed_with_arrays(trai
     with pytest.raises(ImageInputError, match=r"^images is a list of file or folder paths, or of"):
         fastcifar.predict(trained, [str(path), np.zeros((32, 32, 3), np.uint8)])
     assert fastcifar.evaluate(trained, test_subset="ALL", data=DATA).which.startswith("all ")
+    counted = fastcifar.evaluate(trained, test_subset=np.int64(8), batch_size=np.int32(4),
+                                 tta=np.bool_(True), data=DATA)  # fmt: skip
+    assert counted.test_examples == 8 and counted.tta is not None
+    assert len(fastcifar.predict(trained, pixels.numpy(), top=np.int64(2)).predictions[0].top) == 2
 
 
 def test_the_confidence_interval_of_an_accuracy_stays_within_0_and_100_percent():

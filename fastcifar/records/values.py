@@ -20,9 +20,9 @@ def plain(value: object) -> object:
     """A NumPy scalar or array as the Python value it holds (np.int64(3) as 3, an array as a
     list), so that settings taken from a NumPy sweep read as the numbers they are; anything else
     as given. NumPy is not imported: a setting can only be NumPy's where NumPy is loaded."""
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, list | tuple):
+    if type(value).__module__.split(".")[0] == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()  # numpy.ma's arrays too
+    if type(value) in (list, tuple):  # not a namedtuple: it is built field by field
         return type(value)(plain(item) for item in value)
     return value
 

@@ -19,7 +19,7 @@ from fastcifar.engine.evaluation import Scores, evaluate_split
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, ImageInputError
 from fastcifar.outputs.plots import confusion_matrix
-from fastcifar.records.values import is_integer
+from fastcifar.records.values import is_integer, plain
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
 from fastcifar.system.caller import named
 from fastcifar.system.device import pick_device
@@ -225,6 +225,7 @@ def checked_test_options(test_subset: Any, data_dir: Any) -> int | str | None:
     any case, as the flag takes it), and a folder's path."""
     if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
         raise ConfigError(f"{named('data_dir')} must be a folder's path, got {data_dir!r}")
+    test_subset = plain(test_subset)
     if isinstance(test_subset, str) and test_subset.lower() == "all":
         return "all"
     if test_subset is not None:
@@ -235,13 +236,13 @@ def checked_test_options(test_subset: Any, data_dir: Any) -> int | str | None:
 def check_switches(**switches: Any) -> None:
     """The on/off settings of evaluate and predict, true or false as their flags are."""
     for name, value in switches.items():
-        if not isinstance(value, bool):
+        if not isinstance(plain(value), bool):  # NumPy's bool_ is one too
             raise ConfigError(f"{named(name)} must be True or False, got {value!r}")
 
 
 def _check_count(name: str, value: Any, also: str = "") -> None:
     """A count of evaluate or predict, a positive integer as its flag takes it."""
-    if not is_integer(value) or value < 1:
+    if not is_integer(plain(value)) or value < 1:
         raise ConfigError(f"{named(name)} must be a positive integer{f' {also}' if also else ''}, "
                           f"got {value!r}")  # fmt: skip
 
