@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from fastcifar.cli import Parser, add_saved_run_arguments, count, run_main
 from fastcifar.records.config import TrainConfig
 from fastcifar.system.caller import python_entry
 from fastcifar.system.command_module import callable_module
+
+if TYPE_CHECKING:
+    from fastcifar.runs.inference import ClassReport
 
 
 def test_subset(text: str) -> int | str:
@@ -50,22 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_report(matrix: np.ndarray, class_names: list[str], title: str = "test accuracy") -> str:
-    accuracy = np.trace(matrix) / matrix.sum()
+def format_report(report: ClassReport, title: str = "test accuracy") -> str:
+    """The printed report: accuracy, per-class accuracy ('n/a' for a class without test
+    images) and the confusion matrix."""
+    matrix, names = report.confusion, list(report.class_names)
     lines = [
-        f"{title}: {100 * accuracy:.2f}% ({np.trace(matrix)}/{matrix.sum()})",
+        f"{title}: {100 * report.accuracy:.2f}% ({np.trace(matrix)}/{matrix.sum()})",
         "",
         "per-class accuracy:",
     ]
-    for name, row, correct in zip(class_names, matrix, np.diag(matrix), strict=True):
-        share = f"{100 * correct / row.sum():6.2f}%" if row.sum() else "    n/a (no test image)"
-        lines.append(f"  {name:<12}{share}")
+    for name, share in report.per_class.items():
+        lines.append(f"  {name:<12}" + (f"{100 * share:6.2f}%" if share is not None
+                                        else "    n/a (no test image)"))  # fmt: skip
     lines += [
         "",
         "confusion matrix (rows: true, columns: predicted):",
-        " " * 12 + "".join(f"{name[:6]:>7}" for name in class_names),
+        " " * 12 + "".join(f"{name[:6]:>7}" for name in names),
     ]
-    for name, row in zip(class_names, matrix, strict=True):
+    for name, row in zip(names, matrix, strict=True):
         lines.append(f"{name:<12}" + "".join(f"{value:>7}" for value in row))
     return "\n".join(lines)
 
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
         tta_title = f"{tta_name(args.tta_translate)} accuracy"
         for title, scores in (("test accuracy", result.plain), (tta_title, result.tta)):
             if scores is not None:
-                print(format_report(scores.confusion, list(scores.class_names), title))
+                print(format_report(scores, title))
         written = atomic_write(Path(args.run_dir) / EVALUATION, strict_json(result.to_dict()))
         say(f"wrote {written}")
 

@@ -19,6 +19,7 @@ from fastcifar.engine.evaluation import Scores, evaluate_split
 from fastcifar.engine.model import ModelChoice
 from fastcifar.errors import ConfigError, ImageInputError
 from fastcifar.outputs.plots import confusion_matrix
+from fastcifar.records.summary import tta_name
 from fastcifar.records.values import is_integer, plain
 from fastcifar.runs.saved_run import SavedRun, load_saved_run, test_split_of
 from fastcifar.system.caller import named
@@ -66,7 +67,7 @@ class RunEvaluation:
     plain: ClassReport
     tta: ClassReport | None
     note: str | None  # why the figure may differ from the run's own (its precision)
-    tta_kind: str | None = None  # "flip", or "flip + translate"; None without TTA
+    tta_kind: str | None = None  # "flip TTA" or "flip + translate TTA" (tta_name); None without
 
     @property
     def accuracy(self) -> float:
@@ -139,7 +140,7 @@ def evaluate(
         ClassReport.of(result.plain, result.labels, names),
         ClassReport.of(result.tta, result.labels, names) if result.tta else None,
         _precision_note(saved),
-        ("flip + translate" if tta_translate else "flip") if tta else None,
+        tta_name(tta_translate) if tta else None,
     )
 
 
