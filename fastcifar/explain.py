@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, *, data: Any = None) -> None:
         import_grad_cam()  # a missing extra fails before any work
         device = pick_device(args.device)
         saved = load_saved_run(Path(args.run_dir), device, allow_incomplete=args.allow_incomplete)
-        test, _ = test_split_of(saved, args.data_dir, None, data)
+        test = test_split_of(saved, args.data_dir, None, data).split
         evaluation = evaluate_split(saved.model, test, device, normalisation=saved.normalisation)
         path = Path(args.out) if args.out else Path(args.run_dir) / "gradcam.png"
         shown = Dataset(test, test, saved.class_names, saved.normalisation)

@@ -127,7 +127,8 @@ def test_a_model_of_ones_own_on_four_classes_trains_and_resumes_bit_identically(
     assert loaded.class_names == ("0", "1", "2", "3")
     same = fastcifar.evaluate(loaded, data=four_classes())
     other = fastcifar.evaluate(loaded, data=synthetic_cifar(96, 40, seed=1, classes=4))
-    assert "SHA-256" not in same.which  # other images are said to be other
+    assert "SHA-256" not in same.which  # other images are said to be other, and recorded so
+    assert (same.to_dict()["other_images"], other.to_dict()["other_images"]) == (False, True)
     assert other.which.endswith("(not the images the run was trained on: their SHA-256 differs "
                                 "from its record)")  # fmt: skip
     probabilities = loaded.predict_proba(four_classes().test.images[:5])

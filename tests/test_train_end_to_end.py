@@ -158,7 +158,7 @@ def test_evaluate_says_what_it_evaluated_and_refuses_labels_past_the_runs_classe
     result = evaluate(trained_run, data=two, device="cpu", tta=True, test_subset="all")
     report = result.to_dict()
     assert (report["test_examples"], report["tta"]) == (4, "flip TTA")
-    assert report["test_images"].startswith("all 4 test images")
+    assert result.which.startswith("all 4 test images") and report["other_images"] is False
     shown = list(report["per_class_accuracy"].values())
     assert None not in shown[:2] and shown[2:] == [None] * 8  # no images: no accuracy, not 0%
     text = evaluate.format_report(result.plain)

@@ -100,7 +100,7 @@ def export_run(
         run, pick_device(device), model=model, allow_incomplete=allow_incomplete
     )  # fmt: skip
     deployable = Deployable(saved.model, saved.normalisation).cpu().eval()
-    test, _which = test_split_of(saved, data_dir, test_subset, data)
+    test = test_split_of(saved, data_dir, test_subset, data).split
     pixels = torch.from_numpy(np.ascontiguousarray(test.images))
     target = Path(out) if out is not None else saved.folder / EXPORTS[format]
     # Written and checked under a name of its own, then moved in: a stopped or failed export

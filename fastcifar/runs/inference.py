@@ -68,6 +68,7 @@ class RunEvaluation:
     tta: ClassReport | None
     note: str | None  # why the figure may differ from the run's own (its precision)
     tta_kind: str | None = None  # "flip TTA" or "flip + translate TTA" (tta_name); None without
+    other_images: bool = False  # not the images the run was trained on (another SHA-256)
 
     @property
     def accuracy(self) -> float:
@@ -81,7 +82,7 @@ class RunEvaluation:
         report: dict[str, Any] = {
             "run": str(self.run),
             "test_examples": self.test_examples,
-            "test_images": self.which,
+            "other_images": self.other_images,
             "tta": self.tta_kind,
             "note": self.note,
         }
@@ -126,7 +127,8 @@ def evaluate(
             f"{saved.folder} trained without flips (flip none): flip TTA would average its test "
             f"images with mirror images it never saw; evaluate without {named('tta')}"
         )
-    test, which = test_split_of(saved, data_dir, test_subset, data)
+    images = test_split_of(saved, data_dir, test_subset, data)
+    test, which = images.split, images.which
     on = next(saved.model.parameters()).device
     say(f"evaluating {which} on {on} (fp32)")
     result = evaluate_split(
@@ -141,6 +143,7 @@ def evaluate(
         ClassReport.of(result.tta, result.labels, names) if result.tta else None,
         _precision_note(saved),
         tta_name(tta_translate) if tta else None,
+        images.other,
     )
 
 

@@ -148,12 +148,21 @@ def _check_finite(model: nn.Module, source: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TestImages:
+    """The test images to look at a saved run with: `which` says them in words; `other`: not
+    the images the run was trained on (their SHA-256 differs from its record)."""
+
+    split: Any  # a CifarSplit
+    which: str
+    other: bool
+
+
 def test_split_of(
     saved: SavedRun, data_dir: str | None, subset: int | str | None, data: Any = None
-) -> tuple[Any, str]:
-    """The test images to look at a saved run with, and a phrase saying which: those the run
-    was evaluated on, unless `subset` says N or "all"; `data`: the data set of a run trained
-    on data of one's own."""
+) -> TestImages:
+    """Those the run was evaluated on, unless `subset` says N or "all"; `data`: the data set
+    of a run trained on data of one's own."""
     from fastcifar.data.catalogue import load_dataset
     from fastcifar.data.dataset import as_dataset
 
@@ -180,9 +189,10 @@ def test_split_of(
     else:
         count, which = int(subset), f"the first {int(subset):,} test images"
     recorded = (saved.record.data or {}).get("sha256") if saved.record is not None else None
-    if recorded and dataset.fingerprint and dataset.fingerprint != recorded:
+    other = bool(recorded and dataset.fingerprint and dataset.fingerprint != recorded)
+    if other:
         which += " (not the images the run was trained on: their SHA-256 differs from its record)"
-    return dataset.test.subset(count, named("test_subset")), which
+    return TestImages(dataset.test.subset(count, named("test_subset")), which, other)
 
 
 def _check_fits_the_run(saved: SavedRun, dataset: Any) -> None:
