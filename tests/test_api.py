@@ -278,7 +278,12 @@ def test_settings_from_a_numpy_sweep_are_the_numbers_they_hold():
     [
         ([0, 1, 2], "for [0, 1, 2] give seed=0 and seeds=3"),
         (np.arange(3, 5), "for [3, 4] give seed=3 and seeds=2"),
-        ((1, 5), "seeds that do not follow each other are runs of their own seed"),
+        ([2, 1, 0], "for [2, 1, 0] give seed=0 and seeds=3"),
+        (
+            (1, 5),
+            "for seeds apart, train each with its own seed and combine the runs with "
+            "python -m fastcifar.aggregate",
+        ),
     ],
 )
 def test_a_list_of_seeds_is_told_how_to_say_it(seeds, instead):

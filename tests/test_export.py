@@ -79,7 +79,7 @@ def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, caps
     mine.write_text("mine")
     for out, message in [(mine, "exists and is no export of fastcifar (no notes.txt.check.json"),
                          (tmp_path, "is a folder: --out names the file to write"),
-                         (mine / "net.pt", f"{mine} is a file: --out {mine / 'net.pt'} cannot")
+                         (mine / "net.pt", f"--out {mine / 'net.pt'}: {mine} is a file, not a")
                          ]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             export_main([str(trained), "--format", "torchscript", "--out", str(out)])
@@ -87,8 +87,9 @@ def test_out_replaces_an_earlier_export_and_nothing_else(trained, tmp_path, caps
         assert exit_info.value.code == 2 and message in error and error.count("\n") == 1
     assert mine.read_text() == "mine"
     if Path("/proc").is_dir():  # a folder no file can be made in: the error names out, not ours
-        with pytest.raises(ConfigError, match=r"^cannot write /proc/net\.pt \("):
-            fastcifar.export(trained, format="torchscript", out="/proc/net.pt", data=DATA)
+        for out in ("/proc/net.pt", "/proc/fastcifar/net.pt"):  # no file, no folder
+            with pytest.raises(ConfigError, match=rf"^out {out}: cannot write it \("):
+                fastcifar.export(trained, format="torchscript", out=out, data=DATA)
 
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):

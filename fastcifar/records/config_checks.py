@@ -208,14 +208,18 @@ def _check_seeds_is_a_count(seeds: object) -> None:
     """A list of seeds (`seeds=[0, 1, 2]`, a range) is the natural guess: say what stands for it."""
     if not isinstance(seeds, list | tuple | range) or not all(map(is_integer, seeds)) or not seeds:
         return
-    first, count = seeds[0], len(seeds)
-    if list(seeds) == list(range(first, first + count)):
+    ordered = sorted(set(seeds))
+    first, count = ordered[0], len(ordered)
+    if ordered == list(range(first, first + count)):
         instead = (
             f"for {list(seeds)} give {setting('seed', str(first), str(first))} and "
             f"{setting('seeds', str(count), str(count))}"
         )
     else:
-        instead = f"seeds that do not follow each other are runs of their own {named('seed')}"
+        instead = (
+            f"for seeds apart, train each with its own {named('seed')} and combine the runs "
+            "with python -m fastcifar.aggregate"
+        )
     raise ConfigError(
         f"{named('seeds')} is how many seeds to train, from {named('seed')} on: {instead}"
     )

@@ -115,9 +115,12 @@ def export_run(
         atomic_write(Path(f"{target}.check.json"), json.dumps(asdict(check), indent=2) + "\n")
         os.replace(unchecked, target)
     except OSError as error:  # where `out` cannot be written: named as given, not our temporary
-        if error.errno == errno.ENOSPC or error.filename not in (str(unchecked), str(target)):
+        ours = {str(unchecked), str(target), *map(str, target.parents)}
+        if error.errno == errno.ENOSPC or error.filename not in ours:
             raise
-        raise ConfigError(f"cannot write {target} ({error.strerror})") from None
+        raise ConfigError(
+            f"{named('out')} {target}: cannot write it ({error.strerror}): choose another"
+        ) from None
     finally:
         unchecked.unlink(missing_ok=True)
     return check
@@ -135,7 +138,7 @@ def _check_out(out: str | Path | None) -> None:
         raise ConfigError(f"{target} is a folder: {named('out')} names the file to write")
     above = next(folder for folder in target.absolute().parents if folder.exists())
     if not above.is_dir():
-        raise ConfigError(f"{above} is a file: {named('out')} {target} cannot be written in it")
+        raise ConfigError(f"{named('out')} {target}: {above} is a file, not a folder")
     if target.exists() and not Path(f"{target}.check.json").is_file():
         raise ConfigError(
             f"{target} exists and is no export of fastcifar (no {target.name}.check.json beside "
