@@ -101,9 +101,15 @@ def _check_classes(
         )
 
 
+# How files become pixels; a change of it (v2: photos turned upright by their EXIF orientation)
+# makes every cached decode stale.
+DECODER = "v2-exif-upright"
+
+
 def _listing_key(folder: Path, listing: dict[str, dict[str, list[Path]]]) -> str:
-    """What the decoded arrays depend on: every file's place, size and modification time."""
-    digest = hashlib.sha256(str(folder.resolve()).encode())
+    """What the decoded arrays depend on: the decoder, and every file's place, size and
+    modification time."""
+    digest = hashlib.sha256(f"{DECODER}\0{folder.resolve()}".encode())
     for split in SPLITS:
         for name, files in listing[split].items():
             for path in files:
