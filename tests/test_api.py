@@ -58,6 +58,19 @@ class NeedsDepth(TinyNet):
         super().__init__(num_classes)
 
 
+class OfWidth(nn.Module):
+    """One class, many networks: its width is an argument."""
+
+    def __init__(self, width: int, num_classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                                      nn.AdaptiveMaxPool2d(1), nn.Flatten())  # fmt: skip
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 def test_fit_returns_the_result_and_writes_the_run_folder(tmp_path):
     result = fastcifar.fit(**QUICK, lr_max=0.4, lr_min=0.04, data=DATA, out=str(tmp_path / "r"))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -92,6 +105,28 @@ def test_the_one_line_fit_works_as_a_new_user_types_it(tmp_path):
 
 def four_classes():
     return synthetic_cifar(96, 40, classes=4)
+
+
+def test_an_aggregate_tells_one_class_built_at_two_widths_apart(tmp_path, capsys):
+    """Both are tests.test_api.OfWidth: their parameters' shapes, recorded as a digest, are
+    what keeps a 4-wide and an 8-wide network out of one mean +- std."""
+    from fastcifar import aggregate
+
+    settings = dict(OWN_MODEL, train_subset=48, test_subset=40, lr_max=0.05, data=four_classes())
+    for name, width, seed in (("a", 4, 0), ("b", 4, 1), ("c", 8, 1)):
+        fastcifar.fit(**settings, seed=seed, model=OfWidth(width), out=str(tmp_path / name))
+    records = {n: json.loads((tmp_path / n / "config.json").read_text()) for n in "abc"}
+    assert {r["model"] for r in records.values()} == {"tests.test_api.OfWidth"}
+    digests = [records[n]["architecture"] for n in "abc"]
+    assert digests[0] == digests[1] != digests[2] and re.fullmatch("[0-9a-f]{16}", digests[2])
+    aggregate.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")])
+    together = json.loads((tmp_path / "ab" / "config.json").read_text())
+    assert together["architecture"] == digests[0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        aggregate.main([str(tmp_path / "a"), str(tmp_path / "c")])
+    assert (f"differs from {tmp_path / 'a'} in model's parameter shapes (digest {digests[2]}, "
+            f"not {digests[0]}): an aggregate takes") in capsys.readouterr().err  # fmt: skip
 
 
 def stopped_in_epoch_2(monkeypatch, out: Path, **extra) -> str:

@@ -328,12 +328,20 @@ def test_the_aggregate_takes_runs_run_apart_and_refuses_other_data_or_networks(
         two_seeds / "seed-6", tmp_path / "old", record={"data": None}
     )  # fastcifar 0.1
     aggregate.main([str(seed_5), str(old)])  # its data not recorded: not told apart
+    unshaped = edited_copy(
+        two_seeds / "seed-6", tmp_path / "unshaped", record={"architecture": None}
+    )
+    aggregate.main([str(seed_5), str(unshaped)])  # recorded before the digest: not told apart
     other_images = edited_copy(two_seeds / "seed-6", tmp_path / "images",
                                record={"data": {**data, "train_images": 40}})  # fmt: skip
     other_net = edited_copy(two_seeds / "seed-6", tmp_path / "net", record={"model": "my.Net"})
+    digest = record["architecture"]
+    wider = edited_copy(two_seeds / "seed-6", tmp_path / "wider",
+                        record={"architecture": "0123456789abcdef"})  # fmt: skip
     capsys.readouterr()
+    shapes = f"model's parameter shapes (digest 0123456789abcdef, not {digest})"
     for other, why in ((other_images, "data (its train images)"),
-                       (other_net, "model (my.Net, not ResNet9)")):  # fmt: skip
+                       (other_net, "model (my.Net, not ResNet9)"), (wider, shapes)):  # fmt: skip
         with pytest.raises(SystemExit):
             aggregate.main([str(seed_5), str(other)])
         assert f"differs from {seed_5} in {why}: an aggregate takes" in capsys.readouterr().err

@@ -337,6 +337,20 @@ def test_a_malformed_data_record_is_one_line_naming_config_json(finished, tmp_pa
     assert error.count("\n") == 1 and "config.json" in error and "data" in error, error
 
 
+@pytest.mark.parametrize("architecture", [3, ["0123456789abcdef"]])
+def test_a_malformed_architecture_is_one_line_naming_config_json(
+    finished, tmp_path, capsys, architecture
+):
+    target = copy_run(finished, tmp_path / "run")
+    record = json.loads((target / "config.json").read_text())
+    assert isinstance(record["architecture"], str)  # what a run records
+    (target / "config.json").write_text(json.dumps({**record, "architecture": architecture}))
+    with pytest.raises(SystemExit):
+        evaluate_main([str(target)])
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "config.json" in error and "architecture" in error, error
+
+
 def test_non_finite_weights_are_refused(finished, tmp_path, capsys):
     target = copy_run(finished, tmp_path / "run")
     state = torch.load(target / "model.pt", weights_only=True)

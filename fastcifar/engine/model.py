@@ -19,6 +19,7 @@ softmax twice, which squashes the outputs into a narrow band so the gradients al
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -220,6 +221,13 @@ def model_name(model: ModelChoice, network: str = "resnet9") -> str:
         return network_class(network).__name__
     kind = model if isinstance(model, type) or not isinstance(model, nn.Module) else type(model)
     return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def architecture_of(model: nn.Module) -> str:
+    """A digest of the names and shapes of the model's parameters and buffers: what tells two
+    networks of one class apart when built with other arguments (their names cannot)."""
+    shapes = "\n".join(f"{name} {tuple(t.shape)}" for name, t in model.state_dict().items())
+    return hashlib.sha256(shapes.encode()).hexdigest()[:16]
 
 
 def check_logits(model: nn.Module, num_classes: int, device: torch.device) -> None:

@@ -40,6 +40,7 @@ class ConfigRecord:
     config: dict[str, Any]  # TrainConfig.to_dict(), data_dir resolved
     data: dict[str, Any] | None = None  # Dataset.describe()
     model: str = "ResNet9"  # a named network's class, or a custom model's qualified name
+    architecture: str | None = None  # engine.model.architecture_of; None: recorded before it
     schema: int = CONFIG_SCHEMA
 
     @property
@@ -63,6 +64,7 @@ class ConfigRecord:
             "config": self.config,
             "data": self.data,
             "model": self.model,
+            "architecture": self.architecture,
         }
 
 
@@ -86,6 +88,7 @@ def read_config(folder: Path) -> ConfigRecord:
             config=values["config"],
             data=values.get("data"),
             model=str(values.get("model", "ResNet9")),
+            architecture=_architecture(values.get("architecture")),
             schema=int(values.get("schema", 1)),
         )
         if record.schema > CONFIG_SCHEMA:
@@ -100,6 +103,12 @@ def read_config(folder: Path) -> ConfigRecord:
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise RunFolderError(f"{path} is not a fastcifar config ({short(error)})") from None
     return record
+
+
+def _architecture(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"architecture must be a digest, got {value!r}"[:200])
+    return value
 
 
 def _check_data(data: Any) -> None:

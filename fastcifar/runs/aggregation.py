@@ -156,6 +156,11 @@ def _refuse_other_recipes(
         differ = sorted(k for k in first if k not in VARYING and summary.config.get(k) != first[k])
         if record.model != records[0].model:
             differ.append(f"model ({record.model}, not {records[0].model})")
+        elif None not in (record.architecture, records[0].architecture) and (
+            record.architecture != records[0].architecture
+        ):  # one class built with other arguments (a width, a depth)
+            differ.append(f"model's parameter shapes (digest {record.architecture}, "
+                          f"not {records[0].architecture})")  # fmt: skip
         known = record.data is not None and records[0].data is not None  # 0.1 recorded none
         if known and _data_identity(record) != _data_identity(records[0]):
             differ.append("data (" + _data_difference(record, records[0]) + ")")
@@ -196,7 +201,7 @@ def _aggregate_records(
         reason = f"diverged: every run diverged; {reason}"
     status = Status.COMPLETE if completed else Status.DIVERGED
     summary = Summary(RunKind.MULTI, status, config, groups=groups, reason=reason)
-    return summary, ConfigRecord(RunKind.MULTI, config, first.data, first.model)
+    return summary, ConfigRecord(RunKind.MULTI, config, first.data, first.model, first.architecture)
 
 
 def _refuse_a_seed_twice(folders: list[Path], summaries: list[Summary]) -> None:

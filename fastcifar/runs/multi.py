@@ -205,9 +205,8 @@ def _one_run(plan: Plan, run: PlannedRun, stop: StopSignals, timings: Timings) -
     if checkpoint is not None:  # refused before the run is marked running (it stays resumable)
         check_continuable(trainer, checkpoint, path, plan.life.folder.final, plan.data_parallel)
     say(f"== run {run.name}")
-    record = ConfigRecord(
-        RunKind.RUN, trainer.config.to_dict(), trainer.data.describe(), trainer.model_name
-    )
+    record = ConfigRecord(RunKind.RUN, trainer.config.to_dict(), trainer.data.describe(),
+                          trainer.model_name, trainer.architecture)  # fmt: skip
     try:
         with child.running(record if checkpoint is None else None, running_summary(trainer), stop):
             if checkpoint is not None:

@@ -69,7 +69,8 @@ def open_run(
         setup.check(trainer)
     if setup.plan is not None:
         config = setup.plan(trainer, config, started)
-    record = ConfigRecord(setup.kind, config.to_dict(), trainer.data.describe(), trainer.model_name)
+    record = ConfigRecord(setup.kind, config.to_dict(), trainer.data.describe(), trainer.model_name,
+                          trainer.architecture)  # fmt: skip
     timings = Timings()
     with life.running(record if setup.record else None, setup.running(trainer, config)) as stop:
         timings.warm_up_seconds = warm_up(trainer)

@@ -30,6 +30,7 @@ from fastcifar.engine.initialisation import initialise
 from fastcifar.engine.lr_range_test import RangeTestResult, lr_range_test
 from fastcifar.engine.model import (
     ModelChoice,
+    architecture_of,
     build_model,
     check_logits,
     model_factory,
@@ -78,6 +79,10 @@ class Trainer:
     model_name: str
     initial_optimizer_state: dict
     budget_plan: dict[str, Any] | None = None  # --time-budget's plan (runs/budget.py)
+
+    @property
+    def architecture(self) -> str:
+        return architecture_of(self.model)
 
     @property
     def compiled(self) -> bool:
