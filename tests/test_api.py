@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,8 +126,32 @@ def test_an_aggregate_tells_one_class_built_at_two_widths_apart(tmp_path, capsys
     capsys.readouterr()
     with pytest.raises(SystemExit):
         aggregate.main([str(tmp_path / "a"), str(tmp_path / "c")])
-    assert (f"differs from {tmp_path / 'a'} in model's parameter shapes (digest {digests[2]}, "
-            f"not {digests[0]}): an aggregate takes") in capsys.readouterr().err  # fmt: skip
+    refused = (f"{tmp_path / 'c'} differs from {tmp_path / 'a'} in model's parameter shapes "
+               f"(digest {digests[2]}, not {digests[0]}): an aggregate takes")  # fmt: skip
+    assert refused in capsys.readouterr().err
+    # A folder recorded before the digest, named first, does not wave the two widths through.
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "b", old)
+    (old / "config.json").write_text(json.dumps({**records["b"], "architecture": None}))
+    with pytest.raises(SystemExit):
+        aggregate.main([str(old), str(tmp_path / "a"), str(tmp_path / "c")])
+    assert refused in capsys.readouterr().err
+
+
+def test_the_architecture_digest_takes_a_modules_extra_state():
+    """A module of one's own may keep extra state that is no tensor: digested by its type."""
+    from fastcifar.engine.model import architecture_of
+
+    class WithExtraState(OfWidth):
+        def get_extra_state(self) -> dict:
+            return {"version": 2}
+
+        def set_extra_state(self, state: dict) -> None:
+            self.version = state["version"]
+
+    digest = architecture_of(WithExtraState(4))
+    assert re.fullmatch("[0-9a-f]{16}", digest) and digest != architecture_of(OfWidth(4))
+    assert digest == architecture_of(WithExtraState(4)) != architecture_of(WithExtraState(8))
 
 
 def stopped_in_epoch_2(monkeypatch, out: Path, **extra) -> str:

@@ -226,7 +226,10 @@ def model_name(model: ModelChoice, network: str = "resnet9") -> str:
 def architecture_of(model: nn.Module) -> str:
     """A digest of the names and shapes of the model's parameters and buffers: what tells two
     networks of one class apart when built with other arguments (their names cannot)."""
-    shapes = "\n".join(f"{name} {tuple(t.shape)}" for name, t in model.state_dict().items())
+    shapes = "\n".join(  # a module's extra state need not be a tensor
+        f"{name} {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+        for name, t in model.state_dict().items()
+    )
     return hashlib.sha256(shapes.encode()).hexdigest()[:16]
 
 

@@ -129,13 +129,17 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
             f"not finished: {', '.join(unfinished)}: resume them first, or leave them out"
         )
     records = [read_config(folder) for folder in folders]
-    _refuse_other_recipes(folders, summaries, records)
+    # The run the others are compared with: the first that recorded the most of itself, so
+    # that an older folder named first does not wave two other networks or data sets through.
+    ref = min(range(len(records)), key=lambda i: (records[i].architecture is None,
+                                                  records[i].data is None, i))  # fmt: skip
+    _refuse_other_recipes(folders, summaries, records, ref)
     _refuse_a_seed_twice(folders, summaries)
     taken = "choose another --out"  # aggregate has no --overwrite, no --resume
     claimed = RunFolder.claim(out, occupied=taken, occupied_complete=taken) if out else None
     groups = aggregate_groups(summaries, None)
     say_groups(groups)
-    summary, record = _aggregate_records(folders, summaries, records[0], groups)
+    summary, record = _aggregate_records(folders, summaries, records[ref], groups)
     if claimed is not None:
         claimed.create()
         claimed.write_config(record)
@@ -148,25 +152,25 @@ def aggregate_folders(paths: list[Path], out: str | None, plot: bool = True) -> 
 
 
 def _refuse_other_recipes(
-    folders: list[Path], summaries: list[Summary], records: list[ConfigRecord]
+    folders: list[Path], summaries: list[Summary], records: list[ConfigRecord], ref: int
 ) -> None:
-    """One line when a run differs from the first in a setting, its network or its data."""
-    first = summaries[0].config
+    """One line when a run differs from run `ref` in a setting, its network or its data."""
+    first, theirs = summaries[ref].config, records[ref]
     for folder, summary, record in zip(folders, summaries, records, strict=True):
         differ = sorted(k for k in first if k not in VARYING and summary.config.get(k) != first[k])
-        if record.model != records[0].model:
-            differ.append(f"model ({record.model}, not {records[0].model})")
-        elif None not in (record.architecture, records[0].architecture) and (
-            record.architecture != records[0].architecture
+        if record.model != theirs.model:
+            differ.append(f"model ({record.model}, not {theirs.model})")
+        elif None not in (record.architecture, theirs.architecture) and (
+            record.architecture != theirs.architecture
         ):  # one class built with other arguments (a width, a depth)
             differ.append(f"model's parameter shapes (digest {record.architecture}, "
-                          f"not {records[0].architecture})")  # fmt: skip
-        known = record.data is not None and records[0].data is not None  # 0.1 recorded none
-        if known and _data_identity(record) != _data_identity(records[0]):
-            differ.append("data (" + _data_difference(record, records[0]) + ")")
+                          f"not {theirs.architecture})")  # fmt: skip
+        known = record.data is not None and theirs.data is not None  # 0.1 recorded none
+        if known and _data_identity(record) != _data_identity(theirs):
+            differ.append("data (" + _data_difference(record, theirs) + ")")
         if differ:
             raise RunFolderError(
-                f"{folder} differs from {folders[0]} in {', '.join(differ)}: "
+                f"{folder} differs from {folders[ref]} in {', '.join(differ)}: "
                 "an aggregate takes runs of one recipe"
             )
 
